@@ -1,0 +1,185 @@
+"""Flax linen layers: the involution layer and the PyTorch-exact pieces it needs.
+
+Sub-module names follow the official RedNet code one to one (`conv1.conv`,
+`conv1.bn`, `conv2.conv`), so official checkpoints convert by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from involution_jax.ops import involution, output_size
+
+Dtype = Any
+
+# PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu"): untruncated.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BatchNorm(nn.Module):
+  """Batch normalisation over all axes but the last, as PyTorch computes it.
+
+  Train mode normalises with the batch's biased variance and updates the
+  running variance with the unbiased one (n / (n - 1)), like `torch.nn.BatchNorm2d`
+  (Flax's BatchNorm keeps the biased one). Under `jax.jit` with the batch
+  sharded over devices the statistics are those of the global batch (SyncBN).
+  `momentum` is Flax's: running = momentum * running + (1 - momentum) * batch,
+  so PyTorch's default 0.1 is 0.9 here.
+  """
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  scale_init: nn.initializers.Initializer = nn.initializers.ones
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+    xf = x.astype(jnp.float32)
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(xf, axes)
+      var = jnp.mean(jnp.square(xf - mean), axes)
+      if not self.is_initializing():
+        n = x.size // features
+        m = self.momentum
+        running_mean.value = m * running_mean.value + (1 - m) * mean
+        running_var.value = m * running_var.value + (1 - m) * var * (n / max(n - 1, 1))
+    else:
+      mean, var = running_mean.value, running_var.value
+    mul = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
+    y = xf * mul + (bias.astype(jnp.float32) - mean * mul)
+    return y.astype(self.dtype or x.dtype)
+
+
+class ConvModule(nn.Module):
+  """Conv (no bias when normalised) -> optional BatchNorm -> optional ReLU.
+
+  Children `conv` and `bn`, as mmcv's ConvModule. A 1x1 convolution is a
+  `Dense` on the channel axis (a matmul, XLA's fast path), after subsampling
+  for a stride; wider kernels are `nn.Conv` with PyTorch's symmetric padding.
+  """
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  norm: bool = True
+  act: bool = True
+  kernel_init: nn.initializers.Initializer = kaiming_fan_out
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = conv(x, self.features, self.kernel_size, self.stride, use_bias=not self.norm,
+             kernel_init=self.kernel_init, dtype=self.dtype,
+             param_dtype=self.param_dtype, name="conv")
+    if self.norm:
+      x = BatchNorm(self.bn_momentum, self.bn_epsilon, dtype=self.dtype,
+                    param_dtype=self.param_dtype, name="bn")(x, train)
+    return nn.relu(x) if self.act else x
+
+
+def conv(x: jax.Array, features: int, kernel_size: int, stride: int = 1, *,
+         use_bias: bool = False, kernel_init=kaiming_fan_out, dtype=None,
+         param_dtype=jnp.float32, name: str | None = None) -> jax.Array:
+  """PyTorch-style Conv2d(padding=k//2) on NHWC; 1x1 as a Dense matmul.
+
+  Must be called inside a compact module (it creates the submodule `name`).
+  Output spatial size: ceil(H / stride) for odd kernel sizes.
+  """
+  if kernel_size == 1:
+    x = x[:, ::stride, ::stride] if stride > 1 else x
+    return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init,
+                    dtype=dtype, param_dtype=param_dtype, name=name)(x)
+  pad = kernel_size // 2
+  return nn.Conv(features, (kernel_size, kernel_size), (stride, stride),
+                 padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+                 kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype,
+                 name=name)(x)
+
+
+def avg_pool_ceil(x: jax.Array, stride: int) -> jax.Array:
+  """AvgPool2d(stride, stride) whose output is ceil(H / stride) x ceil(W / stride).
+
+  The last, partial window (only when the size is not a multiple of the
+  stride) averages the pixels it has; otherwise identical to PyTorch's.
+  """
+  h, w = x.shape[1:3]
+  pad = ((0, output_size(h, stride) * stride - h), (0, output_size(w, stride) * stride - w))
+  return nn.avg_pool(x, (stride, stride), (stride, stride), padding=pad,
+                     count_include_pad=False)
+
+
+class Involution(nn.Module):
+  """Involution layer with its kernel-generation branch (official RedNet layer).
+
+  kernel = conv2(relu(bn(conv1(avg_pool(x))))): a 1x1 conv C -> C // r (no
+  bias) with BatchNorm and ReLU, then a 1x1 conv -> K*K*G (with bias), whose
+  channel g*K*K + u*K + v is tap (u, v) of group g; G = C // group_channels.
+  The average pool (window = stride) runs only for stride > 1.
+
+  Attributes:
+    kernel_size: K, odd.
+    stride: output subsampling; output is ceil(H / stride) x ceil(W / stride).
+      For H, W divisible by the stride this equals the official layer; for
+      other sizes (where the official layer fails) the pool's last window is
+      partial and averages only the pixels inside the image.
+    group_channels: channels sharing one kernel (16 in the paper).
+    reduction_ratio: r of the kernel-generation bottleneck.
+    dilation: spacing of the taps.
+    method: the involution formulation, see `involution_jax.involution`.
+
+  The generated kernel (B, Ho, Wo, G, K, K) is sown as
+  `intermediates/kernel` for inspection (`mutable=["intermediates"]`).
+  """
+  kernel_size: int = 7
+  stride: int = 1
+  group_channels: int = 16
+  reduction_ratio: int = 4
+  dilation: int = 1
+  method: str = "auto"
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """x: (B, H, W, C) -> (B, ceil(H / stride), ceil(W / stride), C)."""
+    if x.ndim != 4:
+      raise ValueError(f"Involution expects x of rank 4 (B, H, W, C), got shape {x.shape}")
+    channels = x.shape[-1]
+    if self.group_channels < 1 or channels % self.group_channels:
+      raise ValueError(f"Involution: channels C={channels} must be divisible by "
+                       f"group_channels={self.group_channels}")
+    if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+      raise ValueError(f"Involution: kernel_size must be odd and >= 1, got {self.kernel_size}")
+    if self.stride < 1:
+      raise ValueError(f"Involution: stride must be >= 1, got {self.stride}")
+    if not 1 <= self.reduction_ratio <= channels:
+      raise ValueError(f"Involution: reduction_ratio must be in [1, C={channels}], "
+                       f"got {self.reduction_ratio}")
+    groups = channels // self.group_channels
+    k = self.kernel_size
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
+    pooled = avg_pool_ceil(x, self.stride) if self.stride > 1 else x
+    common = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                  dtype=self.dtype, param_dtype=self.param_dtype)
+    hidden = ConvModule(channels // self.reduction_ratio, name="conv1", **common)(pooled, train)
+    kernel = ConvModule(k * k * groups, norm=False, act=False, name="conv2",
+                        **common)(hidden, train)
+    kernel = kernel.reshape(kernel.shape[:3] + (groups, k, k))
+    self.sow("intermediates", "kernel", kernel)
+    return involution(x, kernel, stride=self.stride, dilation=self.dilation,
+                      method=self.method)

@@ -1,0 +1,249 @@
+"""Memory-lean involution: shift-and-accumulate, as a JAX primitive.
+
+Involution is one trilinear form in the input x, the kernel and the output
+cotangent y:
+
+    T(x, kernel, y) = sum y[b,i,j,c] kernel[b,i,j,g(c),u,v] x[b, i*s+(u-K//2)*d, j*s+(v-K//2)*d, c]
+
+The forward pass is dT/dy, the input gradient dT/dx and the kernel gradient
+dT/dkernel. Each is computed by its own fused shift-and-accumulate loop
+(a sum over the K*K taps of strided slices of padded arrays), so no
+(B, Ho, Wo, C*K*K) patch tensor is ever built, in any pass. One primitive,
+`involution_partial_p`, computes any of the three; since the form is
+trilinear, the transpose and JVP of each partial are again partials, which
+gives reverse and forward mode to any order. A batching rule folds vmapped
+axes into the batch, and the lowering is plain HLO (jit, export, sharding).
+
+Shapes: x (B, H, W, C), kernel (B, Ho, Wo, G, K, K), y / out (B, Ho, Wo, C).
+Inputs are validated by :func:`involution_jax.ops.involution`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+# Canonical order of the three arrays of the trilinear form.
+_NAMES = ("x", "kernel", "out")
+
+def accumulation_dtype(dtype) -> np.dtype:
+  """float32 for float32 and narrower floats, float64 for float64."""
+  return np.dtype(jnp.promote_types(dtype, jnp.float32))
+
+
+def _tap(xp: jax.Array, u: int, v: int, out_hw: tuple[int, int], stride: int,
+         dilation: int, channels: tuple[int, int] | None = None) -> jax.Array:
+  """The strided window of padded `xp` (B, Hp, Wp, ..., C') that tap (u, v) reads.
+
+  `channels` = (start, stop) also restricts the last axis, in the same slice
+  (a slice of a strided slice is not always merged by XLA, which then copies).
+  """
+  ho, wo = out_hw
+  start = [0, u * dilation, v * dilation] + [0] * (xp.ndim - 3)
+  limit = [xp.shape[0], u * dilation + (ho - 1) * stride + 1,
+           v * dilation + (wo - 1) * stride + 1] + list(xp.shape[3:])
+  if channels is not None:
+    start[-1], limit[-1] = channels
+  return lax.slice(xp, start, limit, (1, stride, stride) + (1,) * (xp.ndim - 3))
+
+
+def _pad_hw(a: jax.Array, pad: int) -> jax.Array:
+  return jnp.pad(a, ((0, 0), (pad, pad), (pad, pad)) + ((0, 0),) * (a.ndim - 3))
+
+
+def _grouped(a: jax.Array, groups: int) -> jax.Array:
+  """(B, H, W, C) -> (B, H, W, G, C // G): a group's channels are contiguous."""
+  return a.reshape(a.shape[:3] + (groups, a.shape[3] // groups))
+
+
+def aggregate(x: jax.Array, kernel: jax.Array, stride: int, dilation: int,
+              out_dtype) -> jax.Array:
+  """dT/dy, the involution itself: (B, Ho, Wo, C)."""
+  _, ho, wo, g, k, _ = kernel.shape
+  acc = accumulation_dtype(out_dtype)
+  xp = _pad_hw(_grouped(x, g), dilation * (k // 2))
+  out = None
+  for u in range(k):
+    for v in range(k):
+      term = (_tap(xp, u, v, (ho, wo), stride, dilation).astype(acc) *
+              kernel[..., u, v, None].astype(acc))
+      out = term if out is None else out + term
+  return out.reshape(out.shape[:3] + (-1,)).astype(out_dtype)
+
+
+def _phase_taps(kernel_size: int, stride: int, dilation: int,
+                phase: int) -> list[tuple[int, int]]:
+  """Taps u that reach input rows r = m*stride + phase, with their shift.
+
+  Output row i reads input row i*s + (u - K//2)*d; that row is m*s + phase
+  exactly when delta = ((u - K//2)*d - phase) / s is an integer, and then
+  i = m - delta. Returns [(u, delta), ...].
+  """
+  c = kernel_size // 2
+  return [(u, ((u - c) * dilation - phase) // stride) for u in range(kernel_size)
+          if ((u - c) * dilation - phase) % stride == 0]
+
+
+def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
+                     stride: int, dilation: int, x_dtype) -> jax.Array:
+  """dT/dx: (B, H, W, C).
+
+  Each output pixel sends its cotangent, weighted by the kernel tap, back to
+  the input pixel the tap read. Split by input phase (row mod s, col mod s),
+  every phase is a stride-1 sum over its taps of shifted windows of y and the
+  kernel: one fused loop per phase, no zeros multiplied; the s*s phases are
+  interleaved at the end (one x-sized copy).
+  """
+  h, w = x_hw
+  _, ho, wo, g, k, _ = kernel.shape
+  acc = accumulation_dtype(x_dtype)
+  phases = [_phase_taps(k, stride, dilation, p) for p in range(stride)]
+  deltas = [delta for taps in phases for _, delta in taps]
+  lo, hi = max(0, max(deltas)), max(0, -min(deltas))
+  yg = _grouped(y, g)
+  pad = ((0, 0), (lo, hi), (lo, hi))
+  yp = jnp.pad(yg, pad + ((0, 0),) * 2)
+  kp = jnp.pad(kernel, pad + ((0, 0),) * 3)
+  rows = []
+  for row_taps in phases:
+    cols = []
+    for col_taps in phases:
+      out = jnp.zeros(yg.shape, acc)
+      for u, du in row_taps:
+        for v, dv in col_taps:
+          r0, c0 = lo - du, lo - dv
+          y_uv = lax.slice(yp, (0, r0, c0, 0, 0), (yp.shape[0], r0 + ho, c0 + wo) + yp.shape[3:])
+          k_uv = lax.slice(kp, (0, r0, c0, 0, u, v),
+                           (kp.shape[0], r0 + ho, c0 + wo, g, u + 1, v + 1))
+          out = out + y_uv.astype(acc) * k_uv[..., 0].astype(acc)
+      cols.append(out)
+    rows.append(jnp.stack(cols, axis=3))
+  # (B, Ho, s, Wo, s, G, Cg): row m*s + p of x is phase p's row m.
+  out = jnp.stack(rows, axis=2)
+  out = out.reshape((out.shape[0], ho * stride, wo * stride, -1))[:, :h, :w]
+  return out.astype(x_dtype)
+
+
+def _channel_chunk(group_channels: int) -> int:
+  """Chunk width for `_tap_channel_sum`: the largest divisor d <= 16 of the
+  group width with d * d <= group width (so chunks and lanes balance)."""
+  return max(d for d in range(1, 17)
+             if group_channels % d == 0 and d * d <= group_channels)
+
+
+def _tap_channel_sum(xp: jax.Array, y: jax.Array, u: int, v: int, stride: int,
+                     dilation: int, acc) -> jax.Array:
+  """sum_c xp_tap(u, v)[..., g, c] * y[..., g, c]: (B, Ho, Wo, G, 1).
+
+  xp: padded (B, Hp, Wp, G, Cg); y: (B, Ho, Wo, G, Cg). Slices and adds only,
+  no `reduce`: XLA's CPU backend does not fuse a slice into a reduction and
+  would copy every tap's window (K*K copies of x). Chunks of channels are
+  added elementwise first, then the lanes of the chunk.
+  """
+  cg = y.shape[-1]
+  chunk = _channel_chunk(cg)
+  lanes = None
+  for start in range(0, cg, chunk):
+    x_c = _tap(xp, u, v, y.shape[1:3], stride, dilation, (start, start + chunk))
+    term = x_c.astype(acc) * lax.slice_in_dim(y, start, start + chunk, axis=-1).astype(acc)
+    lanes = term if lanes is None else lanes + term
+  out = None
+  for lane in range(chunk):
+    term = lax.slice_in_dim(lanes, lane, lane + 1, axis=-1)
+    out = term if out is None else out + term
+  return out
+
+
+def aggregate_grad_kernel(x: jax.Array, y: jax.Array, kernel_size: int,
+                          groups: int, stride: int, dilation: int,
+                          kernel_dtype) -> jax.Array:
+  """dT/dkernel: (B, Ho, Wo, G, K, K); per tap, a sum over a group's channels."""
+  k = kernel_size
+  acc = accumulation_dtype(kernel_dtype)
+  xp = _pad_hw(_grouped(x, groups), dilation * (k // 2))
+  yg = _grouped(y, groups)
+  taps = [_tap_channel_sum(xp, yg, u, v, stride, dilation, acc)
+          for u in range(k) for v in range(k)]
+  out = jnp.concatenate(taps, axis=-1)
+  return out.reshape(out.shape[:4] + (k, k)).astype(kernel_dtype)
+
+
+def _partial_impl(a, b, *, result, stride, dilation, avals):
+  """Computes the partial of T named `result` from the other two arrays."""
+  (x_shape, _), (k_shape, _), _ = avals
+  dtype = avals[_NAMES.index(result)][1]
+  if result == "out":
+    return aggregate(a, b, stride, dilation, dtype)
+  if result == "x":
+    return aggregate_grad_x(a, b, x_shape[1:3], stride, dilation, dtype)
+  return aggregate_grad_kernel(a, b, k_shape[-1], k_shape[3], stride, dilation,
+                               dtype)
+
+
+involution_partial_p = Primitive("involution_partial")
+involution_partial_p.def_impl(
+    jax.jit(_partial_impl, static_argnames=("result", "stride", "dilation", "avals")))
+mlir.register_lowering(involution_partial_p,
+                       mlir.lower_fun(_partial_impl, multiple_results=False))
+
+
+@involution_partial_p.def_abstract_eval
+def _partial_abstract_eval(a, b, *, result, avals, **_):
+  shape, dtype = avals[_NAMES.index(result)]
+  return jax.core.ShapedArray(shape, dtype)
+
+
+def _bind(operands: dict, result: str, **params) -> jax.Array:
+  """Binds the partial `result` with the two other arrays from `operands`."""
+  a, b = (operands[n] for n in _NAMES if n != result)
+  return involution_partial_p.bind(a, b, result=result, **params)
+
+
+def _transpose_rule(position: int, cotangent, a, b, *, result, **params):
+  """Transpose w.r.t. operand `position`: the partial for that array's slot."""
+  others = [n for n in _NAMES if n != result]
+  wanted, kept = others[position], others[1 - position]
+  return _bind({result: cotangent, kept: (b, a)[position]}, wanted, **params)
+
+
+ad.defbilinear(involution_partial_p, partial(_transpose_rule, 0),
+               partial(_transpose_rule, 1))
+
+
+def _batch_rule(args, dims, *, result, stride, dilation, avals):
+  """Folds the vmapped axis into the batch axis B (axis 0 of every array)."""
+  size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+  folded = []
+  for a, d in zip(args, dims):
+    a = (jnp.broadcast_to(a, (size,) + a.shape) if d is None
+         else jnp.moveaxis(a, d, 0))
+    folded.append(a.reshape((size * a.shape[1],) + a.shape[2:]))
+  avals = tuple(((size * s[0],) + tuple(s[1:]), t) for s, t in avals)
+  out = involution_partial_p.bind(*folded, result=result, stride=stride,
+                                  dilation=dilation, avals=avals)
+  return out.reshape((size, -1) + out.shape[1:]), 0
+
+
+batching.primitive_batchers[involution_partial_p] = _batch_rule
+
+
+def involution_shift(x: jax.Array, kernel: jax.Array, stride: int,
+                     dilation: int) -> jax.Array:
+  """Shift-and-accumulate involution. x: (B, H, W, C), kernel: (B, Ho, Wo, G, K, K).
+
+  Returns (B, Ho, Wo, C) in x's dtype, accumulated in float32 (float64 for
+  float64 input).
+  """
+  b, _, _, c = x.shape
+  ho, wo = kernel.shape[1:3]
+  avals = ((tuple(x.shape), np.dtype(x.dtype)),
+           (tuple(kernel.shape), np.dtype(kernel.dtype)),
+           ((b, ho, wo, c), np.dtype(x.dtype)))
+  return _bind({"x": x, "kernel": kernel}, "out", stride=stride,
+               dilation=dilation, avals=avals)

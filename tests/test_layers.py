@@ -1,0 +1,142 @@
+"""The Involution layer and the PyTorch-exact BatchNorm."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from involution_jax import Involution
+from involution_jax.layers import BatchNorm, avg_pool_ceil
+from reference import involution_reference
+
+
+def _numpy_layer(params, stats, x, kernel_size, stride, group_channels, train, eps=1e-5):
+  """The official layer, step by step in float64 NumPy."""
+  x = np.asarray(x, np.float64)
+  b, h, w, c = x.shape
+  if stride > 1:  # sizes divisible by the stride here
+    pooled = x.reshape(b, h // stride, stride, w // stride, stride, c).mean(axis=(2, 4))
+  else:
+    pooled = x
+  hidden = pooled @ np.float64(params["conv1"]["conv"]["kernel"])
+  if train:
+    mean, var = hidden.mean(axis=(0, 1, 2)), hidden.var(axis=(0, 1, 2))
+  else:
+    mean, var = np.float64(stats["mean"]), np.float64(stats["var"])
+  bn = params["conv1"]["bn"]
+  hidden = (hidden - mean) / np.sqrt(var + eps) * np.float64(bn["scale"]) + np.float64(bn["bias"])
+  hidden = np.maximum(hidden, 0)
+  conv2 = params["conv2"]["conv"]
+  kernel = hidden @ np.float64(conv2["kernel"]) + np.float64(conv2["bias"])
+  groups = c // group_channels
+  kernel = kernel.reshape(kernel.shape[:3] + (groups, kernel_size, kernel_size))
+  return involution_reference(x, kernel, stride)
+
+
+def _randomise(tree, seed):
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [
+      0.5 + jax.random.uniform(k, l.shape) if l.ndim == 1 else jax.random.normal(k, l.shape) * 0.3
+      for k, l in zip(keys, leaves)])
+
+
+def test_parameter_names_and_shapes():
+  layer = Involution(kernel_size=7, stride=1, group_channels=16, reduction_ratio=4)
+  variables = layer.init(jax.random.PRNGKey(0), jnp.ones((1, 8, 8, 64)), train=False)
+  shapes = jax.tree.map(jnp.shape, variables)
+  assert shapes == {
+      "params": {
+          "conv1": {"conv": {"kernel": (64, 16)}, "bn": {"scale": (16,), "bias": (16,)}},
+          "conv2": {"conv": {"kernel": (16, 196), "bias": (196,)}},
+      },
+      "batch_stats": {"conv1": {"bn": {"mean": (16,), "var": (16,)}}},
+  }
+
+
+def test_defaults_are_the_papers():
+  layer = Involution()
+  assert (layer.kernel_size, layer.group_channels, layer.reduction_ratio, layer.stride) == (7, 16, 4, 1)
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_layer_matches_numpy_official_layer(train, stride):
+  layer = Involution(kernel_size=5, stride=stride, group_channels=4, reduction_ratio=2)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 12, 16))
+  variables = layer.init(jax.random.PRNGKey(0), x, train=False)
+  params = _randomise(variables["params"], 2)
+  stats = {"mean": jnp.linspace(-0.2, 0.2, 8), "var": jnp.linspace(0.5, 1.5, 8)}
+  batch_stats = {"conv1": {"bn": stats}}
+  out, updates = layer.apply({"params": params, "batch_stats": batch_stats}, x, train=train,
+                             mutable=["batch_stats"])
+  chex.assert_shape(out, (2, 8 // stride, 12 // stride, 16))
+  expected = _numpy_layer(params, stats, x, 5, stride, 4, train)
+  np.testing.assert_allclose(out, expected, rtol=2e-4, atol=2e-4)
+  moved = not np.allclose(updates["batch_stats"]["conv1"]["bn"]["mean"], stats["mean"])
+  assert moved == train
+
+
+def test_odd_sizes_with_stride_two_give_ceil_shapes():
+  layer = Involution(kernel_size=3, stride=2, group_channels=8)
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 9, 7, 16))
+  variables = layer.init(jax.random.PRNGKey(0), x, train=False)
+  out = layer.apply(variables, x, train=False)
+  chex.assert_shape(out, (1, 5, 4, 16))
+  chex.assert_tree_all_finite(out)
+
+
+def test_avg_pool_ceil_partial_window_averages_pixels_inside():
+  x = jnp.arange(1 * 3 * 3 * 1, dtype=jnp.float32).reshape(1, 3, 3, 1)
+  pooled = avg_pool_ceil(x, 2)
+  expected = np.array([[(0 + 1 + 3 + 4) / 4, (2 + 5) / 2], [(6 + 7) / 2, 8]])
+  np.testing.assert_allclose(pooled[0, :, :, 0], expected)
+
+
+def test_batchnorm_updates_running_stats_like_pytorch():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 5, 6)) * 2 + 1
+  bn = BatchNorm()
+  variables = bn.init(jax.random.PRNGKey(0), x, train=True)
+  y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+  xn = np.asarray(x, np.float64).reshape(-1, 6)
+  n = xn.shape[0]
+  np.testing.assert_allclose(y.reshape(-1, 6), (xn - xn.mean(0)) / np.sqrt(xn.var(0) + 1e-5),
+                             rtol=1e-5, atol=1e-5)
+  stats = updates["batch_stats"]
+  np.testing.assert_allclose(stats["mean"], 0.1 * xn.mean(0), rtol=1e-5)
+  # PyTorch: running_var <- 0.9 * running_var + 0.1 * unbiased batch variance.
+  np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * xn.var(0) * n / (n - 1), rtol=1e-5)
+
+
+def test_bfloat16_layer():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 32))
+  layer32 = Involution(kernel_size=3, group_channels=8)
+  layer16 = Involution(kernel_size=3, group_channels=8, dtype=jnp.bfloat16)
+  variables = layer32.init(jax.random.PRNGKey(0), x, train=False)
+  out16 = layer16.apply(variables, x.astype(jnp.bfloat16), train=False)
+  out32 = layer32.apply(variables, x, train=False)
+  chex.assert_type(out16, jnp.bfloat16)
+  chex.assert_trees_all_equal_dtypes(variables, layer16.init(jax.random.PRNGKey(0), x, train=False))
+  np.testing.assert_allclose(np.float32(out16), out32, rtol=5e-2, atol=5e-2)
+
+
+def test_kernel_is_sown():
+  layer = Involution(kernel_size=3, stride=2, group_channels=8)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 16))
+  variables = layer.init(jax.random.PRNGKey(0), x, train=False)
+  _, state = layer.apply(variables, x, train=False, mutable=["intermediates"])
+  (kernel,) = state["intermediates"]["kernel"]
+  chex.assert_shape(kernel, (2, 4, 4, 2, 3, 3))
+
+
+@pytest.mark.parametrize("kwargs,x_shape,message", [
+    (dict(group_channels=16), (1, 8, 8, 24), "C=24 must be divisible by group_channels=16"),
+    (dict(kernel_size=4), (1, 8, 8, 16), "kernel_size must be odd"),
+    (dict(stride=0), (1, 8, 8, 16), "stride must be >= 1"),
+    (dict(reduction_ratio=0), (1, 8, 8, 16), "reduction_ratio must be in"),
+    (dict(), (8, 8, 16), "rank 4"),
+])
+def test_layer_errors(kwargs, x_shape, message):
+  with pytest.raises(ValueError, match=message):
+    Involution(**kwargs).init(jax.random.PRNGKey(0), jnp.ones(x_shape), train=False)
