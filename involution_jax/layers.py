@@ -41,9 +41,11 @@ class BatchNorm(nn.Module):
     features = x.shape[-1]
     scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
     bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
-    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
-    running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
-    xf = x.astype(jnp.float32)
+    stats_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), stats_dtype)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (features,), stats_dtype)
+    compute = jnp.promote_types(x.dtype, stats_dtype)
+    xf = x.astype(compute)
     if train:
       axes = tuple(range(x.ndim - 1))
       mean = jnp.mean(xf, axes)
@@ -55,8 +57,8 @@ class BatchNorm(nn.Module):
         running_var.value = m * running_var.value + (1 - m) * var * (n / max(n - 1, 1))
     else:
       mean, var = running_mean.value, running_var.value
-    mul = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
-    y = xf * mul + (bias.astype(jnp.float32) - mean * mul)
+    mul = scale.astype(compute) * jax.lax.rsqrt(var + self.epsilon)
+    y = xf * mul + (bias.astype(compute) - mean * mul)
     return y.astype(self.dtype or x.dtype)
 
 

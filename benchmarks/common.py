@@ -1,0 +1,47 @@
+"""Timing, memory and bandwidth helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+
+def best_time_s(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+  """Fastest of `repeats` wall-clock runs of `fn` (outputs blocked on), in seconds."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def compiled_temp_bytes(jitted, *args) -> int:
+  """XLA's temporary buffer size for `jitted(*args)` (args and outputs excluded)."""
+  return jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def copy_bandwidth_bytes_per_s(size_bytes: int = 256 << 20, repeats: int = 5) -> float:
+  """Measured memory bandwidth of this machine: bytes read + written per second by a copy."""
+  src = np.ones(size_bytes // 8)
+  dst = np.empty_like(src)
+  seconds = best_time_s(lambda: np.copyto(dst, src), repeats=repeats)
+  return 2 * size_bytes / seconds
+
+
+def mib(n_bytes: float) -> float:
+  return n_bytes / 2**20
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+  widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+  line = lambda cells: " | ".join(str(c).rjust(w) for c, w in zip(cells, widths))
+  print(line(header))
+  print("-+-".join("-" * w for w in widths))
+  for row in rows:
+    print(line(row))

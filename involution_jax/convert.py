@@ -1,0 +1,302 @@
+"""Official RedNet weights <-> Flax variables.
+
+* PyTorch / mmcls checkpoints (`backbone.*`, `head.fc.*`, optionally inside
+  `{'state_dict': ..., 'meta': ...}`, `module.` prefixes tolerated):
+  `from_torch_state_dict`, and back with `to_torch_state_dict`.
+* PaddleClas `.pdparams` (a pickle of numpy arrays, read here without Paddle
+  by a restricted unpickler): `load_pdparams`, `from_paddle_state_dict`.
+
+Conversion is strict: every key the model needs must be there, with the right
+shape, and nothing else (BatchNorm's `num_batches_tracked` may be present or
+not; the model does not use it). Errors list every offending key.
+
+CLI: ``python -m involution_jax.convert IN.{pth,pdparams} OUT_DIR`` writes a
+checkpoint that training, evaluation and prediction load.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from involution_jax.rednet import STAGE_SIZES, RedNet
+
+PADDLE_EXTRA_KEY = "StructuredToParameterName@@"
+_TRACKED = "num_batches_tracked"
+_STATS = {"running_mean": "mean", "running_var": "var"}
+
+
+# --- key mapping -------------------------------------------------------------
+
+def _torch_module_to_flax(parts: list[str]) -> tuple[str, ...]:
+  """['stem', '0', 'conv'] -> ('stem_0', 'conv'); downsample.0/.1 -> conv/bn."""
+  out = []
+  i = 0
+  while i < len(parts):
+    part = parts[i]
+    if (part == "stem" or re.fullmatch(r"layer\d+", part)) and i + 1 < len(parts):
+      out.append(f"{part}_{parts[i + 1]}")
+      i += 2
+    elif part == "downsample" and i + 1 < len(parts):
+      out += ["downsample", {"0": "conv", "1": "bn"}.get(parts[i + 1], parts[i + 1])]
+      i += 2
+    else:
+      out.append(part)
+      i += 1
+  return tuple(out)
+
+
+def _flax_module_to_torch(path: tuple[str, ...]) -> list[str]:
+  out = []
+  for i, name in enumerate(path):
+    match = re.fullmatch(r"(stem|layer\d+)_(\d+)", name)
+    if match:
+      out += list(match.groups())
+    elif i > 0 and path[i - 1] == "downsample":
+      out.append({"conv": "0", "bn": "1"}[name])
+    else:
+      out.append(name)
+  return out
+
+
+def _flax_to_torch_key(collection: str, path: tuple[str, ...]) -> str:
+  """Flax (collection, path) -> mmcls key."""
+  *module, leaf = path
+  if module == ["fc"]:
+    return f"head.fc.{leaf if leaf == 'bias' else 'weight'}"
+  if collection == "batch_stats":
+    leaf = {"mean": "running_mean", "var": "running_var"}[leaf]
+  elif leaf in ("kernel", "scale"):
+    leaf = "weight"
+  return ".".join(["backbone", *_flax_module_to_torch(tuple(module)), leaf])
+
+
+def _torch_to_flax_array(value: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarray:
+  """OIHW conv -> HWIO (or (I, O) for a 1x1 Dense); Linear (out, in) -> (in, out)."""
+  if value.ndim == 4:
+    value = value.transpose(2, 3, 1, 0)
+    return value[0, 0] if len(target_shape) == 2 else value
+  return value.T if value.ndim == 2 else value
+
+
+def _flax_to_torch_array(value: np.ndarray, torch_ndim_is_conv: bool) -> np.ndarray:
+  if value.ndim == 4:
+    return value.transpose(3, 2, 0, 1)
+  if value.ndim == 2:
+    return value.T[:, :, None, None] if torch_ndim_is_conv else value.T
+  return value
+
+
+# --- model inference from a state dict ---------------------------------------
+
+def _strip(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """Unwraps {'state_dict': ...} and drops `module.` prefixes."""
+  if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+    state_dict = state_dict["state_dict"]
+  out = {}
+  for key, value in state_dict.items():
+    while key.startswith("module."):
+      key = key[len("module."):]
+    out[key] = value
+  return out
+
+
+def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, int]:
+  """depth, stem_kernel_size and num_classes of an mmcls RedNet state dict."""
+  state_dict = _strip(state_dict)
+  blocks = {}
+  for key in state_dict:
+    match = re.match(r"backbone\.layer(\d+)\.(\d+)\.", key)
+    if match:
+      stage, block = int(match[1]), int(match[2])
+      blocks[stage] = max(blocks.get(stage, 0), block + 1)
+  sizes = tuple(blocks.get(s, 0) for s in range(1, 5))
+  depth = next((d for d, s in STAGE_SIZES.items() if s == sizes), None)
+  if depth is None:
+    raise ValueError(f"cannot infer the RedNet depth: blocks per stage {sizes} match none "
+                     f"of {STAGE_SIZES}")
+  try:
+    stem_out = np.shape(state_dict["backbone.stem.0.conv.weight"])[0]
+    taps = np.shape(state_dict["backbone.stem.1.conv2.conv.weight"])[0] // (stem_out // 16)
+  except KeyError as e:
+    raise ValueError(f"cannot infer the stem kernel size: missing key {e}") from None
+  head = state_dict.get("head.fc.weight")
+  return dict(depth=depth, stem_kernel_size=math.isqrt(taps),
+              num_classes=0 if head is None else int(np.shape(head)[0]))
+
+
+def variable_shapes(model: RedNet) -> dict:
+  """{'params': ..., 'batch_stats': ...} of ShapeDtypeStructs, without computing."""
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)),
+                                           train=False))
+
+
+def _expected_torch_keys(model: RedNet) -> dict[str, tuple[str, tuple[str, ...], tuple]]:
+  """torch key -> (collection, flax path, flax shape) for every variable of `model`."""
+  expected = {}
+  for collection, tree in variable_shapes(model).items():
+    for path, leaf in traverse_util.flatten_dict(tree).items():
+      expected[_flax_to_torch_key(collection, path)] = (
+          collection, path, tuple(leaf.shape))
+  return expected
+
+
+def _listing(title: str, items: list[str], limit: int = 25) -> str:
+  shown = "\n  ".join(items[:limit])
+  more = f"\n  ... and {len(items) - limit} more" if len(items) > limit else ""
+  return f"{title} ({len(items)}):\n  {shown}{more}"
+
+
+def _torch_shape(flax_shape: tuple, key: str) -> tuple:
+  if len(flax_shape) == 4:
+    h, w, i, o = flax_shape
+    return (o, i, h, w)
+  if len(flax_shape) == 2:
+    i, o = flax_shape
+    return (o, i) if key.startswith("head.") else (o, i, 1, 1)
+  return flax_shape
+
+
+def from_torch_state_dict(state_dict: Mapping[str, Any], depth: int | None = None,
+                          **model_overrides) -> dict:
+  """Official mmcls RedNet weights -> {'params': ..., 'batch_stats': ...}.
+
+  Args:
+    state_dict: mapping of mmcls keys to tensors / arrays (torch tensors are
+      fine), optionally wrapped as {'state_dict': ..., 'meta': ...}.
+    depth: RedNet depth; inferred from the keys when None (and checked
+      against them when given).
+    **model_overrides: other `RedNet` fields (`stem_kernel_size`,
+      `num_classes` are inferred likewise).
+
+  Raises:
+    ValueError: listing every missing, unexpected and wrongly shaped key.
+  """
+  return _convert(_strip(state_dict), depth, model_overrides, display=lambda key: key)
+
+
+def _convert(state_dict: dict, depth: int | None, model_overrides: dict, display) -> dict:
+  """mmcls-named state dict -> Flax variables; `display` names keys in errors."""
+  config = infer_model_config(state_dict)
+  if depth is not None and depth != config["depth"]:
+    raise ValueError(f"depth={depth} given, but the state dict is RedNet-{config['depth']}")
+  config.update(model_overrides)
+  expected = _expected_torch_keys(RedNet(**config))
+  given = {k: v for k, v in state_dict.items() if not k.endswith(_TRACKED)}
+  problems = []
+  missing = sorted(map(display, set(expected) - set(given)))
+  unexpected = sorted(map(display, set(given) - set(expected)))
+  wrong = sorted(f"{display(k)}: got {tuple(np.shape(given[k]))}, expected "
+                 f"{_torch_shape(expected[k][2], k)}"
+                 for k in set(expected) & set(given)
+                 if tuple(np.shape(given[k])) != _torch_shape(expected[k][2], k))
+  for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                       ("wrongly shaped keys", wrong)):
+    if items:
+      problems.append(_listing(title, items))
+  if problems:
+    raise ValueError(f"state dict does not match RedNet({config}):\n" + "\n".join(problems))
+  flat = {}
+  for key, (collection, path, shape) in expected.items():
+    value = given[key]
+    value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+    flat[(collection, *path)] = jnp.asarray(_torch_to_flax_array(value, shape))
+  return traverse_util.unflatten_dict(flat)
+
+
+def to_torch_state_dict(variables: Mapping[str, Any], num_batches_tracked: int = 0) -> dict:
+  """Flax RedNet variables -> an mmcls state dict of torch tensors.
+
+  Loads with `load_state_dict(strict=True)` into the official model; BatchNorm
+  `num_batches_tracked` (not kept by Flax) is set to `num_batches_tracked`.
+  """
+  import torch
+  out = {}
+  for (collection, *path), value in traverse_util.flatten_dict(
+      {k: variables[k] for k in ("params", "batch_stats") if k in variables}).items():
+    key = _flax_to_torch_key(collection, tuple(path))
+    array = _flax_to_torch_array(np.asarray(value), not key.startswith("head."))
+    out[key] = torch.from_numpy(np.array(array))
+    if key.endswith("running_var"):
+      out[key[:-len("running_var")] + _TRACKED] = torch.tensor(num_batches_tracked)
+  return out
+
+
+# --- PaddleClas ----------------------------------------------------------------
+
+# What a pickle of numpy arrays needs (`_codecs.encode` carries bytes in protocol 2).
+_ALLOWED_GLOBALS = {("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"),
+                    ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+  """A pickle referenced a global that a weights file has no business with."""
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+  """Unpickles plain containers of numpy arrays; refuses every other global.
+
+  A pickle can name any importable callable and run it; a weights file needs
+  only numpy's array reconstruction.
+  """
+
+  def find_class(self, module: str, name: str):
+    canonical = re.sub(r"^numpy\.core\b", "numpy._core", module)  # numpy 1.x pickles
+    if (canonical, name) in _ALLOWED_GLOBALS:
+      return super().find_class(canonical, name)
+    raise UnsafePickleError(
+        f"refusing to load global {module}.{name}: a .pdparams file may reference only "
+        "numpy's array globals (this file is not a plain weights file, or is unsafe)")
+
+
+def load_pdparams(path: str) -> dict[str, np.ndarray]:
+  """Reads a PaddleClas `.pdparams` file without Paddle: {name: numpy array}."""
+  with open(path, "rb") as f:
+    try:
+      state_dict = _NumpyOnlyUnpickler(f).load()
+    except UnsafePickleError:
+      raise
+    except Exception as e:  # truncated or not a pickle at all
+      raise ValueError(f"{path} is not a readable .pdparams pickle: {e}") from e
+  if not isinstance(state_dict, dict):
+    raise ValueError(f"{path} holds a {type(state_dict).__name__}, expected a dict of arrays")
+  return state_dict
+
+
+def _paddle_to_torch_key(key: str) -> str:
+  if key.startswith("fc."):
+    return "head." + key
+  key = re.sub(r"\._mean$", ".running_mean", key)
+  return "backbone." + re.sub(r"\._variance$", ".running_var", key)
+
+
+def _torch_to_paddle_key(key: str) -> str:
+  if key.startswith("head."):
+    return key[len("head."):]
+  key = re.sub(r"\.running_mean$", "._mean", key[len("backbone."):])
+  return re.sub(r"\.running_var$", "._variance", key)
+
+
+def from_paddle_state_dict(state_dict: Mapping[str, Any], depth: int | None = None,
+                           **model_overrides) -> dict:
+  """PaddleClas RedNet weights ({name: array}) -> {'params': ..., 'batch_stats': ...}.
+
+  Same strictness as `from_torch_state_dict`; errors name keys as Paddle does.
+  """
+  torch_style = {}
+  for key, value in state_dict.items():
+    if key == PADDLE_EXTRA_KEY:
+      continue
+    value = np.asarray(value)
+    if key == "fc.weight":  # Paddle's Linear stores (in, out)
+      value = value.T
+    torch_style[_paddle_to_torch_key(key)] = value
+  return _convert(torch_style, depth, model_overrides, display=_torch_to_paddle_key)

@@ -1,0 +1,170 @@
+"""RedNet (Li et al., CVPR 2021): ResNet bottlenecks with involution, in Flax linen.
+
+Architecture, initialisation and BatchNorm settings follow the official mmcls
+code, and module names map one to one onto its checkpoint keys
+(`stem.0` -> `stem_0`, `layer1.0` -> `layer1_0`, `downsample.0/.1` ->
+`downsample/conv`, `downsample/bn`, `head.fc` -> `fc`; see `convert.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from involution_jax.layers import BatchNorm, ConvModule, Involution, conv
+
+Dtype = Any
+
+STAGE_SIZES = {26: (1, 2, 4, 1), 38: (2, 3, 5, 2), 50: (3, 4, 6, 3),
+               101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+EXPANSION = 4
+
+
+class Bottleneck(nn.Module):
+  """1x1 conv -> involution (carries the stride) -> 1x1 conv, plus a shortcut.
+
+  Output channels: `mid_channels * 4`. The last BatchNorm (`bn3`) starts at
+  zero, so each block starts as the identity (official `zero_init_residual`).
+  """
+  mid_channels: int
+  stride: int = 1
+  kernel_size: int = 7
+  group_channels: int = 16
+  reduction_ratio: int = 4
+  method: str = "auto"
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    bn = lambda name, **kw: BatchNorm(self.bn_momentum, self.bn_epsilon, name=name,
+                                      **common, **kw)
+    out_channels = self.mid_channels * EXPANSION
+    out = conv(x, self.mid_channels, 1, name="conv1", **common)
+    out = nn.relu(bn("bn1")(out, train))
+    out = Involution(self.kernel_size, self.stride, self.group_channels,
+                     self.reduction_ratio, method=self.method,
+                     bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                     name="conv2", **common)(out, train)
+    out = nn.relu(bn("bn2")(out, train))
+    out = conv(out, out_channels, 1, name="conv3", **common)
+    out = bn("bn3", scale_init=nn.initializers.zeros)(out, train)
+    if self.stride != 1 or x.shape[-1] != out_channels:
+      x = ConvModule(out_channels, 1, self.stride, act=False, bn_momentum=self.bn_momentum,
+                     bn_epsilon=self.bn_epsilon, name="downsample", **common)(x, train)
+    return nn.relu(out + x)
+
+
+class RedNet(nn.Module):
+  """RedNet classifier / backbone on NHWC images.
+
+  Attributes:
+    depth: 26, 38, 50, 101 or 152 (ignored when `stage_sizes` is given).
+    num_classes: size of the linear head; 0 for no head (returns the pooled
+      (B, C) features).
+    stem_kernel_size: K of the stem's involution: 3 for classification, 7 for
+      the official detection / segmentation backbones.
+    stage_sizes: blocks per stage, overriding `depth` (any number of stages;
+      the first has stride 1, the others 2).
+    stem_width: channels out of the stem (its first conv has half).
+    base_width: mid channels of the first stage, doubling per stage.
+    kernel_size, group_channels, reduction_ratio: the bottlenecks' involution.
+    stem_pool: the stem's 3x3 stride-2 max-pool (off for tiny images).
+    features_only: return the stage outputs (strides 4, 8, 16, 32 for the
+      standard layout) instead of the head.
+    method: involution formulation (see `involution_jax.involution`).
+    dtype: computation dtype (e.g. bfloat16); params are `param_dtype`.
+
+  Output sizes: the stem's stride-2 conv and pool and every stride-2 block
+  give ceil(size / 2), so any input size works; 224 -> 56, 28, 14, 7 and
+  225 -> 57, 29, 15, 8 for the four stages. Logits and pooled features are
+  float32 (float64 for float64 params), whatever `dtype`.
+  """
+  depth: int = 50
+  num_classes: int = 1000
+  stem_kernel_size: int = 3
+  stage_sizes: Sequence[int] | None = None
+  stem_width: int = 64
+  base_width: int = 64
+  kernel_size: int = 7
+  group_channels: int = 16
+  reduction_ratio: int = 4
+  stem_pool: bool = True
+  features_only: bool = False
+  method: str = "auto"
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array | tuple[jax.Array, ...]:
+    """x: (B, H, W, 3) -> logits (B, num_classes), features (B, C) or stage outputs."""
+    if x.ndim != 4:
+      raise ValueError(f"RedNet expects images of rank 4 (B, H, W, C), got shape {x.shape}")
+    stage_sizes = self.stage_sizes
+    if stage_sizes is None:
+      if self.depth not in STAGE_SIZES:
+        raise ValueError(f"unknown RedNet depth {self.depth}; expected one of "
+                         f"{sorted(STAGE_SIZES)} or explicit stage_sizes")
+      stage_sizes = STAGE_SIZES[self.depth]
+    common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
+    half = self.stem_width // 2
+    x = ConvModule(half, 3, 2, name="stem_0", **norm, **common)(x, train)
+    x = Involution(self.stem_kernel_size, 1, self.group_channels, self.reduction_ratio,
+                   method=self.method, name="stem_1", **norm, **common)(x, train)
+    x = nn.relu(BatchNorm(self.bn_momentum, self.bn_epsilon, name="stem_2", **common)(x, train))
+    x = ConvModule(self.stem_width, 3, 1, name="stem_4", **norm, **common)(x, train)
+    if self.stem_pool:
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    stages = []
+    for i, blocks in enumerate(stage_sizes):
+      for j in range(blocks):
+        x = Bottleneck(self.base_width * 2**i, 2 if (i > 0 and j == 0) else 1,
+                       self.kernel_size, self.group_channels, self.reduction_ratio,
+                       self.method, name=f"layer{i + 1}_{j}", **norm, **common)(x, train)
+      stages.append(x)
+    if self.features_only:
+      return tuple(stages)
+    out_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
+    x = jnp.mean(x.astype(out_dtype), axis=(1, 2))
+    if self.num_classes == 0:
+      return x
+    x = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
+                 name="fc", **common)(x)
+    return x.astype(out_dtype)
+
+
+def _constructor(depth: int) -> Callable[..., RedNet]:
+  def build(**kwargs) -> RedNet:
+    return RedNet(depth=depth, **kwargs)
+  build.__name__ = f"rednet{depth}"
+  build.__doc__ = f"RedNet-{depth}; keyword arguments override `RedNet` fields."
+  return build
+
+
+rednet26, rednet38, rednet50, rednet101, rednet152 = map(_constructor, STAGE_SIZES)
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    f.__name__: f for f in (rednet26, rednet38, rednet50, rednet101, rednet152)}
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+  """A model by registry name ("rednet26" ... "rednet152"), fields overridden."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
+  return MODELS[name](**overrides)
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter tree."""
+  return sum(int(p.size) for p in jax.tree.leaves(params))

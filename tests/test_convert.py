@@ -1,0 +1,197 @@
+"""Weight conversion against a PyTorch re-creation of the official RedNet."""
+
+import os
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="weight conversion tests need the torch extra")
+
+from involution_jax import convert, create_model  # noqa: E402
+from torch_rednet import Classifier, randomise_  # noqa: E402
+
+REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
+
+
+def _official_keys(depth, kind="official"):
+  path = os.path.join(REFERENCE, f"{kind}_keys_rednet{depth}.txt")
+  if not os.path.exists(path):
+    pytest.skip(f"reference key list not found at {path}")
+  return [tuple(line.split("\t")) for line in open(path).read().splitlines()]
+
+
+def _images(batch=2, size=64, seed=0):
+  return np.random.default_rng(seed).normal(size=(batch, size, size, 3)).astype(np.float32)
+
+
+def _torch_logits(model, x):
+  with torch.no_grad():
+    return model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+
+
+def _flax_apply(depth, variables, x, train, **model_kwargs):
+  model = create_model(f"rednet{depth}", **model_kwargs)
+  fn = lambda v, x: model.apply(v, x, train=train, mutable=["batch_stats"] if train else False)
+  return jax.jit(fn)(variables, x)
+
+
+@pytest.fixture(scope="module", params=[26, 50])
+def official(request):
+  """(depth, randomised torch model in eval mode, a copy of its state dict)."""
+  model = randomise_(Classifier(request.param), seed=request.param).eval()
+  state = {k: v.clone() for k, v in model.state_dict().items()}
+  return request.param, model, state
+
+
+@pytest.mark.parametrize("depth", [26, 50])
+def test_torch_recreation_has_the_official_keys(depth):
+  ours = [(k, str(tuple(v.shape))) for k, v in Classifier(depth).state_dict().items()]
+  assert ours == _official_keys(depth)
+
+
+def test_eval_logits_match_float32(official):
+  depth, model, state = official
+  x = _images()
+  variables = convert.from_torch_state_dict(state)
+  np.testing.assert_allclose(_flax_apply(depth, variables, x, train=False),
+                             _torch_logits(model, x), rtol=1e-4, atol=1e-4)
+
+
+def test_train_mode_forward_and_statistics_match(official):
+  depth, _, state = official
+  x = _images(batch=4)
+  # Exactness in float64: outputs and updated running statistics.
+  model = Classifier(depth).double().train()
+  model.load_state_dict(state)
+  with torch.no_grad():
+    want = model(torch.from_numpy(x).double().permute(0, 3, 1, 2)).numpy()
+  with jax.enable_x64(True):
+    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
+                             convert.from_torch_state_dict(state))
+    got, updates = _flax_apply(depth, variables, x.astype(np.float64), train=True,
+                               param_dtype=jnp.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)
+    updated = convert.to_torch_state_dict({"params": variables["params"], **updates})
+  for key, value in model.state_dict().items():
+    if "running" in key:
+      np.testing.assert_allclose(updated[key].numpy(), value.numpy(), rtol=1e-8, atol=1e-10)
+  # In float32, train-mode BatchNorm on small batches amplifies rounding; ours
+  # stays as close to the float64 result as PyTorch's own float32 model.
+  got32, _ = _flax_apply(depth, convert.from_torch_state_dict(state), x, train=True)
+  model.float().load_state_dict(state)
+  torch32 = _torch_logits(model.train(), x)
+  assert np.abs(got32 - want).max() <= 2 * np.abs(torch32 - want).max() + 1e-5
+
+
+def test_round_trip_is_exact_and_loads_strictly(official):
+  depth, model, state = official
+  variables = convert.from_torch_state_dict(state)
+  back = convert.to_torch_state_dict(variables, num_batches_tracked=7)
+  assert set(back) == set(state)
+  for key, value in state.items():
+    if key.endswith("num_batches_tracked"):
+      assert int(back[key]) == 7
+    else:
+      assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
+  fresh = Classifier(depth).eval()
+  fresh.load_state_dict(back, strict=True)
+  x = _images(seed=1)
+  np.testing.assert_array_equal(_torch_logits(fresh, x), _torch_logits(model, x))
+
+
+def test_checkpoint_wrapper_prefixes_and_inference(official):
+  depth, _, state = official
+  wrapped = {"meta": {"epoch": 1}, "state_dict": {f"module.{k}": v for k, v in state.items()}}
+  assert convert.infer_model_config(wrapped) == dict(depth=depth, stem_kernel_size=3,
+                                                     num_classes=1000)
+  a = convert.from_torch_state_dict(wrapped)
+  b = convert.from_torch_state_dict(state, depth=depth)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  with pytest.raises(ValueError, match=f"depth=101 given, but the state dict is RedNet-{depth}"):
+    convert.from_torch_state_dict(state, depth=101)
+
+
+def test_stem_kernel_seven_and_headless_are_inferred():
+  model = randomise_(Classifier(26, num_classes=10, stem_kernel_size=7)).eval()
+  state = model.state_dict()
+  assert convert.infer_model_config(state) == dict(depth=26, stem_kernel_size=7, num_classes=10)
+  variables = convert.from_torch_state_dict(state)
+  x = _images()
+  np.testing.assert_allclose(
+      _flax_apply(26, variables, x, train=False, stem_kernel_size=7, num_classes=10),
+      _torch_logits(model, x), rtol=1e-4, atol=1e-4)
+  headless = {k: v for k, v in state.items() if not k.startswith("head.")}
+  assert convert.infer_model_config(headless)["num_classes"] == 0
+  assert "fc" not in convert.from_torch_state_dict(headless)["params"]
+
+
+def test_corrupted_state_dicts_list_every_problem(official):
+  _, _, state = official
+  broken = dict(state)
+  del broken["backbone.layer1.0.conv2.conv1.conv.weight"]
+  del broken["head.fc.bias"]
+  broken["backbone.extra.weight"] = torch.zeros(3)
+  broken["backbone.stem.0.bn.weight"] = torch.zeros(31)
+  with pytest.raises(ValueError) as info:
+    convert.from_torch_state_dict(broken)
+  message = str(info.value)
+  for expected in ("missing keys (2)", "backbone.layer1.0.conv2.conv1.conv.weight",
+                   "head.fc.bias", "unexpected keys (1)", "backbone.extra.weight",
+                   "wrongly shaped keys (1)",
+                   "backbone.stem.0.bn.weight: got (31,), expected (32,)"):
+    assert expected in message
+  with pytest.raises(ValueError, match="cannot infer the RedNet depth"):
+    convert.from_torch_state_dict({k: v for k, v in state.items() if "layer3" not in k})
+
+
+def _paddle_state(state):
+  """The state dict renamed to PaddleClas's layout, as numpy arrays."""
+  out = {"StructuredToParameterName@@": {"conv.w_0": "stem.0.conv.weight"}}
+  for key, value in state.items():
+    if key.endswith("num_batches_tracked"):
+      continue
+    value = value.numpy()
+    if key.startswith("head."):
+      key, value = key[len("head."):], (value.T if key.endswith("weight") else value)
+    else:
+      key = key[len("backbone."):].replace("running_mean", "_mean").replace("running_var",
+                                                                            "_variance")
+    out[key] = value
+  return out
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_pdparams_load_without_paddle(official, tmp_path, protocol):
+  depth, model, state = official
+  paddle = _paddle_state(state)
+  if depth == 26:
+    assert sorted((k, str(v.shape)) for k, v in paddle.items() if isinstance(v, np.ndarray)) == \
+        sorted(_official_keys(26, "paddle"))
+  path = tmp_path / f"rednet{depth}.pdparams"
+  path.write_bytes(pickle.dumps(paddle, protocol=protocol))
+  variables = convert.from_paddle_state_dict(convert.load_pdparams(str(path)))
+  x = _images()
+  np.testing.assert_allclose(_flax_apply(depth, variables, x, train=False),
+                             _torch_logits(model, x), rtol=1e-4, atol=1e-4)
+  del paddle["layer1.0.bn1._mean"]
+  with pytest.raises(ValueError, match=r"missing keys \(1\):\n  layer1.0.bn1._mean"):
+    convert.from_paddle_state_dict(paddle)
+
+
+class _Exploit:
+  def __reduce__(self):
+    return (os.system, ("echo should-never-run > /dev/null",))
+
+
+def test_pdparams_with_non_numpy_globals_is_refused(tmp_path):
+  path = tmp_path / "evil.pdparams"
+  path.write_bytes(pickle.dumps({"fc.weight": np.zeros(2), "payload": _Exploit()}))
+  with pytest.raises(convert.UnsafePickleError, match=r"refusing to load global (posix|os)\.system"):
+    convert.load_pdparams(str(path))
+  garbage = tmp_path / "garbage.pdparams"
+  garbage.write_bytes(b"not a pickle")
+  with pytest.raises(ValueError, match="not a readable .pdparams pickle"):
+    convert.load_pdparams(str(garbage))

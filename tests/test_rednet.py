@@ -1,0 +1,119 @@
+"""RedNet architecture: parameter counts, shapes, initialisation, registry, summary."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from involution_jax import RedNet, create_model, rednet26, rednet50
+from involution_jax.rednet import count_params
+from involution_jax.summary import PUBLISHED, summarize
+
+# Official parameter counts (1000 classes; shared/reference/rednet.md).
+OFFICIAL = {26: 9_233_166, 38: 12_386_986, 50: 15_540_806, 101: 25_652_950, 152: 33_984_582}
+BACKBONE = {26: 7_184_166, 38: 10_337_986, 50: 13_491_806, 101: 23_603_950, 152: 31_935_582}
+
+
+def shapes(model, size=(64, 64)):
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3)),
+                                           train=False))
+
+
+@pytest.mark.parametrize("depth", sorted(OFFICIAL))
+def test_parameter_counts_equal_official(depth):
+  assert count_params(shapes(create_model(f"rednet{depth}"))["params"]) == OFFICIAL[depth]
+  assert count_params(shapes(RedNet(depth, num_classes=0))["params"]) == BACKBONE[depth]
+  # The det/seg backbones' kernel-7 stem involution adds 720 parameters.
+  assert count_params(shapes(RedNet(depth, stem_kernel_size=7))["params"]) == OFFICIAL[depth] + 720
+
+
+@pytest.mark.parametrize("size,stages", [
+    ((224, 224), [(56, 56), (28, 28), (14, 14), (7, 7)]),
+    ((225, 225), [(57, 57), (29, 29), (15, 15), (8, 8)]),
+    ((97, 131), [(25, 33), (13, 17), (7, 9), (4, 5)]),
+])
+def test_backbone_stages_and_odd_sizes(size, stages):
+  model = rednet26(features_only=True)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 3))
+  variables = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(1), x, train=False)
+  outs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  assert len(outs) == 4
+  for out, hw, channels in zip(outs, stages, (256, 512, 1024, 2048)):
+    chex.assert_shape(out, (2, *hw, channels))
+    chex.assert_tree_all_finite(out)
+
+
+def test_head_and_headless_outputs():
+  x = jnp.ones((3, 32, 32, 3))
+  for model, shape in ((rednet26(num_classes=10), (3, 10)), (rednet26(num_classes=0), (3, 2048))):
+    out = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False), x,
+                                        train=False))(x)
+    chex.assert_shape(out, shape)
+    chex.assert_type(out, jnp.float32)
+
+
+def test_small_configuration_fields():
+  model = RedNet(stage_sizes=(1, 1), stem_width=16, base_width=8, kernel_size=3,
+                 group_channels=8, stem_pool=False, num_classes=10)
+  x = jnp.ones((2, 16, 16, 3))
+  shapes_ = jax.tree.map(jnp.shape, shapes(model, (16, 16))["params"])
+  assert set(shapes_) == {"stem_0", "stem_1", "stem_2", "stem_4", "layer1_0", "layer2_0", "fc"}
+  assert shapes_["layer2_0"]["conv2"]["conv2"]["conv"]["kernel"] == (4, 9 * 2)
+  out = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False), x,
+                                      train=True, mutable=["batch_stats"])[0])(x)
+  chex.assert_shape(out, (2, 10))
+
+
+def test_bfloat16_compute_float32_params():
+  model = rednet26(dtype=jnp.bfloat16, num_classes=5)
+  x = jnp.ones((2, 32, 32, 3))
+  variables = shapes(model, (32, 32))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+  logits = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False), x,
+                                         train=False))(x)
+  chex.assert_type(logits, jnp.float32)
+
+
+def test_initialisation_matches_official():
+  model = rednet50()
+  variables = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(0),
+                                                           jnp.ones((1, 32, 32, 3)), train=False)
+  flat = traverse_util.flatten_dict(variables["params"], sep="/")
+  for path, value in flat.items():
+    value = np.asarray(value)
+    if path.endswith("bn3/scale"):
+      np.testing.assert_array_equal(value, 0, err_msg=path)
+    elif path.endswith("scale"):
+      np.testing.assert_array_equal(value, 1, err_msg=path)
+    elif path.endswith("bias"):
+      np.testing.assert_array_equal(value, 0, err_msg=path)
+    elif path == "fc/kernel":
+      assert abs(value.std() - 0.01) < 0.0005
+    elif value.size > 20000:  # conv kernels: Kaiming normal, fan_out, gain sqrt(2)
+      fan_out = value.shape[-1] * (value.shape[0] * value.shape[1] if value.ndim == 4 else 1)
+      np.testing.assert_allclose(value.std(), np.sqrt(2 / fan_out), rtol=0.05, err_msg=path)
+      assert np.abs(value).max() > 2.5 * value.std(), f"{path} looks truncated"
+  stats = traverse_util.flatten_dict(variables["batch_stats"], sep="/")
+  assert all(np.all(np.asarray(v) == (0 if p.endswith("mean") else 1)) for p, v in stats.items())
+
+
+def test_registry_and_errors():
+  assert create_model("rednet38").depth == 38
+  assert create_model("rednet50", num_classes=10).num_classes == 10
+  with pytest.raises(ValueError, match="unknown model 'resnet50'; available: .*rednet26"):
+    create_model("resnet50")
+  with pytest.raises(ValueError, match="unknown RedNet depth 34"):
+    RedNet(34).init(jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False)
+  with pytest.raises(ValueError, match="rank 4"):
+    rednet26().init(jax.random.PRNGKey(0), jnp.ones((32, 32, 3)), train=False)
+
+
+def test_summary_matches_published_numbers():
+  for row in summarize(depths=(26, 50)):
+    depth = int(row["model"].split("-")[1])
+    assert row["params"] == PUBLISHED[depth]["params"] == OFFICIAL[depth]
+    assert abs(row["gmacs_diff_pct"]) < 5, row
+    assert abs(row["gmacs"] / PUBLISHED[depth]["gmacs"] - 1) < 0.05
+  assert rednet50().depth == 50
