@@ -17,6 +17,7 @@ checkpoint that training, evaluation and prediction load.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 from typing import Any, Mapping
@@ -285,12 +286,8 @@ def _torch_to_paddle_key(key: str) -> str:
   return re.sub(r"\.running_var$", "._variance", key)
 
 
-def from_paddle_state_dict(state_dict: Mapping[str, Any], depth: int | None = None,
-                           **model_overrides) -> dict:
-  """PaddleClas RedNet weights ({name: array}) -> {'params': ..., 'batch_stats': ...}.
-
-  Same strictness as `from_torch_state_dict`; errors name keys as Paddle does.
-  """
+def _paddle_as_torch(state_dict: Mapping[str, Any]) -> dict:
+  """PaddleClas names and layouts -> mmcls names and layouts."""
   torch_style = {}
   for key, value in state_dict.items():
     if key == PADDLE_EXTRA_KEY:
@@ -299,4 +296,57 @@ def from_paddle_state_dict(state_dict: Mapping[str, Any], depth: int | None = No
     if key == "fc.weight":  # Paddle's Linear stores (in, out)
       value = value.T
     torch_style[_paddle_to_torch_key(key)] = value
-  return _convert(torch_style, depth, model_overrides, display=_torch_to_paddle_key)
+  return torch_style
+
+
+def from_paddle_state_dict(state_dict: Mapping[str, Any], depth: int | None = None,
+                           **model_overrides) -> dict:
+  """PaddleClas RedNet weights ({name: array}) -> {'params': ..., 'batch_stats': ...}.
+
+  Same strictness as `from_torch_state_dict`; errors name keys as Paddle does.
+  """
+  return _convert(_paddle_as_torch(state_dict), depth, model_overrides,
+                  display=_torch_to_paddle_key)
+
+
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".pdparams")
+
+
+def load_official(path: str) -> tuple[dict, dict]:
+  """Variables and RedNet config ({depth, stem_kernel_size, num_classes}) of a
+  `.pth` (mmcls, read with `torch.load(weights_only=True)`) or `.pdparams` file."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"weights file not found: {path}")
+  if path.endswith(".pdparams"):
+    state = _paddle_as_torch(load_pdparams(path))
+    return _convert(state, None, {}, display=_torch_to_paddle_key), infer_model_config(state)
+  if not path.endswith((".pth", ".pt")):
+    raise ValueError(f"unknown weights format {path!r}; expected one of {OFFICIAL_SUFFIXES}")
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError("reading .pth files needs PyTorch: pip install 'involution-jax[torch]'") from e
+  state = _strip(torch.load(path, map_location="cpu", weights_only=True))
+  return _convert(state, None, {}, display=lambda k: k), infer_model_config(state)
+
+
+def main(argv: list[str] | None = None) -> None:
+  import argparse
+  from involution_jax import checkpoints
+  parser = argparse.ArgumentParser(
+      prog="python -m involution_jax.convert",
+      description="Convert official RedNet weights (.pth / .pdparams) to a Flax checkpoint "
+                  "that training (config.init_from), evaluation and prediction load.")
+  parser.add_argument("weights", help="official mmcls .pth or PaddleClas .pdparams file")
+  parser.add_argument("out_dir", help="output checkpoint folder (created)")
+  args = parser.parse_args(argv)
+  variables, config = load_official(args.weights)
+  mngr = checkpoints.manager(args.out_dir, async_save=False)
+  checkpoints.save(mngr, 0, variables=variables, model_info=checkpoints.official_model_info(config))
+  mngr.close()
+  print(f"RedNet-{config['depth']} (stem K={config['stem_kernel_size']}, "
+        f"{config['num_classes']} classes) from {args.weights} -> {os.path.abspath(args.out_dir)}")
+
+
+if __name__ == "__main__":
+  main()

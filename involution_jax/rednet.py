@@ -154,12 +154,14 @@ def _constructor(depth: int) -> Callable[..., RedNet]:
 
 rednet26, rednet38, rednet50, rednet101, rednet152 = map(_constructor, STAGE_SIZES)
 
+# "rednet": the bare module, configured entirely by keyword (e.g. small stage_sizes).
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    f.__name__: f for f in (rednet26, rednet38, rednet50, rednet101, rednet152)}
+    "rednet": RedNet, **{f.__name__: f for f in (rednet26, rednet38, rednet50, rednet101,
+                                                 rednet152)}}
 
 
 def create_model(name: str, **overrides) -> nn.Module:
-  """A model by registry name ("rednet26" ... "rednet152"), fields overridden."""
+  """A model by registry name ("rednet", "rednet26" ... "rednet152"), fields overridden."""
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
   return MODELS[name](**overrides)

@@ -1,7 +1,9 @@
-"""Shared test fixtures."""
+"""Shared test fixtures. The test process simulates 8 CPU devices."""
 
 import jax
 import pytest
+
+jax.config.update("jax_num_cpu_devices", 8)
 
 
 @pytest.fixture

@@ -1,0 +1,33 @@
+# `make train` and `make test` work on a fresh machine with Python >= 3.10 and pip:
+# they create .venv and install the project (CPU JAX; PyTorch CPU and TFDS extras).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/default
+
+.PHONY: install train test bench summary clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch,tfds]"
+	touch $@
+
+# The main job: a small RedNet on scikit-learn's bundled digits (offline, CPU, ~1 min).
+train: $(STAMP)
+	$(BIN)/python experiments/main.py --config experiments/configs/default.py --workdir $(WORKDIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/op_bench.py
+
+summary: $(STAMP)
+	$(BIN)/python -m involution_jax.summary
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,99 @@
+"""Checkpoints (Orbax): one layout for training, converted weights and inference.
+
+A checkpoint directory is an Orbax `CheckpointManager` root with numbered
+steps; each step holds the items
+
+* `variables`: {"params", "batch_stats"} -- all that inference needs;
+* `model`: JSON {"model", "model_kwargs", "num_classes", "class_names",
+  "image_size", "mean", "std", "eval_crop"} -- how to rebuild model and input;
+* `train` (training only): {"step", "opt_state"};
+* `data` (training only): the grain iterator state, one file per process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def manager(directory: str, keep: int | None = None, *, read_only: bool = False,
+            async_save: bool = True) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                         read_only=read_only,
+                                         enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(
+      os.path.abspath(directory), options=options,
+      item_handlers={"variables": ocp.StandardCheckpointHandler(),
+                     "train": ocp.StandardCheckpointHandler(),
+                     "model": ocp.JsonCheckpointHandler(),
+                     "data": grain.checkpoint.CheckpointHandler()})
+
+
+def save(mngr: ocp.CheckpointManager, step: int, *, variables: dict, model_info: dict,
+         train: dict | None = None, data_iterator: Any = None, force: bool = True) -> None:
+  """Saves a step (asynchronously where the manager allows; `wait` before exiting)."""
+  items = dict(variables=ocp.args.StandardSave(variables), model=ocp.args.JsonSave(model_info))
+  if train is not None:
+    items["train"] = ocp.args.StandardSave(train)
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+  mngr.save(step, args=ocp.args.Composite(**items), force=force)
+
+
+def restore_training(mngr: ocp.CheckpointManager, step: int, *, variables: Any, train: Any,
+                     data_iterator: Any) -> tuple[dict, dict]:
+  """Restores a training step into the given abstract (sharded) trees and iterator."""
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      variables=ocp.args.StandardRestore(variables), train=ocp.args.StandardRestore(train),
+      data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  return restored["variables"], restored["train"]
+
+
+def find_checkpoint_root(path: str) -> str:
+  """`path` may be a training workdir, a checkpoint root or one of its step folders."""
+  path = os.path.abspath(path)
+  candidates = [os.path.join(path, CHECKPOINT_SUBDIR), path]
+  for candidate in candidates:
+    if os.path.isdir(candidate) and any(e.name.isdigit() for e in os.scandir(candidate)):
+      return candidate
+  raise FileNotFoundError(
+      f"no checkpoint found at {path}: expected a training workdir (with {CHECKPOINT_SUBDIR}/), "
+      "a checkpoint folder with numbered steps (e.g. from `python -m involution_jax.convert`), "
+      "or one step folder")
+
+
+def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
+  """(variables, model_info) of the latest (or given) step under `path`, on the host."""
+  path = os.path.abspath(path)
+  if os.path.basename(path).isdigit() and step is None:
+    path, step = os.path.dirname(path), int(os.path.basename(path))
+  root = find_checkpoint_root(path)
+  mngr = manager(root, read_only=True)
+  step = mngr.latest_step() if step is None else step
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      variables=ocp.args.StandardRestore(), model=ocp.args.JsonRestore()))
+  variables = jax.tree.map(lambda a: jax.device_get(a), dict(restored["variables"]))
+  return variables, dict(restored["model"])
+
+
+# The official models' input: ImageNet statistics on 0-255 RGB, 256 -> 224 centre crop.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def official_model_info(config: dict) -> dict:
+  """Model info for converted official weights ({depth, stem_kernel_size, num_classes})."""
+  from involution_jax.imagenet import class_names
+  num_classes = config["num_classes"]
+  return dict(model=f"rednet{config['depth']}",
+              model_kwargs=dict(stem_kernel_size=config["stem_kernel_size"]),
+              num_classes=num_classes,
+              class_names=list(class_names()) if num_classes == 1000 else
+              [str(i) for i in range(num_classes)],
+              image_size=224, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), eval_crop=0.875)

@@ -1,0 +1,232 @@
+"""train_and_evaluate: data-parallel RedNet training from one CPU to a pod.
+
+`jax.jit` with explicit shardings on a 1-D device mesh (axis "data"): the
+batch is split over every device of every process, the train state is
+replicated, BatchNorm statistics are global-batch statistics. Orbax
+checkpoints (with the grain iterator state) resume exactly; a non-finite loss
+stops the run naming the step, leaving the last checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+from involution_jax import checkpoints, data, training
+from involution_jax.evaluate import evaluate, make_eval_step
+
+
+def data_mesh() -> jax.sharding.Mesh:
+  """All devices of all processes on one axis, "data"."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def validate_config(config: ml_collections.ConfigDict, devices: int | None = None) -> None:
+  """Clear errors for values that would fail later or silently train badly."""
+  def need(ok, message):
+    if not ok:
+      raise ValueError(f"invalid config: {message}")
+  need(config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}")
+  need(config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}")
+  need(0 <= config.label_smoothing < 1,
+       f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+  need(config.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
+  need(config.batch_size > 0, f"batch_size must be > 0, got {config.batch_size}")
+  need(config.num_train_steps > 0 or config.num_epochs > 0,
+       "set num_epochs > 0 or num_train_steps > 0")
+  accum = config.get("grad_accum_steps", 1)
+  need(accum >= 1, f"grad_accum_steps must be >= 1, got {accum}")
+  devices = devices or jax.device_count()
+  for name in ("batch_size", "eval_batch_size"):
+    size = config[name]
+    need(size % (devices * (accum if name == "batch_size" else 1)) == 0,
+         f"{name}={size} must be divisible by the {devices} device(s)"
+         + (f" x grad_accum_steps={accum}" if name == "batch_size" and accum > 1 else "")
+         + f" (try {max(1, size // devices) * devices})")
+
+
+def preprocess_from_config(config: ml_collections.ConfigDict) -> data.Preprocess:
+  return data.Preprocess(config.image_size, tuple(config.mean), tuple(config.std),
+                         augment=config.augment, eval_crop=config.eval_crop,
+                         pad=config.get("augment_pad", 4))
+
+
+def model_info(config: ml_collections.ConfigDict, dataset: data.Dataset) -> dict:
+  """What inference needs to rebuild the model and its input (saved with checkpoints)."""
+  return dict(model=config.model, model_kwargs=config.get("model_kwargs", {}).to_dict()
+              if hasattr(config.get("model_kwargs", {}), "to_dict") else {},
+              num_classes=dataset.num_classes, class_names=list(dataset.class_names),
+              image_size=config.image_size, mean=list(config.mean), std=list(config.std),
+              eval_crop=config.eval_crop)
+
+
+class _Batches:
+  """Local batches from a grain iterator -> global arrays sharded over the mesh."""
+
+  def __init__(self, iterator, sharding: NamedSharding):
+    self.iterator, self.sharding = iterator, sharding
+
+  def __next__(self) -> dict:
+    local = next(self.iterator)
+    return {k: jax.make_array_from_process_local_data(self.sharding, np.asarray(v))
+            for k, v in local.items()}
+
+
+def _write_metrics(workdir: str, metrics: dict) -> None:
+  with open(os.path.join(workdir, "metrics.json"), "w") as f:
+    json.dump(metrics, f, indent=2)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       mesh: jax.sharding.Mesh | None = None) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
+
+  `mesh`: a 1-D mesh with axis "data" (default: every device of every process).
+  Returns the final metrics, also written to `workdir/metrics.json` (process 0).
+  """
+  mesh = mesh or data_mesh()
+  validate_config(config, mesh.size)
+  start_time = time.time()
+  main_process = jax.process_index() == 0
+  replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  train_set = data.load_dataset(config.dataset, "train", image_size=config.image_size,
+                                data_dir=config.data_dir)
+  eval_set = data.load_dataset(config.dataset, config.eval_split, image_size=config.image_size,
+                               data_dir=config.data_dir)
+  steps_per_epoch = len(train_set.source) // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"invalid config: batch_size={config.batch_size} exceeds the "
+                     f"{len(train_set.source)} training examples")
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else math.ceil(config.num_epochs * steps_per_epoch))
+  model = training.model_from_config(config, train_set.num_classes)
+  schedule = training.learning_rate_schedule(config, total_steps, steps_per_epoch)
+  tx = training.optimizer(config, schedule)
+  image_shape = (config.image_size, config.image_size, 3)
+  init = jax.jit(lambda rng: training.init_state(model, tx, rng, image_shape),
+                 out_shardings=replicated)
+  preprocess = preprocess_from_config(config)
+  iterator = data.train_iterator(train_set, preprocess, global_batch=config.batch_size,
+                                 seed=config.seed, process_index=jax.process_index(),
+                                 process_count=jax.process_count(), workers=config.data_workers)
+  ckpt_dir = os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR)
+  mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
+  info = model_info(config, train_set)
+  state = None
+  if mngr.latest_step() is not None:
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+    variables, train = checkpoints.restore_training(
+        mngr, mngr.latest_step(), variables=abstract.variables(),
+        train=dict(step=abstract.step, opt_state=abstract.opt_state), data_iterator=iterator)
+    state = training.TrainState(step=train["step"], opt_state=train["opt_state"], **variables)
+    if main_process:
+      print(f"resuming from {ckpt_dir} at step {int(state.step)} of {total_steps}")
+  else:
+    state = init(jax.random.PRNGKey(config.seed))
+  start_step = int(state.step)
+
+  step_fn = jax.jit(training.bind_train_step(model, tx, schedule, config),
+                    in_shardings=(replicated, batch_sharding),
+                    out_shardings=(replicated, replicated), donate_argnums=0)
+  eval_fn = make_eval_step(model, replicated, batch_sharding)
+  batches = _Batches(iterator, batch_sharding)
+  writer = None
+  if main_process:
+    from tensorboardX import SummaryWriter
+    writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def save(step: int) -> None:
+    checkpoints.save(mngr, step, variables=state.variables(), model_info=info,
+                     train=dict(step=state.step, opt_state=state.opt_state),
+                     data_iterator=iterator)
+
+  def check_finite(step: int, metrics: dict) -> dict:
+    host = jax.device_get(metrics)
+    if not host["finite"]:
+      mngr.wait_until_finished()
+      last = mngr.latest_step()
+      raise FloatingPointError(
+          f"non-finite loss or gradients at step {step} (loss={float(host['loss'])}); the "
+          f"update was not applied and training stopped. The last checkpoint "
+          f"({'step ' + str(last) if last is not None else 'none'} in {ckpt_dir}) is intact: "
+          "lower learning_rate (or warm up longer) and rerun to resume from it.")
+    return host
+
+  history, pending, unreadable = [], None, 0
+  timed_steps, timed_seconds, tick = 0, 0.0, None
+  bar = tqdm(total=total_steps, initial=start_step, disable=not main_process, unit="step",
+             desc="train", dynamic_ncols=True, mininterval=0.5)
+  for step in range(start_step + 1, total_steps + 1):
+    batch = next(batches)
+    state, metrics = step_fn(state, batch)
+    if pending is not None:  # one step behind: keeps the device busy while we check
+      history.append(check_finite(step - 1, pending))
+    pending = metrics
+    bar.update(1)
+    if step == start_step + 1:
+      tick = time.time()  # exclude compilation from throughput
+    if step % config.log_every_steps == 0 or step == total_steps:
+      history.append(check_finite(step, pending))
+      pending = None
+      now = time.time()
+      if step > start_step + 1:
+        timed_steps, timed_seconds = step - start_step - 1, now - tick
+      images_per_second = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
+      summary = {k: float(np.mean([h[k] for h in history])) for k in ("loss", "accuracy")}
+      unreadable += sum(int(config.batch_size - h["valid"]) for h in history)
+      bar.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.3f}",
+                      img_s=f"{images_per_second:.0f}")
+      if writer:
+        for name, value in (("train/loss", summary["loss"]),
+                            ("train/accuracy", summary["accuracy"]),
+                            ("train/learning_rate", float(history[-1]["learning_rate"])),
+                            ("train/images_per_second", images_per_second)):
+          writer.add_scalar(name, value, step)
+      last_summary, history = summary, []
+    if step % config.checkpoint_every_steps == 0 or step == total_steps:
+      if pending is not None:
+        history.append(check_finite(step, pending))
+        pending = None
+      save(step)
+    if config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step < total_steps:
+      results = evaluate(eval_fn, state.variables(), eval_set, preprocess,
+                         config.eval_batch_size, batch_sharding)
+      if writer:
+        for name, value in results.items():
+          writer.add_scalar(f"eval/{name}", value, step)
+  bar.close()
+  mngr.wait_until_finished()
+  results = evaluate(eval_fn, state.variables(), eval_set, preprocess, config.eval_batch_size,
+                     batch_sharding)
+  final = dict(
+      train_loss=last_summary["loss"] if start_step < total_steps else None,
+      train_accuracy=last_summary["accuracy"] if start_step < total_steps else None,
+      test_loss=results["loss"], test_accuracy=results["accuracy"], steps=total_steps,
+      images_per_second=timed_steps * config.batch_size / timed_seconds if timed_seconds else None,
+      wall_time_s=time.time() - start_time, unreadable_train_images=unreadable,
+      unreadable_test_images=results["unreadable"], devices=jax.device_count(),
+      processes=jax.process_count(), checkpoint_dir=ckpt_dir,
+      tensorboard_dir=os.path.join(workdir, "tensorboard"))
+  if "top5_accuracy" in results:
+    final["test_top5_accuracy"] = results["top5_accuracy"]
+  if writer:
+    for name in ("loss", "accuracy", "top5_accuracy"):
+      if name in results:
+        writer.add_scalar(f"eval/{name}", results[name], total_steps)
+    writer.close()
+  if main_process:
+    _write_metrics(workdir, final)
+  mngr.close()
+  return final

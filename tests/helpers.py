@@ -1,0 +1,55 @@
+"""Helpers shared by the tests: configs, subprocess runs."""
+
+import os
+import runpy
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str = "default", *args, **overrides):
+  """experiments/configs/<name>.py's config with fields overridden."""
+  config = runpy.run_path(os.path.join(ROOT, "experiments", "configs", f"{name}.py"))[
+      "get_config"](*args)
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+# The default digits run, shrunk to a few steps of seconds.
+TINY = dict(image_size=8, batch_size=16, eval_batch_size=64, num_train_steps=4,
+            log_every_steps=2, checkpoint_every_steps=2, warmup_epochs=0.0)
+
+
+def tiny_digits_config(**overrides):
+  return load_config("default", **{**TINY, **overrides})
+
+
+def tiny_flags(**overrides) -> list[str]:
+  """Command-line overrides giving the run of `tiny_digits_config`."""
+  return [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
+
+
+def python_env(devices: int = 1) -> dict:
+  """Environment for a child Python: this checkout importable, N CPU devices."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+  env["JAX_NUM_CPU_DEVICES"] = str(devices)
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def train_command(workdir: str, *flags: str) -> list[str]:
+  return [sys.executable, os.path.join(ROOT, "experiments", "main.py"), "--config",
+          os.path.join(ROOT, "experiments", "configs", "default.py"), "--workdir", workdir,
+          *flags]
+
+
+def run(cmd: list[str], devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
+  return subprocess.run(cmd, env=python_env(devices), capture_output=True, text=True,
+                        timeout=timeout, cwd=ROOT)

@@ -1,0 +1,191 @@
+"""The main job: training, evaluation, checkpoints and resume, devices, configs."""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+
+from helpers import ROOT, python_env, run, tiny_digits_config, tiny_flags, train_command
+from involution_jax import checkpoints, training
+from involution_jax.evaluate import evaluate_weights
+from involution_jax.train import train_and_evaluate
+
+METRIC_KEYS = {"train_loss", "test_accuracy", "test_top5_accuracy", "steps",
+               "images_per_second", "wall_time_s"}
+
+
+def _params(workdir, step=None):
+  variables, _ = checkpoints.load_for_inference(str(workdir), step)
+  return variables
+
+
+def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
+  metrics = train_and_evaluate(tiny_digits_config(), str(tmp_path))
+  saved = json.loads((tmp_path / "metrics.json").read_text())
+  assert METRIC_KEYS <= set(saved)
+  assert saved["steps"] == 4 and saved["devices"] == 8
+  assert 0 <= saved["test_accuracy"] <= saved["test_top5_accuracy"] <= 1
+  assert saved["images_per_second"] > 0 and np.isfinite(saved["train_loss"])
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+  assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+  variables, info = checkpoints.load_for_inference(str(tmp_path))
+  assert info["num_classes"] == 10 and info["class_names"][3] == "3"
+  assert info["model_kwargs"]["kernel_size"] == 3
+  # The same command again resumes at the end: nothing to train, same evaluation.
+  again = train_and_evaluate(tiny_digits_config(), str(tmp_path))
+  assert again["test_accuracy"] == metrics["test_accuracy"] and again["train_loss"] is None
+  assert evaluate_weights(tiny_digits_config(), str(tmp_path))["accuracy"] == \
+      metrics["test_accuracy"]
+
+
+def test_one_and_eight_devices_train_the_same(tmp_path):
+  config = tiny_digits_config(num_train_steps=3, checkpoint_every_steps=3)
+  one = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                      devices=jax.devices()[:1])
+  train_and_evaluate(config, str(tmp_path / "one"), mesh=one)
+  train_and_evaluate(config, str(tmp_path / "eight"))
+  a, b = _params(tmp_path / "one"), _params(tmp_path / "eight")
+  initial = training.init_state(training.model_from_config(config, 10),
+                                optax.identity(), jax.random.PRNGKey(0), (8, 8, 3))
+  moved = jax.tree.map(lambda x, y: float(jnp.abs(x - y).max()), a["params"], initial.params)
+  assert max(jax.tree.leaves(moved)) > 1e-3  # training did change the parameters
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
+
+
+def _kill_when_checkpoint(process, workdir, min_step):
+  """SIGKILLs `process` as soon as a checkpoint of step >= min_step is committed."""
+  deadline = time.time() + 240
+  ckpt = os.path.join(workdir, "checkpoints")
+  while time.time() < deadline and process.poll() is None:
+    steps = [int(s) for s in os.listdir(ckpt) if s.isdigit()] if os.path.isdir(ckpt) else []
+    if any(s >= min_step for s in steps):
+      process.send_signal(signal.SIGKILL)
+      process.wait()
+      return
+    time.sleep(0.005)
+  pytest.fail(f"training ended (rc={process.poll()}) before it could be killed")
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+  flags = tiny_flags(num_train_steps=60, checkpoint_every_steps=3, log_every_steps=3,
+                     keep_checkpoints=100)
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  result = run(train_command(straight, *flags), devices=2)
+  assert result.returncode == 0, result.stderr[-3000:]
+  kill_at = random.Random().randrange(3, 40)
+  process = subprocess.Popen(train_command(killed, *flags), env=python_env(2), cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  _kill_when_checkpoint(process, killed, kill_at)
+  assert process.returncode == -signal.SIGKILL
+  interrupted_at = max(int(s) for s in os.listdir(os.path.join(killed, "checkpoints"))
+                       if s.isdigit())
+  assert interrupted_at < 60, "the run was not interrupted"
+  result = run(train_command(killed, *flags), devices=2)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "resuming from" in result.stdout
+  jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(killed))
+  assert json.loads(open(os.path.join(killed, "metrics.json")).read())["steps"] == 60
+
+
+def test_command_line_overrides(tmp_path):
+  result = run(train_command(str(tmp_path), *tiny_flags(num_train_steps=2),
+                             "--config.model_kwargs.kernel_size=5"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 2
+  _, info = checkpoints.load_for_inference(str(tmp_path))
+  assert info["model_kwargs"]["kernel_size"] == 5
+  assert "test_accuracy" in result.stdout and str(tmp_path / "checkpoints") in result.stdout
+  bad = run(train_command(str(tmp_path / "bad"), "--config.no_such_field=1"))
+  assert bad.returncode != 0 and "no_such_field" in bad.stderr
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(learning_rate=-0.1), "learning_rate must be > 0, got -0.1"),
+    (dict(batch_size=12), "batch_size=12 must be divisible by the 8 device"),
+    (dict(eval_batch_size=20), "eval_batch_size=20 must be divisible by the 8 device"),
+    (dict(label_smoothing=1.5), r"label_smoothing must be in \[0, 1\)"),
+    (dict(num_train_steps=-1, num_epochs=0), "set num_epochs > 0 or num_train_steps > 0"),
+    (dict(batch_size=16, grad_accum_steps=3), "grad_accum_steps=3"),
+    (dict(model="resnet50"), "unknown model 'resnet50'"),
+    (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
+    (dict(optimizer="lamb"), "unknown optimizer 'lamb'"),
+    (dict(batch_size=2048), "batch_size=2048 exceeds the 1437 training examples"),
+])
+def test_bad_config_values_raise_clear_errors(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    train_and_evaluate(tiny_digits_config(**overrides), str(tmp_path))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+  config = tiny_digits_config(learning_rate=1e8, num_train_steps=30, checkpoint_every_steps=1,
+                              log_every_steps=1, keep_checkpoints=3)
+  with pytest.raises(FloatingPointError, match=r"non-finite .* at step (\d+)") as info:
+    train_and_evaluate(config, str(tmp_path))
+  bad_step = int(re.search(r"at step (\d+)", str(info.value)).group(1))
+  assert f"step {bad_step - 1}" in str(info.value)
+  steps = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
+  assert max(steps) == bad_step - 1
+  variables = _params(tmp_path)
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(variables))
+
+
+class _Linear(nn.Module):
+  @nn.compact
+  def __call__(self, x, train):
+    return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def test_gradient_accumulation_equals_the_full_batch():
+  model = _Linear()
+  config = tiny_digits_config(label_smoothing=0.1)
+  schedule = training.learning_rate_schedule(config, 10, 5)
+  tx = training.optimizer(config, schedule)
+  state = training.init_state(model, tx, jax.random.PRNGKey(0), (4, 4, 3))
+  rng = np.random.default_rng(0)
+  batch = dict(image=jnp.asarray(rng.normal(size=(8, 4, 4, 3)), jnp.float32),
+               label=jnp.asarray(rng.integers(0, 10, 8), jnp.int32), valid=jnp.ones(8))
+  step = lambda n: jax.jit(lambda s, b: training.train_step(
+      s, b, model=model, tx=tx, schedule=schedule, label_smoothing=0.1,
+      accumulation_steps=n))(state, batch)
+  (full, m1), (accumulated, m4) = step(1), step(4)
+  np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               full.params, accumulated.params)
+
+
+def test_tfds_dataset_trains_through_mock_data(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets", reason="needs the tfds extra")
+  with tfds.testing.mock_data(num_examples=32):
+    metrics = train_and_evaluate(
+        tiny_digits_config(dataset="tfds:mnist", num_train_steps=2, eval_batch_size=16),
+        str(tmp_path))
+  assert metrics["steps"] == 2 and 0 <= metrics["test_accuracy"] <= 1
+
+
+def test_folder_dataset_with_a_corrupt_image_trains_and_reports_it(tmp_path):
+  root = tmp_path / "data"
+  for split, n in (("train", 8), ("val", 4)):
+    for c in ("a", "b"):
+      (root / split / c).mkdir(parents=True)
+      for i in range(n):
+        Image.fromarray(np.full((9, 9, 3), 20 * i + (c == "b") * 100, np.uint8)).save(
+            root / split / c / f"{i}.jpg")
+  (root / "train" / "a" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+  config = tiny_digits_config(dataset="folder", data_dir=str(root), eval_split="val",
+                              batch_size=8, eval_batch_size=8, num_train_steps=4)
+  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  assert metrics["unreadable_train_images"] >= 1  # 4 steps x 8 cover the 17 images
+  assert metrics["unreadable_test_images"] == 0
+  _, info = checkpoints.load_for_inference(str(tmp_path / "run"))
+  assert info["class_names"] == ["a", "b"]
