@@ -17,6 +17,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -74,13 +75,13 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
   if os.path.basename(path).isdigit() and step is None:
     path, step = os.path.dirname(path), int(os.path.basename(path))
   root = find_checkpoint_root(path)
-  mngr = manager(root, read_only=True)
-  step = mngr.latest_step() if step is None else step
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      variables=ocp.args.StandardRestore(), model=ocp.args.JsonRestore()))
-  variables = jax.tree.map(lambda a: jax.device_get(a), dict(restored["variables"]))
+  if step is None:  # unfinished saves live in non-numeric temporary folders
+    step = max(int(e.name) for e in os.scandir(root) if e.name.isdigit())
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    restored = checkpointer.restore(os.path.join(root, str(step)), args=ocp.args.Composite(
+        variables=ocp.args.StandardRestore(), model=ocp.args.JsonRestore()))
+  variables = jax.tree.map(np.asarray, dict(restored["variables"]))
   return variables, dict(restored["model"])
-
 
 # The official models' input: ImageNet statistics on 0-255 RGB, 256 -> 224 centre crop.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)

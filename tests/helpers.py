@@ -53,3 +53,28 @@ def train_command(workdir: str, *flags: str) -> list[str]:
 def run(cmd: list[str], devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
   return subprocess.run(cmd, env=python_env(devices), capture_output=True, text=True,
                         timeout=timeout, cwd=ROOT)
+
+
+def save_random_checkpoint(path: str, image_size: int = 8, seed: int = 0) -> tuple:
+  """A small digits-style RedNet with random weights, saved as a checkpoint.
+
+  Returns (model, variables, model_info).
+  """
+  import jax
+  import jax.numpy as jnp
+  from involution_jax import checkpoints
+  from involution_jax.evaluate import model_from_info
+  config = tiny_digits_config(image_size=image_size)
+  info = dict(model=config.model, model_kwargs=config.model_kwargs.to_dict(), num_classes=10,
+              class_names=[str(i) for i in range(10)], image_size=image_size,
+              mean=list(config.mean), std=list(config.std), eval_crop=1.0)
+  model = model_from_info(info)
+  variables = jax.jit(model.init, static_argnames="train")(
+      jax.random.PRNGKey(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)
+  # Non-trivial BatchNorm statistics and last-BN scales, so every layer matters.
+  variables = jax.tree.map(lambda a: a + 0.1 * jnp.cos(jnp.arange(a.size).reshape(a.shape)),
+                           variables)
+  mngr = checkpoints.manager(path, async_save=False)
+  checkpoints.save(mngr, 1, variables=variables, model_info=info)
+  mngr.close()
+  return model, variables, info

@@ -13,13 +13,12 @@ torch = pytest.importorskip("torch", reason="weight conversion tests need the to
 from involution_jax import convert, create_model  # noqa: E402
 from torch_rednet import Classifier, randomise_  # noqa: E402
 
-REFERENCE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
+# The official checkpoints' keys and shapes (copied from shared/reference): the contract.
+KEY_LISTS = os.path.join(os.path.dirname(__file__), "data")
 
 
 def _official_keys(depth, kind="official"):
-  path = os.path.join(REFERENCE, f"{kind}_keys_rednet{depth}.txt")
-  if not os.path.exists(path):
-    pytest.skip(f"reference key list not found at {path}")
+  path = os.path.join(KEY_LISTS, f"{kind}_keys_rednet{depth}.txt")
   return [tuple(line.split("\t")) for line in open(path).read().splitlines()]
 
 
@@ -195,3 +194,23 @@ def test_pdparams_with_non_numpy_globals_is_refused(tmp_path):
   garbage.write_bytes(b"not a pickle")
   with pytest.raises(ValueError, match="not a readable .pdparams pickle"):
     convert.load_pdparams(str(garbage))
+
+
+def test_cli_writes_a_checkpoint_that_loads(official, tmp_path, capsys):
+  from involution_jax import checkpoints
+  depth, _, state = official
+  weights = tmp_path / f"rednet{depth}.pth"
+  torch.save({"meta": {}, "state_dict": state}, weights)
+  convert.main([str(weights), str(tmp_path / "out")])
+  assert f"RedNet-{depth}" in capsys.readouterr().out
+  variables, info = checkpoints.load_for_inference(str(tmp_path / "out"))
+  assert info["model"] == f"rednet{depth}" and len(info["class_names"]) == 1000
+  assert info["image_size"] == 224 and info["eval_crop"] == 0.875
+  jax.tree.map(np.testing.assert_array_equal, variables, convert.from_torch_state_dict(state))
+  pdparams = tmp_path / "paddle.pdparams"
+  pdparams.write_bytes(pickle.dumps(_paddle_state(state), protocol=4))
+  from_paddle, config = convert.load_official(str(pdparams))
+  assert config == dict(depth=depth, stem_kernel_size=3, num_classes=1000)
+  jax.tree.map(np.testing.assert_array_equal, variables, from_paddle)
+  with pytest.raises(FileNotFoundError, match="weights file not found"):
+    convert.load_official(str(tmp_path / "missing.pth"))

@@ -1,0 +1,78 @@
+"""Export a model with its weights to one `jax.export` artifact (symbolic batch).
+
+    python -m involution_jax.export WEIGHTS OUT.jaxexport
+
+writes OUT.jaxexport (the serialised StableHLO program, weights embedded) and
+OUT.jaxexport.json (input size, normalisation, class names). Running it needs
+only jax, not this package:
+
+    exported = jax.export.deserialize(open("model.jaxexport", "rb").read())
+    logits = exported.call(images)        # (N, S, S, 3) float32, normalised; any N
+
+To serve: load once and call from any Python server (the artifact also runs
+on other platforms it was exported for, see `platforms`). With TensorFlow
+installed, `jax2tf.convert(exported.call, polymorphic_shapes=["(b, S, S, 3)"])`
+wrapped in a `tf.Module` saves a SavedModel for TF Serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from involution_jax.evaluate import load_weights, model_from_info
+
+METADATA_SUFFIX = ".json"
+
+
+def export_model(variables: dict, info: dict,
+                 platforms: Sequence[str] | None = None) -> jax.export.Exported:
+  """The eval-mode forward pass, weights embedded, batch dimension symbolic."""
+  model = model_from_info(info)
+  size = info["image_size"]
+  batch = jax.export.symbolic_shape("batch")[0]
+  spec = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+  forward = jax.jit(lambda x: model.apply(variables, x, train=False))
+  return jax.export.export(forward, platforms=platforms)(spec)
+
+
+def save(exported: jax.export.Exported, info: dict, path: str) -> None:
+  with open(path, "wb") as f:
+    f.write(exported.serialize())
+  metadata = {k: info[k] for k in ("image_size", "mean", "std", "eval_crop", "class_names",
+                                   "num_classes", "model") if k in info}
+  with open(path + METADATA_SUFFIX, "w") as f:
+    json.dump(metadata, f, indent=2)
+
+
+def load(path: str) -> tuple[Callable[[np.ndarray], jax.Array], dict]:
+  """(logits function, metadata) of an exported artifact; uses only jax."""
+  with open(path, "rb") as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  with open(path + METADATA_SUFFIX) as f:
+    metadata = json.load(f)
+  return exported.call, metadata
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog="python -m involution_jax.export",
+                                   description="Export a model to a jax.export artifact.")
+  parser.add_argument("weights", help="training workdir / checkpoint folder, or .pth / .pdparams")
+  parser.add_argument("out", help="output file, e.g. model.jaxexport")
+  parser.add_argument("--platforms", default=None,
+                      help="comma-separated, e.g. cpu,cuda,tpu (default: this machine's)")
+  args = parser.parse_args(argv)
+  variables, info = load_weights(args.weights)
+  platforms = args.platforms.split(",") if args.platforms else None
+  save(export_model(variables, info, platforms), info, args.out)
+  print(f"exported {info['model']} ({info['image_size']}x{info['image_size']} input) to "
+        f"{args.out} (+ {args.out}{METADATA_SUFFIX})")
+
+
+if __name__ == "__main__":
+  main()

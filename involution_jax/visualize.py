@@ -1,0 +1,128 @@
+"""Pictures of the kernels involution generates for an image.
+
+    involution-visualize --weights runs/default --image x.jpg --layer layer2_0/conv2 \
+        --out kernels.png [--groups 0,1,2,3] [--pixels 3,4 5,5]
+
+Top row: the image the model saw, then per chosen group the generated kernel
+summed over its K x K window at every output position, as a heatmap over the
+image (the paper's figure). Bottom row: the K x K kernel itself (first chosen
+group) at chosen pixels, marked on the image. Kernels are captured from the
+model's own forward pass (the layers sow them), not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from involution_jax.evaluate import load_weights, model_from_info
+from involution_jax.predict import preprocess_from_info
+
+PANEL_INCHES, DPI = 2.5, 100
+
+
+def capture_kernels(model, variables: dict, images) -> dict[str, np.ndarray]:
+  """{layer path ("layer2_0/conv2"): kernel (B, Ho, Wo, G, K, K)} for every involution."""
+  _, state = model.apply(variables, images, train=False, mutable=["intermediates"])
+  flat = traverse_util.flatten_dict(state["intermediates"])
+  return {"/".join(path[:-1]): np.asarray(value[0]) for path, value in flat.items()
+          if path[-1] == "kernel"}
+
+
+def _overlay(ax, image, heat, title):
+  ax.imshow(image)
+  ax.imshow(heat, cmap="jet", alpha=0.5, extent=(-0.5, image.shape[1] - 0.5,
+                                                 image.shape[0] - 0.5, -0.5))
+  ax.set_title(title, fontsize=8)
+  ax.axis("off")
+
+
+def plot_kernels(image: np.ndarray, kernel: np.ndarray, out_path: str, *,
+                 groups: Sequence[int] = (0, 1, 2, 3),
+                 pixels: Sequence[tuple[int, int]] | None = None, layer: str = "") -> tuple[int, int]:
+  """Draws one image's kernels (Ho, Wo, G, K, K) to a PNG; returns its (width, height).
+
+  image: (H, W, 3) in [0, 1]. Groups beyond G are dropped; pixels default to
+  four spread over the output grid.
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  ho, wo, g, k, _ = kernel.shape
+  groups = [i for i in groups if 0 <= i < g] or [0]
+  if pixels is None:
+    pixels = [(ho // 4, wo // 4), (ho // 4, 3 * wo // 4), (3 * ho // 4, wo // 4),
+              (3 * ho // 4, 3 * wo // 4)]
+  for i, j in pixels:
+    if not (0 <= i < ho and 0 <= j < wo):
+      raise ValueError(f"pixel ({i}, {j}) is outside the layer's {ho} x {wo} output")
+  cols = max(len(groups), len(pixels)) + 1
+  fig, axes = plt.subplots(2, cols, figsize=(cols * PANEL_INCHES, 2 * PANEL_INCHES), dpi=DPI,
+                           squeeze=False)
+  for ax in axes.ravel():
+    ax.axis("off")
+  scale = (image.shape[0] / ho, image.shape[1] / wo)
+  axes[0, 0].imshow(image)
+  axes[0, 0].set_title(f"input {layer}", fontsize=8)
+  summed = kernel.sum(axis=(-1, -2))  # (Ho, Wo, G)
+  for col, group in enumerate(groups, start=1):
+    _overlay(axes[0, col], image, summed[..., group], f"group {group}: sum of K x K")
+  axes[1, 0].imshow(image)
+  for col, (i, j) in enumerate(pixels, start=1):
+    y, x = (i + 0.5) * scale[0] - 0.5, (j + 0.5) * scale[1] - 0.5
+    axes[1, 0].plot(x, y, "o", ms=6, mfc="none", mec="yellow")
+    axes[1, 0].annotate(str(col), (x, y), xytext=(4, 4), textcoords="offset points",
+                        color="yellow", fontsize=8)
+    ax = axes[1, col]
+    taps = kernel[i, j, groups[0]]
+    bound = float(np.abs(taps).max()) or 1.0
+    ax.imshow(taps, cmap="RdBu_r", vmin=-bound, vmax=bound)  # red > 0, blue < 0
+    ax.set_title(f"{col}: pixel ({i}, {j}), group {groups[0]}", fontsize=8)
+  axes[1, 0].set_title("chosen pixels", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out_path, dpi=DPI)
+  plt.close(fig)
+  return cols * int(PANEL_INCHES * DPI), 2 * int(PANEL_INCHES * DPI)
+
+
+def _pixel(text: str) -> tuple[int, int]:
+  i, j = text.split(",")
+  return int(i), int(j)
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(prog="involution-visualize",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--weights", default="runs/default",
+                      help="training workdir / checkpoint folder, or .pth / .pdparams")
+  parser.add_argument("--image", required=True)
+  parser.add_argument("--layer", default=None, help="involution layer path (default: the "
+                      "first); an unknown name lists the available ones")
+  parser.add_argument("--out", default="kernels.png")
+  parser.add_argument("--groups", default="0,1,2,3", help="comma-separated group indices")
+  parser.add_argument("--pixels", nargs="*", type=_pixel, default=None,
+                      help="output pixels i,j for the K x K panels")
+  args = parser.parse_args(argv)
+  variables, info = load_weights(args.weights)
+  preprocess = preprocess_from_info(info)
+  example = preprocess.eval({"path": args.image, "label": 0})
+  if not example["valid"]:
+    parser.error(f"cannot read image {args.image}")
+  kernels = capture_kernels(model_from_info(info), variables, example["image"][None])
+  layer = args.layer or next(iter(kernels))
+  if layer not in kernels:
+    parser.error(f"unknown layer {layer!r}; involution layers: {', '.join(kernels)}")
+  shown = np.clip(example["image"] * np.array(preprocess.std) + np.array(preprocess.mean),
+                  0, 255) / 255
+  size = plot_kernels(shown, kernels[layer][0], args.out,
+                      groups=[int(g) for g in args.groups.split(",")], pixels=args.pixels,
+                      layer=layer)
+  print(f"{layer}: kernels {kernels[layer].shape[1:]} -> {args.out} ({size[0]}x{size[1]})")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,93 @@
+"""Prediction: library, CLI on a folder with a corrupt file, converted weights."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import save_random_checkpoint
+from involution_jax import data, predict
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  path = tmp_path_factory.mktemp("ckpt")
+  model, variables, info = save_random_checkpoint(str(path))
+  return str(path), model, variables, info
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+  rng = np.random.default_rng(0)
+  (tmp_path / "sub").mkdir()
+  paths = []
+  for i in range(5):
+    path = tmp_path / ("sub" if i % 2 else ".") / f"digit{i}.png"
+    Image.fromarray(rng.integers(0, 255, (13, 11), dtype=np.uint8)).save(path)
+    paths.append(str(path.resolve()))
+  (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+  (tmp_path / "readme.txt").write_text("ignored")
+  return tmp_path, sorted(paths)
+
+
+def test_predictions_match_the_model_and_pad_batches(checkpoint, image_folder):
+  path, model, variables, info = checkpoint
+  folder, images = image_folder
+  predictor = predict.Predictor.load(path, batch_size=4)
+  results = predictor.classify(images, top_k=3)
+  prep = predict.preprocess_from_info(info)
+  x = np.stack([prep.eval({"path": p, "label": 0})["image"] for p in images])
+  probs = np.asarray(jax.nn.softmax(model.apply(variables, x, train=False)))
+  for r, p in zip(results, probs):
+    assert [t["index"] for t in r["top"]] == list(np.argsort(-p)[:3])
+    np.testing.assert_allclose([t["probability"] for t in r["top"]], np.sort(p)[::-1][:3],
+                               rtol=1e-5, atol=1e-6)
+    assert r["top"][0]["class"] == str(r["top"][0]["index"])
+  assert predictor._probabilities._cache_size() == 1  # 5 images, batches of 4: one compile
+
+
+def test_cli_reports_the_corrupt_file_and_classifies_the_rest(checkpoint, image_folder, capsys):
+  path = checkpoint[0]
+  folder, images = image_folder
+  assert predict.main([path, str(folder), "--json", "--top-k", "2"]) == 0
+  results = json.loads(capsys.readouterr().out)
+  assert len(results) == 6
+  broken = [r for r in results if "error" in r]
+  assert [r["path"] for r in broken] == [str(folder / "corrupt.jpg")]
+  assert "cannot identify image file" in broken[0]["error"] or "Error" in broken[0]["error"]
+  assert all(len(r["top"]) == 2 for r in results if "error" not in r)
+  assert predict.main([path, str(folder / "digit0.png")]) == 0
+  table = capsys.readouterr().out
+  assert table.startswith(str(folder / "digit0.png")) and "%" in table
+  with pytest.raises(SystemExit):
+    predict.main([path, str(folder / "missing.png")])
+  assert "no such image" in capsys.readouterr().err
+
+
+def test_official_weights_predict_imagenet_classes(tmp_path):
+  torch = pytest.importorskip("torch", reason="needs the torch extra")
+  from torch_rednet import Classifier, randomise_
+  model = randomise_(Classifier(26)).eval()
+  weights = tmp_path / "rednet26.pth"
+  torch.save({"meta": {}, "state_dict": model.state_dict()}, weights)
+  image = tmp_path / "photo.jpg"
+  Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 260, 3), np.uint8)).save(image)
+  predictor = predict.Predictor.load(str(weights), batch_size=2)
+  (result,) = predictor.classify([str(image)], top_k=5)
+  assert len(predictor.class_names) == 1000 and predictor.class_names[1] == "goldfish"
+  # The same 256 -> 224 centre crop and ImageNet normalisation, through the official model.
+  x = predictor.preprocess.eval({"path": str(image), "label": 0})["image"]
+  assert x.shape == (224, 224, 3)
+  with torch.no_grad():
+    want = torch.softmax(model(torch.from_numpy(x[None]).permute(0, 3, 1, 2)), -1)[0].numpy()
+  assert [t["index"] for t in result["top"]] == list(np.argsort(-want)[:5])
+  np.testing.assert_allclose(result["top"][0]["probability"], want.max(), rtol=1e-3)
+
+
+def test_image_files_expands_folders_in_order(image_folder):
+  folder, images = image_folder
+  found = predict.image_files([str(folder)])
+  assert sorted(f for f in found if not f.endswith("corrupt.jpg")) == images
+  assert all(f.lower().endswith(data.IMAGE_EXTENSIONS) for f in found)

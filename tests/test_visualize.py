@@ -1,0 +1,55 @@
+"""Kernel pictures: captured kernels are the layer's, the PNG is valid and sized."""
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import save_random_checkpoint
+from involution_jax import visualize
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  path = tmp_path_factory.mktemp("ckpt")
+  return (str(path), *save_random_checkpoint(str(path), image_size=16))
+
+
+def test_captured_kernels_equal_the_layer_computed_directly(checkpoint):
+  _, model, variables, _ = checkpoint
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  kernels = visualize.capture_kernels(model, variables, x)
+  assert set(kernels) == {"stem_1", "layer1_0/conv2", "layer2_0/conv2", "layer3_0/conv2"}
+  # stem_1's input is stem_0's output; its kernel is conv2(relu(bn(conv1(input)))).
+  _, state = model.apply(variables, x, train=False, capture_intermediates=True,
+                         mutable=["intermediates"])
+  stem_out = np.asarray(state["intermediates"]["stem_0"]["__call__"][0], np.float64)
+  params = variables["params"]["stem_1"]
+  stats = variables["batch_stats"]["stem_1"]["conv1"]["bn"]
+  bn = params["conv1"]["bn"]
+  hidden = stem_out @ np.asarray(params["conv1"]["conv"]["kernel"], np.float64)
+  hidden = (hidden - stats["mean"]) / np.sqrt(stats["var"] + 1e-5) * bn["scale"] + bn["bias"]
+  kernel = np.maximum(hidden, 0) @ np.asarray(params["conv2"]["conv"]["kernel"], np.float64)
+  kernel = (kernel + params["conv2"]["conv"]["bias"]).reshape(2, 8, 8, 2, 3, 3)
+  np.testing.assert_allclose(kernels["stem_1"], kernel, rtol=1e-4, atol=1e-5)
+  assert kernels["layer2_0/conv2"].shape == (2, 4, 4, 4, 3, 3)  # 16 -> 8 (stem) -> 4
+
+
+def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
+  path = checkpoint[0]
+  image = tmp_path / "seven.png"
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), np.uint8)).save(image)
+  out = tmp_path / "kernels.png"
+  visualize.main(["--weights", path, "--image", str(image), "--layer", "stem_1",
+                  "--out", str(out), "--groups", "0,1", "--pixels", "1,1", "6,2", "7,7"])
+  with Image.open(out) as png:
+    png.verify()
+  with Image.open(out) as png:
+    assert png.format == "PNG" and png.size == (4 * 250, 2 * 250)  # 3 pixels + the input
+  assert "stem_1" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    visualize.main(["--weights", path, "--image", str(image), "--layer", "nope"])
+  assert "involution layers: stem_1, layer1_0/conv2" in capsys.readouterr().err
+  with pytest.raises(ValueError, match=r"pixel \(9, 0\) is outside the layer's 8 x 8 output"):
+    visualize.plot_kernels(np.zeros((16, 16, 3)), np.zeros((8, 8, 2, 3, 3)),
+                           str(tmp_path / "x.png"), pixels=[(9, 0)])
