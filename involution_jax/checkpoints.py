@@ -17,6 +17,7 @@ from typing import Any
 
 import grain
 import jax
+from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -77,11 +78,16 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
   root = find_checkpoint_root(path)
   if step is None:  # unfinished saves live in non-numeric temporary folders
     step = max(int(e.name) for e in os.scandir(root) if e.name.isdigit())
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-    restored = checkpointer.restore(os.path.join(root, str(step)), args=ocp.args.Composite(
-        variables=ocp.args.StandardRestore(), model=ocp.args.JsonRestore()))
-  variables = jax.tree.map(np.asarray, dict(restored["variables"]))
-  return variables, dict(restored["model"])
+  step_dir = os.path.join(root, str(step))
+  # Restore onto this machine's first device, whatever topology saved the arrays.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  item = epath.Path(step_dir) / "variables"
+  handler = ocp.StandardCheckpointHandler()
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        handler.metadata(item))
+  variables = handler.restore(item, args=ocp.args.StandardRestore(target))
+  info = ocp.JsonCheckpointHandler().restore(epath.Path(step_dir) / "model")
+  return jax.tree.map(np.asarray, dict(variables)), dict(info)
 
 # The official models' input: ImageNet statistics on 0-255 RGB, 256 -> 224 centre crop.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
