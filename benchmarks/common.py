@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Callable
 
 import jax
 import numpy as np
+
+# The PyTorch re-creation of the official model lives with the tests that check it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 
 def best_time_s(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:

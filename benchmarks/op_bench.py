@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from common import (best_time_s, compiled_temp_bytes, copy_bandwidth_bytes_per_s,
-                    mib, print_table)
+                    mib, print_table)  # also puts tests/ (the PyTorch re-creation) on the path
 from involution_jax import involution
 from involution_jax.ops import output_size, patch_tensor_bytes
 
@@ -37,7 +37,7 @@ def _jax_fns(method: str, stride: int, cotangent):
 
 def _torch_times(x, kernel, stride, cotangent, repeats):
   import torch
-  from torch_unfold import involution_unfold
+  from torch_rednet import involution_unfold
   b, h, w, c = x.shape
   _, ho, wo, g, k, _ = kernel.shape
   xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous().requires_grad_()

@@ -11,10 +11,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from involution_jax.ops import involution, output_size
 
 Dtype = Any
+
+# Names of the kernel-generation branch's outputs, for `jax.checkpoint` policies
+# (e.g. `jax.checkpoint_policies.save_anything_except_these_names(*KERNEL_BRANCH)`).
+KERNEL_BRANCH = ("involution_hidden", "involution_kernel")
 
 # PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu"): untruncated.
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -142,7 +147,8 @@ class Involution(nn.Module):
     method: the involution formulation, see `involution_jax.involution`.
 
   The generated kernel (B, Ho, Wo, G, K, K) is sown as
-  `intermediates/kernel` for inspection (`mutable=["intermediates"]`).
+  `intermediates/kernel` for inspection (`mutable=["intermediates"]`), and the
+  branch's outputs are named (`KERNEL_BRANCH`) for rematerialisation policies.
   """
   kernel_size: int = 7
   stride: int = 1
@@ -179,9 +185,10 @@ class Involution(nn.Module):
     common = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
                   dtype=self.dtype, param_dtype=self.param_dtype)
     hidden = ConvModule(channels // self.reduction_ratio, name="conv1", **common)(pooled, train)
+    hidden = checkpoint_name(hidden, KERNEL_BRANCH[0])
     kernel = ConvModule(k * k * groups, norm=False, act=False, name="conv2",
                         **common)(hidden, train)
-    kernel = kernel.reshape(kernel.shape[:3] + (groups, k, k))
+    kernel = checkpoint_name(kernel.reshape(kernel.shape[:3] + (groups, k, k)), KERNEL_BRANCH[1])
     self.sow("intermediates", "kernel", kernel)
     return involution(x, kernel, stride=self.stride, dilation=self.dilation,
                       method=self.method)

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from involution_jax.layers import BatchNorm, ConvModule, Involution, conv
+from involution_jax.layers import KERNEL_BRANCH, BatchNorm, ConvModule, Involution, conv
 
 Dtype = Any
 
@@ -78,6 +78,11 @@ class RedNet(nn.Module):
     stem_pool: the stem's 3x3 stride-2 max-pool (off for tiny images).
     features_only: return the stage outputs (strides 4, 8, 16, 32 for the
       standard layout) instead of the head.
+    remat: what the backward pass recomputes instead of keeping: "none";
+      "kernels" (the involution kernels and the kernel-generation branch: a
+      few small matmuls again, the largest per-block tensors not stored);
+      "blocks" (everything but each block's input: least memory, ~1/3 more
+      compute).
     method: involution formulation (see `involution_jax.involution`).
     dtype: computation dtype (e.g. bfloat16); params are `param_dtype`.
 
@@ -97,6 +102,7 @@ class RedNet(nn.Module):
   reduction_ratio: int = 4
   stem_pool: bool = True
   features_only: bool = False
+  remat: str = "none"
   method: str = "auto"
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
@@ -126,10 +132,11 @@ class RedNet(nn.Module):
     x = ConvModule(self.stem_width, 3, 1, name="stem_4", **norm, **common)(x, train)
     if self.stem_pool:
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    block = _rematerialised(Bottleneck, self.remat)
     stages = []
     for i, blocks in enumerate(stage_sizes):
       for j in range(blocks):
-        x = Bottleneck(self.base_width * 2**i, 2 if (i > 0 and j == 0) else 1,
+        x = block(self.base_width * 2**i, 2 if (i > 0 and j == 0) else 1,
                        self.kernel_size, self.group_channels, self.reduction_ratio,
                        self.method, name=f"layer{i + 1}_{j}", **norm, **common)(x, train)
       stages.append(x)
@@ -142,6 +149,18 @@ class RedNet(nn.Module):
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
                  name="fc", **common)(x)
     return x.astype(out_dtype)
+
+
+def _rematerialised(module: type[nn.Module], remat: str) -> type[nn.Module]:
+  """`module` wrapped in `nn.remat` with the policy `remat` names (see `RedNet.remat`)."""
+  if remat == "none":
+    return module
+  if remat == "kernels":
+    policy = jax.checkpoint_policies.save_anything_except_these_names(*KERNEL_BRANCH)
+    return nn.remat(module, policy=policy, static_argnums=(2,))
+  if remat == "blocks":
+    return nn.remat(module, static_argnums=(2,))
+  raise ValueError(f"unknown remat {remat!r}; expected 'none', 'kernels' or 'blocks'")
 
 
 def _constructor(depth: int) -> Callable[..., RedNet]:

@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 
@@ -117,3 +118,26 @@ def test_summary_matches_published_numbers():
     assert abs(row["gmacs_diff_pct"]) < 5, row
     assert abs(row["gmacs"] / PUBLISHED[depth]["gmacs"] - 1) < 0.05
   assert rednet50().depth == 50
+
+
+def test_remat_policies_give_the_same_gradients():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
+  labels = jnp.arange(4) % 10
+
+  def grads(remat):
+    model = RedNet(stage_sizes=(1, 1), stem_width=16, base_width=16, kernel_size=3,
+                   group_channels=8, stem_pool=False, num_classes=10, remat=remat)
+    variables = model.init(jax.random.PRNGKey(1), x, train=False)
+
+    def loss(params):
+      logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                              mutable=["batch_stats"])
+      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return jax.jit(jax.grad(loss))(variables["params"])
+
+  reference = grads("none")
+  for remat in ("kernels", "blocks"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 grads(remat), reference)
+  with pytest.raises(ValueError, match="unknown remat 'all'"):
+    grads("all")

@@ -1,10 +1,12 @@
-"""A PyTorch re-creation of the official RedNet (mmcls layout), for parity tests.
+"""A PyTorch re-creation of the official RedNet (mmcls layout), for parity tests
+and as the benchmarks' baseline.
 
 Written from the architecture facts in shared/reference/rednet.md; its
 `state_dict` keys and shapes are checked against the official key lists.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 STAGE_SIZES = {26: (1, 2, 4, 1), 38: (2, 3, 5, 2), 50: (3, 4, 6, 3),
@@ -27,8 +29,18 @@ class ConvModule(nn.Module):
     return torch.relu(x) if self.act else x
 
 
+def involution_unfold(x, kernel, kernel_size, stride=1, dilation=1):
+  """The official aggregation. x: (B, C, H, W); kernel: (B, G, K*K, Ho, Wo) -> (B, C, Ho, Wo)."""
+  b, c = x.shape[:2]
+  _, groups, _, ho, wo = kernel.shape
+  patches = F.unfold(x, kernel_size, dilation=dilation, padding=dilation * (kernel_size // 2),
+                     stride=stride)
+  patches = patches.view(b, groups, c // groups, kernel_size * kernel_size, ho, wo)
+  return (kernel.unsqueeze(2) * patches).sum(dim=3).view(b, c, ho, wo)
+
+
 class Involution(nn.Module):
-  """The official unfold formulation."""
+  """The official layer: kernel generation, then the unfold aggregation."""
 
   def __init__(self, channels, kernel_size, stride):
     super().__init__()
@@ -38,15 +50,12 @@ class Involution(nn.Module):
     self.conv1 = ConvModule(channels, channels // 4, 1)
     self.conv2 = ConvModule(channels // 4, kernel_size**2 * self.groups, 1, norm=False, act=False)
     self.avgpool = nn.AvgPool2d(stride, stride) if stride > 1 else nn.Identity()
-    self.unfold = nn.Unfold(kernel_size, 1, (kernel_size - 1) // 2, stride)
 
   def forward(self, x):
     weight = self.conv2(self.conv1(self.avgpool(x)))
     b, _, h, w = weight.shape
-    k2 = self.kernel_size**2
-    weight = weight.view(b, self.groups, k2, h, w).unsqueeze(2)
-    patches = self.unfold(x).view(b, self.groups, self.group_channels, k2, h, w)
-    return (weight * patches).sum(dim=3).view(b, self.channels, h, w)
+    weight = weight.view(b, self.groups, self.kernel_size**2, h, w)
+    return involution_unfold(x, weight, self.kernel_size, self.stride)
 
 
 class Bottleneck(nn.Module):

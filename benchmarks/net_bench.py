@@ -1,0 +1,175 @@
+"""Whole-network benchmark: RedNet-50 training step and inference, ours vs the official.
+
+In one process: our Flax RedNet-50 (jit, shift involution), the official
+formulation re-created in PyTorch (unfold involution, tests/torch_rednet.py),
+and a Flax ResNet-50 of the same style for reference. Batch 8 at 224 x 224,
+float32; a training step is forward + backward + SGD momentum update with
+BatchNorm in train mode. Memory: XLA's compiled buffers (arguments + outputs
++ temporaries) for JAX, the peak resident-set growth during a step for PyTorch.
+
+    python benchmarks/net_bench.py [--batch 8] [--repeats 3] [--no-torch] [--bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from common import best_time_s, mib, print_table
+from involution_jax import rednet50, training
+from involution_jax.layers import BatchNorm, conv
+
+
+class _ResNetBlock(nn.Module):
+  mid: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    out = nn.relu(BatchNorm()(conv(x, self.mid, 1), train))
+    out = nn.relu(BatchNorm()(conv(out, self.mid, 3, self.stride), train))
+    out = BatchNorm(scale_init=nn.initializers.zeros)(conv(out, self.mid * 4, 1), train)
+    if self.stride != 1 or x.shape[-1] != self.mid * 4:
+      x = BatchNorm()(conv(x, self.mid * 4, 1, self.stride), train)
+    return nn.relu(out + x)
+
+
+class ResNet50(nn.Module):
+  """ResNet-50 (v1.5) in the same style as our RedNet: 1x1 convs as matmuls."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.relu(BatchNorm()(conv(x, 64, 7, 2), train))
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    for i, blocks in enumerate((3, 4, 6, 3)):
+      for j in range(blocks):
+        x = _ResNetBlock(64 * 2**i, 2 if i > 0 and j == 0 else 1)(x, train)
+    return nn.Dense(1000)(jnp.mean(x, axis=(1, 2)))
+
+
+def _jax_measure(model, batch_size, repeats):
+  """(train step s, inference s, train MiB, inference MiB, GFLOP per train step)."""
+  tx = optax.sgd(0.1, momentum=0.9)
+  state = jax.jit(lambda: training.init_state(model, tx, jax.random.PRNGKey(0),
+                                              (224, 224, 3)))()
+  batch = dict(image=jax.random.normal(jax.random.PRNGKey(1), (batch_size, 224, 224, 3)),
+               label=jnp.zeros(batch_size, jnp.int32), valid=jnp.ones(batch_size))
+  step = jax.jit(lambda s, b: training.train_step(s, b, model=model, tx=tx,
+                                                  schedule=lambda _: 0.1, label_smoothing=0.1))
+  compiled = step.lower(state, batch).compile()
+  analysis = compiled.memory_analysis()
+  train_bytes = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
+                 analysis.temp_size_in_bytes)
+  holder = [state]
+
+  def train():
+    holder[0], metrics = compiled(holder[0], batch)
+    return metrics["loss"]
+
+  t_train = best_time_s(train, repeats)
+  infer = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  variables = holder[0].variables()
+  analysis = infer.lower(variables, batch["image"]).compile().memory_analysis()
+  infer_bytes = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
+                 analysis.temp_size_in_bytes)
+  t_infer = best_time_s(lambda: infer(variables, batch["image"]), repeats)
+  return t_train, t_infer, mib(train_bytes), mib(infer_bytes)
+
+
+def _rss_bytes() -> int:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * 4096
+
+
+def _peak_rss_growth(fn) -> float:
+  """Peak resident-set growth (bytes) while `fn` runs, sampled every millisecond."""
+  base, peak, done = _rss_bytes(), [0], threading.Event()
+
+  def sample():
+    while not done.is_set():
+      peak[0] = max(peak[0], _rss_bytes())
+      time.sleep(0.001)
+
+  thread = threading.Thread(target=sample)
+  thread.start()
+  try:
+    fn()
+  finally:
+    done.set()
+    thread.join()
+  return max(peak[0] - base, 0)
+
+
+def _torch_measure(batch_size, repeats):
+  import torch
+  from torch_rednet import Classifier
+  model = Classifier(50)
+  optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+  x = torch.randn(batch_size, 3, 224, 224)
+  y = torch.zeros(batch_size, dtype=torch.long)
+  loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+  def train():
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  def infer():
+    with torch.no_grad():
+      return model(x)
+
+  model.train()
+  train()  # allocate the optimiser state outside the measurement
+  train_growth = _peak_rss_growth(train)
+  t_train = best_time_s(train, repeats, warmup=0)
+  model.eval()
+  infer_growth = _peak_rss_growth(infer)
+  t_infer = best_time_s(infer, repeats, warmup=0)
+  return t_train, t_infer, mib(train_growth), mib(infer_growth)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--no-resnet", action="store_true")
+  parser.add_argument("--bf16", action="store_true", help="also RedNet-50 in bfloat16 compute")
+  args = parser.parse_args()
+  print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); batch "
+        f"{args.batch}, 224 x 224, float32 unless noted")
+  results = {"RedNet-50 (ours, JAX)": _jax_measure(rednet50(), args.batch, args.repeats)}
+  if args.bf16:
+    results["RedNet-50 (ours, JAX, bf16)"] = _jax_measure(rednet50(dtype=jnp.bfloat16),
+                                                          args.batch, args.repeats)
+  if not args.no_torch:
+    try:
+      results["RedNet-50 (official, PyTorch)"] = _torch_measure(args.batch, args.repeats)
+    except ImportError:
+      print("torch not installed: no PyTorch baseline")
+  if not args.no_resnet:
+    results["ResNet-50 (JAX, same style)"] = _jax_measure(ResNet50(), args.batch, args.repeats)
+  base = results.get("RedNet-50 (official, PyTorch)")
+  rows = []
+  for name, (t_train, t_infer, m_train, m_infer) in results.items():
+    rows.append([name, f"{t_train:.2f}", f"{base[0] / t_train:.1f}x" if base else "-",
+                 f"{args.batch / t_train:.1f}", f"{t_infer:.3f}",
+                 f"{base[1] / t_infer:.1f}x" if base else "-", f"{m_train:.0f}",
+                 f"{m_infer:.0f}"])
+  print_table(["model", "train step s", "vs torch", "train img/s", "inference s", "vs torch",
+               "train MiB", "inference MiB"], rows)
+  print("memory: JAX = compiled arguments + outputs + temporaries; PyTorch = peak RSS growth "
+        "during the step (parameters and optimiser state not included).")
+
+
+if __name__ == "__main__":
+  main()
