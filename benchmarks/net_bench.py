@@ -19,7 +19,6 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from common import best_time_s, mib, print_table

@@ -13,7 +13,6 @@ SLURM jobs are detected without them.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 

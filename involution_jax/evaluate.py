@@ -7,38 +7,36 @@ official weights (`.pth` / `.pdparams`, converted on the fly).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding
 
-from involution_jax import data, training
-from involution_jax.rednet import create_model
+from involution_jax import data
+from involution_jax.models import create_model
 
 
-def make_eval_step(model, replicated: NamedSharding, batch_sharding: NamedSharding):
-  step = lambda variables, batch: training.eval_step(variables, batch, model=model)
+def make_eval_step(task, model, replicated: NamedSharding, batch_sharding: NamedSharding):
+  """The task's evaluation of one batch, jitted; outputs replicated (every process sees all)."""
+  inner = task.eval_fn(model)
+  step = lambda variables, batch: dict(inner(variables, batch),
+                                       examples=jnp.sum(batch["valid"]))
   return jax.jit(step, in_shardings=(replicated, batch_sharding), out_shardings=replicated)
 
 
-def evaluate(eval_fn, variables: dict, dataset: data.Dataset, preprocess: data.Preprocess,
+def evaluate(task, eval_fn, variables: dict, dataset: data.Dataset, preprocess,
              global_batch: int, batch_sharding: NamedSharding) -> dict:
-  """Loss, accuracy (and top5_accuracy for > 5 classes) over every example once."""
+  """The task's metrics over every example once, plus how many could not be read."""
   batches = data.eval_batches(dataset, preprocess, global_batch=global_batch,
                               process_index=jax.process_index(),
                               process_count=jax.process_count())
-  totals = None
+  outputs = []
   for local in batches:
     batch = {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v))
              for k, v in local.items()}
-    sums = eval_fn(variables, batch)
-    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-  totals = {k: float(v) for k, v in jax.device_get(totals).items()}
-  count = max(totals["count"], 1.0)
-  results = dict(loss=totals["loss"] / count, accuracy=totals["top1"] / count,
-                 count=int(totals["count"]),
-                 unreadable=len(dataset.source) - int(totals["count"]))
-  if dataset.num_classes > 5:
-    results["top5_accuracy"] = totals["top5"] / count
+    outputs.append(jax.device_get(eval_fn(variables, batch)))
+  results = task.summarize(outputs, dataset)
+  results["unreadable"] = len(dataset.source) - int(sum(o["examples"] for o in outputs))
   return results
 
 
@@ -61,11 +59,12 @@ def model_from_info(info: dict, dtype=None):
 
 def evaluate_weights(config: ml_collections.ConfigDict, weights: str) -> dict:
   """Scores `weights` on `config.dataset` / `config.eval_split` with the config's input."""
-  from involution_jax.train import data_mesh, preprocess_from_config
+  from involution_jax.tasks import get_task
+  from involution_jax.train import data_mesh
   from jax.sharding import PartitionSpec as P
+  task = get_task(config)
   variables, info = load_weights(weights)
-  dataset = data.load_dataset(config.dataset, config.eval_split, image_size=config.image_size,
-                              data_dir=config.data_dir)
+  dataset = task.dataset(config, config.eval_split)
   if info["num_classes"] != dataset.num_classes:
     raise ValueError(f"{weights} has {info['num_classes']} classes but {config.dataset} "
                      f"has {dataset.num_classes}")
@@ -76,6 +75,6 @@ def evaluate_weights(config: ml_collections.ConfigDict, weights: str) -> dict:
   replicated = NamedSharding(mesh, P())
   model = model_from_info(info)
   variables = jax.device_put(variables, replicated)
-  return evaluate(make_eval_step(model, replicated, NamedSharding(mesh, P("data"))), variables,
-                  dataset, preprocess_from_config(config), config.eval_batch_size,
-                  NamedSharding(mesh, P("data")))
+  batch_sharding = NamedSharding(mesh, P("data"))
+  return evaluate(task, make_eval_step(task, model, replicated, batch_sharding), variables,
+                  dataset, task.preprocess(config), config.eval_batch_size, batch_sharding)

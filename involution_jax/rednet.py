@@ -173,19 +173,6 @@ def _constructor(depth: int) -> Callable[..., RedNet]:
 
 rednet26, rednet38, rednet50, rednet101, rednet152 = map(_constructor, STAGE_SIZES)
 
-# "rednet": the bare module, configured entirely by keyword (e.g. small stage_sizes).
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "rednet": RedNet, **{f.__name__: f for f in (rednet26, rednet38, rednet50, rednet101,
-                                                 rednet152)}}
-
-
-def create_model(name: str, **overrides) -> nn.Module:
-  """A model by registry name ("rednet", "rednet26" ... "rednet152"), fields overridden."""
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-  return MODELS[name](**overrides)
-
-
 def count_params(params) -> int:
   """Number of scalars in a parameter tree."""
   return sum(int(p.size) for p in jax.tree.leaves(params))

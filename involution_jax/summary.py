@@ -17,7 +17,8 @@ import json
 import jax
 import jax.numpy as jnp
 
-from involution_jax.rednet import STAGE_SIZES, count_params, create_model
+from involution_jax.models import create_model
+from involution_jax.rednet import STAGE_SIZES, count_params
 
 # Official README: parameters (exact, from the official code) and GMACs.
 PUBLISHED = {

@@ -15,7 +15,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from involution_jax import checkpoints, data, training
 from involution_jax.evaluate import evaluate, make_eval_step
+from involution_jax.tasks import get_task
 
 
 def data_mesh() -> jax.sharding.Mesh:
@@ -38,8 +38,8 @@ def validate_config(config: ml_collections.ConfigDict, devices: int | None = Non
       raise ValueError(f"invalid config: {message}")
   need(config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}")
   need(config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}")
-  need(0 <= config.label_smoothing < 1,
-       f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+  smoothing = config.get("label_smoothing", 0.0)
+  need(0 <= smoothing < 1, f"label_smoothing must be in [0, 1), got {smoothing}")
   need(config.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
   need(config.batch_size > 0, f"batch_size must be > 0, got {config.batch_size}")
   need(config.num_train_steps > 0 or config.num_epochs > 0,
@@ -55,21 +55,6 @@ def validate_config(config: ml_collections.ConfigDict, devices: int | None = Non
          + f" (try {max(1, size // devices) * devices})")
 
 
-def preprocess_from_config(config: ml_collections.ConfigDict) -> data.Preprocess:
-  return data.Preprocess(config.image_size, tuple(config.mean), tuple(config.std),
-                         augment=config.augment, eval_crop=config.eval_crop,
-                         pad=config.get("augment_pad", 4))
-
-
-def model_info(config: ml_collections.ConfigDict, dataset: data.Dataset) -> dict:
-  """What inference needs to rebuild the model and its input (saved with checkpoints)."""
-  return dict(model=config.model, model_kwargs=config.get("model_kwargs", {}).to_dict()
-              if hasattr(config.get("model_kwargs", {}), "to_dict") else {},
-              num_classes=dataset.num_classes, class_names=list(dataset.class_names),
-              image_size=config.image_size, mean=list(config.mean), std=list(config.std),
-              eval_crop=config.eval_crop)
-
-
 class _Batches:
   """Local batches from a grain iterator -> global arrays sharded over the mesh."""
 
@@ -80,6 +65,12 @@ class _Batches:
     local = next(self.iterator)
     return {k: jax.make_array_from_process_local_data(self.sharding, np.asarray(v))
             for k, v in local.items()}
+
+
+def _write_scalars(writer, prefix: str, results: dict, step: int) -> None:
+  for name, value in results.items():
+    if isinstance(value, (int, float)):
+      writer.add_scalar(f"{prefix}/{name}", value, step)
 
 
 def _write_metrics(workdir: str, metrics: dict) -> None:
@@ -99,10 +90,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   start_time = time.time()
   main_process = jax.process_index() == 0
   replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  train_set = data.load_dataset(config.dataset, "train", image_size=config.image_size,
-                                data_dir=config.data_dir)
-  eval_set = data.load_dataset(config.dataset, config.eval_split, image_size=config.image_size,
-                               data_dir=config.data_dir)
+  task = get_task(config)
+  train_set = task.dataset(config, "train")
+  eval_set = task.dataset(config, config.eval_split)
   steps_per_epoch = len(train_set.source) // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"invalid config: batch_size={config.batch_size} exceeds the "
@@ -112,16 +102,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = training.model_from_config(config, train_set.num_classes)
   schedule = training.learning_rate_schedule(config, total_steps, steps_per_epoch)
   tx = training.optimizer(config, schedule)
-  image_shape = (config.image_size, config.image_size, 3)
+  image_shape = task.input_shape(config)
   init = jax.jit(lambda rng: training.init_state(model, tx, rng, image_shape),
                  out_shardings=replicated)
-  preprocess = preprocess_from_config(config)
+  preprocess = task.preprocess(config)
   iterator = data.train_iterator(train_set, preprocess, global_batch=config.batch_size,
                                  seed=config.seed, process_index=jax.process_index(),
                                  process_count=jax.process_count(), workers=config.data_workers)
   ckpt_dir = os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR)
   mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
-  info = model_info(config, train_set)
+  info = task.model_info(config, train_set)
   state = None
   if mngr.latest_step() is not None:
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
@@ -137,10 +127,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = init(jax.random.PRNGKey(config.seed))
   start_step = int(state.step)
 
-  step_fn = jax.jit(training.bind_train_step(model, tx, schedule, config),
+  step_fn = jax.jit(training.bind_train_step(task.loss_fn(model, config), tx, schedule, config),
                     in_shardings=(replicated, batch_sharding),
                     out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_fn = make_eval_step(model, replicated, batch_sharding)
+  eval_fn = make_eval_step(task, model, replicated, batch_sharding)
   batches = _Batches(iterator, batch_sharding)
   writer = None
   if main_process:
@@ -165,6 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return host
 
   history, pending, unreadable = [], None, 0
+  last_summary = {k: None for k in ("loss",) + task.train_metrics}
   timed_steps, timed_seconds, tick = 0, 0.0, None
   bar = tqdm(total=total_steps, initial=start_step, disable=not main_process, unit="step",
              desc="train", dynamic_ncols=True, mininterval=0.5)
@@ -184,16 +175,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if step > start_step + 1:
         timed_steps, timed_seconds = step - start_step - 1, now - tick
       images_per_second = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
-      summary = {k: float(np.mean([h[k] for h in history])) for k in ("loss", "accuracy")}
+      summary = {k: float(np.mean([h[k] for h in history]))
+                 for k in ("loss",) + task.train_metrics}
       unreadable += sum(int(config.batch_size - h["valid"]) for h in history)
-      bar.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.3f}",
+      bar.set_postfix(**{k: f"{v:.4f}" for k, v in summary.items()},
                       img_s=f"{images_per_second:.0f}")
       if writer:
-        for name, value in (("train/loss", summary["loss"]),
-                            ("train/accuracy", summary["accuracy"]),
-                            ("train/learning_rate", float(history[-1]["learning_rate"])),
-                            ("train/images_per_second", images_per_second)):
-          writer.add_scalar(name, value, step)
+        scalars = dict(summary, learning_rate=float(history[-1]["learning_rate"]),
+                       images_per_second=images_per_second)
+        for name, value in scalars.items():
+          writer.add_scalar(f"train/{name}", value, step)
       last_summary, history = summary, []
     if step % config.checkpoint_every_steps == 0 or step == total_steps:
       if pending is not None:
@@ -201,30 +192,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         pending = None
       save(step)
     if config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step < total_steps:
-      results = evaluate(eval_fn, state.variables(), eval_set, preprocess,
+      results = evaluate(task, eval_fn, state.variables(), eval_set, preprocess,
                          config.eval_batch_size, batch_sharding)
       if writer:
-        for name, value in results.items():
-          writer.add_scalar(f"eval/{name}", value, step)
+        _write_scalars(writer, "eval", results, step)
   bar.close()
   mngr.wait_until_finished()
-  results = evaluate(eval_fn, state.variables(), eval_set, preprocess, config.eval_batch_size,
-                     batch_sharding)
-  final = dict(
-      train_loss=last_summary["loss"] if start_step < total_steps else None,
-      train_accuracy=last_summary["accuracy"] if start_step < total_steps else None,
-      test_loss=results["loss"], test_accuracy=results["accuracy"], steps=total_steps,
+  results = evaluate(task, eval_fn, state.variables(), eval_set, preprocess,
+                     config.eval_batch_size, batch_sharding)
+  trained = start_step < total_steps
+  final = {f"train_{k}": (v if trained else None) for k, v in last_summary.items()}
+  final.update({f"test_{k}": v for k, v in results.items() if k not in ("unreadable", "count")})
+  final.update(
+      steps=total_steps,
       images_per_second=timed_steps * config.batch_size / timed_seconds if timed_seconds else None,
       wall_time_s=time.time() - start_time, unreadable_train_images=unreadable,
       unreadable_test_images=results["unreadable"], devices=jax.device_count(),
       processes=jax.process_count(), checkpoint_dir=ckpt_dir,
       tensorboard_dir=os.path.join(workdir, "tensorboard"))
-  if "top5_accuracy" in results:
-    final["test_top5_accuracy"] = results["top5_accuracy"]
   if writer:
-    for name in ("loss", "accuracy", "top5_accuracy"):
-      if name in results:
-        writer.add_scalar(f"eval/{name}", results[name], total_steps)
+    _write_scalars(writer, "eval", results, total_steps)
     writer.close()
   if main_process:
     _write_metrics(workdir, final)

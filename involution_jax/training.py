@@ -1,8 +1,9 @@
-"""Pure pieces of training: model from config, optimiser, train state, steps.
+"""Pure pieces of training: model from config, optimiser, train state, the step.
 
-The steps are plain functions of (state, batch); `train.py` jits them with
-shardings on a device mesh. The model's BatchNorm statistics are computed over
-the whole (global) batch under jit, i.e. synchronised across devices.
+The step is a plain function of (state, batch) around a task's loss (see
+`tasks.py`); `train.py` jits it with shardings on a device mesh. BatchNorm
+statistics are computed over the whole (global) batch under jit, i.e.
+synchronised across devices.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from involution_jax.rednet import create_model
+from involution_jax.models import create_model
 
 
 @flax.struct.dataclass
@@ -65,6 +66,7 @@ def optimizer(config: ml_collections.ConfigDict,
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                image_shape: tuple[int, ...]) -> TrainState:
+  """Initial parameters (from an input of `image_shape`) and optimiser state."""
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -85,38 +87,41 @@ def _split_micro_batches(batch: dict, n: int) -> dict:
                       batch)
 
 
-def train_step(state: TrainState, batch: dict, *, model: nn.Module,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
-               label_smoothing: float, accumulation_steps: int = 1) -> tuple[TrainState, dict]:
-  """One optimiser update on `batch` {"image", "label", "valid"}.
+def train_step(state: TrainState, batch: dict, *, loss_fn, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, accumulation_steps: int = 1,
+               seed: int = 0) -> tuple[TrainState, dict]:
+  """One optimiser update on `batch` (a dict with at least "valid").
 
-  With `accumulation_steps` > 1 the batch is processed in that many
-  micro-batches (gradients averaged, BatchNorm statistics updated in turn).
-  A non-finite loss or gradient leaves the state unchanged and reports
-  `finite` = False.
+  `loss_fn(variables, batch, rng) -> (loss, (new batch_stats, metrics))` is the
+  task's train-mode loss; `rng` (dropout) is derived from `seed` and the step,
+  so a resumed run draws the same numbers. With `accumulation_steps` > 1 the
+  batch is processed in that many micro-batches (gradients and metrics
+  averaged, BatchNorm statistics updated in turn). A non-finite loss or
+  gradient leaves the state unchanged and reports `finite` = False.
   """
-  def loss_fn(params, batch_stats, micro):
-    logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, micro["image"],
-                                  train=True, mutable=["batch_stats"])
-    loss = cross_entropy(logits, micro["label"], micro["valid"], label_smoothing)
-    correct = jnp.sum((jnp.argmax(logits, -1) == micro["label"]) * micro["valid"])
-    return loss, (updates["batch_stats"], correct)
+  rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  def objective(params, batch_stats, micro, rng):
+    return loss_fn({"params": params, "batch_stats": batch_stats}, micro, rng)
+
+  grad_fn = jax.value_and_grad(objective, has_aux=True)
   if accumulation_steps == 1:
-    (loss, (batch_stats, correct)), grads = grad_fn(state.params, state.batch_stats, batch)
+    (loss, (batch_stats, metrics)), grads = grad_fn(state.params, state.batch_stats, batch, rng)
   else:
-    def body(carry, micro):
-      batch_stats, grads_sum, loss_sum, correct_sum = carry
-      (loss, (batch_stats, correct)), grads = grad_fn(state.params, batch_stats, micro)
+    def body(carry, inputs):
+      batch_stats, grads_sum, loss_sum = carry
+      micro, i = inputs
+      (loss, (batch_stats, metrics)), grads = grad_fn(state.params, batch_stats, micro,
+                                                      jax.random.fold_in(rng, i))
       grads_sum = jax.tree.map(jnp.add, grads_sum, grads)
-      return (batch_stats, grads_sum, loss_sum + loss, correct_sum + correct), None
+      return (batch_stats, grads_sum, loss_sum + loss), metrics
     zeros = jax.tree.map(jnp.zeros_like, state.params)
-    (batch_stats, grads, loss, correct), _ = jax.lax.scan(
-        body, (state.batch_stats, zeros, 0.0, 0.0),
-        _split_micro_batches(batch, accumulation_steps))
+    (batch_stats, grads, loss), metrics = jax.lax.scan(
+        body, (state.batch_stats, zeros, jnp.zeros(())),
+        (_split_micro_batches(batch, accumulation_steps), jnp.arange(accumulation_steps)))
     grads = jax.tree.map(lambda g: g / accumulation_steps, grads)
     loss = loss / accumulation_steps
+    metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                          batch_stats=batch_stats, opt_state=opt_state)
@@ -124,25 +129,11 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
       [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
                            state.replace(step=state.step + 1))
-  metrics = dict(loss=loss, accuracy=correct / jnp.maximum(jnp.sum(batch["valid"]), 1.0),
-                 learning_rate=schedule(state.step), finite=finite,
-                 valid=jnp.sum(batch["valid"]))
-  return new_state, metrics
+  return new_state, dict(metrics, loss=loss, learning_rate=schedule(state.step), finite=finite,
+                         valid=jnp.sum(batch["valid"]))
 
 
-def eval_step(variables: dict, batch: dict, *, model: nn.Module) -> dict:
-  """Sums over the batch: loss, top-1 / top-5 hits, counted examples."""
-  logits = model.apply(variables, batch["image"], train=False)
-  labels, valid = batch["label"], batch["valid"]
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-  return dict(loss=jnp.sum(losses * valid),
-              top1=jnp.sum((top5[:, 0] == labels) * valid),
-              top5=jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid),
-              count=jnp.sum(valid))
-
-
-def bind_train_step(model, tx, schedule, config) -> Callable:
-  return functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                           label_smoothing=config.label_smoothing,
-                           accumulation_steps=config.get("grad_accum_steps", 1))
+def bind_train_step(loss_fn, tx, schedule, config) -> Callable:
+  return functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
+                           accumulation_steps=config.get("grad_accum_steps", 1),
+                           seed=config.seed)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-import jax
 import numpy as np
 from flax import traverse_util
 

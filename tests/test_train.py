@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from helpers import ROOT, python_env, run, tiny_digits_config, tiny_flags, train_command
-from involution_jax import checkpoints, training
+from involution_jax import checkpoints, tasks, training
 from involution_jax.evaluate import evaluate_weights
 from involution_jax.train import train_and_evaluate
 
@@ -155,9 +155,9 @@ def test_gradient_accumulation_equals_the_full_batch():
   rng = np.random.default_rng(0)
   batch = dict(image=jnp.asarray(rng.normal(size=(8, 4, 4, 3)), jnp.float32),
                label=jnp.asarray(rng.integers(0, 10, 8), jnp.int32), valid=jnp.ones(8))
+  loss_fn = tasks.Classification().loss_fn(model, config)
   step = lambda n: jax.jit(lambda s, b: training.train_step(
-      s, b, model=model, tx=tx, schedule=schedule, label_smoothing=0.1,
-      accumulation_steps=n))(state, batch)
+      s, b, loss_fn=loss_fn, tx=tx, schedule=schedule, accumulation_steps=n))(state, batch)
   (full, m1), (accumulated, m4) = step(1), step(4)
   np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),

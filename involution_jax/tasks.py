@@ -1,0 +1,214 @@
+"""Tasks: what the trainer and evaluator need to know about a kind of problem.
+
+`config.task`: "classification" (default), "segmentation" or "detection". A
+task loads a split (`dataset`), prepares examples (`preprocess`), names its
+input shape, defines the training loss with its metrics (`loss_fn`) and the
+evaluation: a per-batch function on the device (`eval_fn`) and a summary of
+all batches' outputs on the host (`summarize`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from involution_jax import data, dense_data, detection, segmentation, training
+
+LossFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
+
+
+def _apply_train(model: nn.Module, variables: dict, images: jax.Array, rng: jax.Array):
+  """Train-mode forward: (outputs, updated batch_stats)."""
+  outputs, updates = model.apply(variables, images, train=True, mutable=["batch_stats"],
+                                 rngs={"dropout": rng})
+  return outputs, updates["batch_stats"]
+
+
+def _sum_tree(outputs: Iterable[dict]) -> dict:
+  totals = None
+  for out in outputs:
+    totals = out if totals is None else jax.tree.map(np.add, totals, out)
+  return totals
+
+
+class Classification:
+  name = "classification"
+  train_metrics = ("accuracy",)
+
+  def dataset(self, config, split: str) -> data.Dataset:
+    return data.load_dataset(config.dataset, split, image_size=config.image_size,
+                             data_dir=config.data_dir)
+
+  def preprocess(self, config) -> data.Preprocess:
+    return data.Preprocess(config.image_size, tuple(config.mean), tuple(config.std),
+                           augment=config.augment, eval_crop=config.eval_crop,
+                           pad=config.get("augment_pad", 4))
+
+  def input_shape(self, config) -> tuple[int, int, int]:
+    return (config.image_size, config.image_size, 3)
+
+  def loss_fn(self, model: nn.Module, config) -> LossFn:
+    def loss(variables, batch, rng):
+      logits, batch_stats = _apply_train(model, variables, batch["image"], rng)
+      value = training.cross_entropy(logits, batch["label"], batch["valid"],
+                                     config.label_smoothing)
+      correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["valid"])
+      return value, (batch_stats, {"accuracy": correct / jnp.maximum(jnp.sum(batch["valid"]), 1)})
+    return loss
+
+  def eval_fn(self, model: nn.Module) -> Callable[[dict, dict], dict]:
+    def step(variables, batch):
+      logits = model.apply(variables, batch["image"], train=False)
+      labels, valid = batch["label"], batch["valid"]
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+      return dict(loss=jnp.sum(losses * valid), top1=jnp.sum((top5[:, 0] == labels) * valid),
+                  top5=jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid),
+                  count=jnp.sum(valid))
+    return step
+
+  def summarize(self, outputs: Iterable[dict], dataset: data.Dataset) -> dict:
+    totals = _sum_tree(outputs)
+    count = max(float(totals["count"]), 1.0)
+    results = dict(loss=float(totals["loss"]) / count, accuracy=float(totals["top1"]) / count,
+                   count=int(totals["count"]))
+    if dataset.num_classes > 5:
+      results["top5_accuracy"] = float(totals["top5"]) / count
+    return results
+
+  def model_info(self, config, dataset: data.Dataset) -> dict:
+    return dict(task=self.name, model=config.model,
+                model_kwargs=_plain(config.get("model_kwargs", {})),
+                num_classes=dataset.num_classes, class_names=list(dataset.class_names),
+                image_size=config.image_size, mean=list(config.mean), std=list(config.std),
+                eval_crop=config.eval_crop)
+
+
+def _plain(value):
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value or {})
+
+
+class _Dense:
+  """Shared by segmentation and detection: datasets, preprocessing, model info."""
+  name = ""
+
+  def _size(self, config) -> tuple[int, int]:
+    size = config.image_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+  def dataset(self, config, split: str) -> data.Dataset:
+    return dense_data.load_dense_dataset(config, self.name, split)
+
+  def preprocess(self, config) -> dense_data.DensePreprocess:
+    crop = config.get("crop_size")
+    return dense_data.DensePreprocess(
+        self.name, self._size(config), tuple(config.mean), tuple(config.std),
+        crop_size=tuple(crop) if crop else None, flip=config.get("flip", False),
+        train_scale=tuple(config.get("train_scale", (1.0, 1.0))),
+        max_objects=config.get("max_objects", 100))
+
+  def input_shape(self, config) -> tuple[int, int, int]:
+    crop = config.get("crop_size")
+    return (*(tuple(crop) if crop else self._size(config)), 3)
+
+  def model_info(self, config, dataset: data.Dataset) -> dict:
+    return dict(task=self.name, model=config.model,
+                model_kwargs=_plain(config.get("model_kwargs", {})),
+                num_classes=dataset.num_classes, class_names=list(dataset.class_names),
+                image_size=list(self._size(config)), mean=list(config.mean), std=list(config.std))
+
+
+class Segmentation(_Dense):
+  name = "segmentation"
+  train_metrics = ("pixel_accuracy",)
+
+  def loss_fn(self, model, config) -> LossFn:
+    def loss(variables, batch, rng):
+      logits, batch_stats = _apply_train(model, variables, batch["image"], rng)
+      labels = jnp.where(batch["valid"][:, None, None] > 0, batch["mask"],
+                         segmentation.IGNORE_LABEL)
+      value = segmentation.segmentation_loss(logits, labels)
+      confusion = segmentation.confusion_matrix(logits, labels, logits.shape[-1])
+      accuracy = jnp.trace(confusion) / jnp.maximum(jnp.sum(confusion), 1)
+      return value, (batch_stats, {"pixel_accuracy": accuracy})
+    return loss
+
+  def eval_fn(self, model):
+    def step(variables, batch):
+      logits = model.apply(variables, batch["image"], train=False)
+      labels = jnp.where(batch["valid"][:, None, None] > 0, batch["mask"],
+                         segmentation.IGNORE_LABEL)
+      return dict(confusion=segmentation.confusion_matrix(logits, labels, logits.shape[-1]),
+                  count=jnp.sum(batch["valid"]))
+    return step
+
+  def summarize(self, outputs, dataset):
+    totals = _sum_tree(outputs)
+    results = segmentation.iou_from_confusion(totals["confusion"])
+    results["per_class_iou"] = dict(zip(dataset.class_names, results.pop("iou")))
+    results["count"] = int(totals["count"])
+    return results
+
+
+class Detection(_Dense):
+  name = "detection"
+  train_metrics = ("cls_loss", "box_loss")
+
+  def _anchors(self, model, shape) -> jax.Array:
+    return jnp.asarray(model.anchors(shape[:2]))
+
+  def loss_fn(self, model, config) -> LossFn:
+    anchors = self._anchors(model, self.input_shape(config))
+    def loss(variables, batch, rng):
+      (cls, reg), batch_stats = _apply_train(model, variables, batch["image"], rng)
+      classes = jnp.where(batch["valid"][:, None] > 0, batch["classes"], -1)
+      value, parts = detection.retinanet_loss(cls, reg, anchors, batch["boxes"], classes)
+      return value, (batch_stats, {k: parts[k] for k in self.train_metrics})
+    return loss
+
+  def eval_fn(self, model):
+    def step(variables, batch):
+      images = batch["image"]
+      anchors = jnp.asarray(model.anchors(images.shape[1:3]))
+      cls, reg = model.apply(variables, images, train=False)
+      post = jax.vmap(lambda c, r: detection.postprocess(c, r, anchors, images.shape[1:3]))
+      return dict(post(cls, reg), example_valid=batch["valid"], scale=batch["scale"])
+    return step
+
+  def summarize(self, outputs, dataset):
+    detections, index = [], 0
+    source = dataset.source
+    image_ids = getattr(source, "image_ids", None)
+    category_ids = getattr(source, "category_ids", None)
+    for out in outputs:
+      for b in range(len(out["example_valid"])):
+        if out["example_valid"][b] and index < len(source):
+          for box, score, cls, ok in zip(out["boxes"][b], out["scores"][b], out["classes"][b],
+                                         out["valid"][b]):
+            if ok:
+              x1, y1, x2, y2 = (float(v) / float(out["scale"][b]) for v in box)
+              detections.append(dict(
+                  image_id=int(image_ids[index]) if image_ids else index,
+                  category_id=int(category_ids[cls]) if category_ids else int(cls),
+                  bbox=[x1, y1, x2 - x1, y2 - y1], score=float(score)))
+        index += 1
+    truth = getattr(source, "coco", None) or dense_data.coco_ground_truth(dataset)
+    results = dense_data.coco_evaluate(truth, detections)
+    results["detections"] = len(detections)
+    return results
+
+
+TASKS = {t.name: t for t in (Classification, Segmentation, Detection)}
+
+
+def get_task(config: ml_collections.ConfigDict):
+  name = config.get("task", "classification")
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+  return TASKS[name]()
