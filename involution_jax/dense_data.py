@@ -81,9 +81,9 @@ class DigitScenes:
             "classes": classes}
 
 
-def digit_scenes(task: str, split: str, num_scenes: int, canvas: int = 64,
-                 seed: int = 0) -> data.Dataset:
-  source = DigitScenes(split, num_scenes, canvas, seed)
+def digit_scenes(task: str, split: str, num_scenes: int, canvas: int = 64, seed: int = 0,
+                 sizes: tuple[int, int] = (14, 28), max_objects: int = 4) -> data.Dataset:
+  source = DigitScenes(split, num_scenes, canvas, seed, sizes, max_objects)
   if task == "segmentation":
     return data.Dataset(source, 11, ("background",) + tuple(str(d) for d in range(10)))
   return data.Dataset(source, 10, tuple(str(d) for d in range(10)))
@@ -184,7 +184,9 @@ def load_dense_dataset(config, task: str, split: str) -> data.Dataset:
   """config.dataset: "digit_scenes", "cityscapes" or "coco"."""
   if config.dataset == "digit_scenes":
     num = config.num_train_scenes if split == "train" else config.num_eval_scenes
-    return digit_scenes(task, split, num, config.image_size, config.get("scene_seed", 0))
+    return digit_scenes(task, split, num, config.image_size, config.get("scene_seed", 0),
+                        tuple(config.get("scene_digit_sizes", (14, 28))),
+                        config.get("max_objects", 4))
   if not config.data_dir and config.dataset in ("cityscapes", "coco"):
     raise ValueError(f"dataset {config.dataset!r} needs config.data_dir")
   if config.dataset == "cityscapes":

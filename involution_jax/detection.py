@@ -128,6 +128,9 @@ def retinanet_loss(cls_logits: jax.Array, box_deltas: jax.Array, anchors: jax.Ar
   targets = jax.nn.one_hot(jnp.where(positive, matched_class, -1), num_classes)
   cls = focal_loss(cls_logits.astype(jnp.float32), targets)
   cls = jnp.sum(cls * (label >= 0)[..., None])
+  # Non-positive anchors may match padding (zero-area) boxes: encode the anchor itself there,
+  # so no log(0) reaches the (masked) loss or its gradient.
+  matched_box = jnp.where(positive[..., None], matched_box, anchors[None])
   deltas = encode_boxes(anchors[None], matched_box)
   box = jnp.sum(jnp.abs(box_deltas.astype(jnp.float32) - deltas) * positive[..., None])
   num_pos = jnp.maximum(jnp.sum(positive), 1)
@@ -254,8 +257,14 @@ class RetinaNet(nn.Module):
     return cls.astype(out), reg.astype(out)
 
   def anchors(self, image_hw: tuple[int, int]) -> np.ndarray:
-    """(N, 4) anchors matching the outputs for an input of `image_hw`."""
-    return anchors_for(level_sizes(image_hw, (self.backbone or {}).get("stem_pool", True)))
+    """(N, 4) anchors matching the outputs for an input of `image_hw`.
+
+    P3..P7 have strides 8..128 (4..64 without the stem's max-pool); anchors
+    scale with the stride.
+    """
+    stem_pool = (self.backbone or {}).get("stem_pool", True)
+    strides = STRIDES if stem_pool else tuple(s // 2 for s in STRIDES)
+    return anchors_for(level_sizes(image_hw, stem_pool), strides)
 
 
 def level_sizes(image_hw: tuple[int, int], stem_pool: bool = True) -> list[tuple[int, int]]:

@@ -53,15 +53,19 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
 
 def optimizer(config: ml_collections.ConfigDict,
               schedule: optax.Schedule) -> optax.GradientTransformation:
-  """SGD (Nesterov) with PyTorch-style L2 weight decay on all parameters, or AdamW."""
+  """SGD (Nesterov) with PyTorch-style L2 weight decay on all parameters, or AdamW;
+  gradients clipped to `grad_clip_norm` (global norm) when that is > 0."""
   name = config.get("optimizer", "sgd")
   if name == "sgd":
-    return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                       optax.sgd(schedule, momentum=config.momentum,
-                                 nesterov=config.get("nesterov", True)))
-  if name == "adamw":
-    return optax.adamw(schedule, weight_decay=config.weight_decay)
-  raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adamw'")
+    tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                     optax.sgd(schedule, momentum=config.momentum,
+                               nesterov=config.get("nesterov", True)))
+  elif name == "adamw":
+    tx = optax.adamw(schedule, weight_decay=config.weight_decay)
+  else:
+    raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adamw'")
+  clip = config.get("grad_clip_norm", 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip > 0 else tx
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
