@@ -232,9 +232,11 @@ class DensePreprocess:
       if self.task == "segmentation":
         if "mask" in record:
           mask = Image.fromarray(np.asarray(record["mask"], np.uint8))
-        else:
+        elif "mask_path" in record:
           with Image.open(record["mask_path"]) as f:
             mask = f.convert("L")
+        else:  # an image to predict on: nothing labelled
+          mask = Image.new("L", image.size, IGNORE)
       return image, mask
     except Exception as e:  # unreadable file: logged, example marked invalid
       logging.warning("skipping unreadable example %s: %s", record.get("path"), e)
@@ -265,7 +267,7 @@ class DensePreprocess:
     canvas = np.zeros((out_h, out_w, 3), np.float32)
     crop = pixels[top:top + out_h, left:left + out_w]
     canvas[:crop.shape[0], :crop.shape[1]] = crop
-    out = {"image": canvas, "valid": np.float32(valid)}
+    out = {"image": canvas, "valid": np.float32(valid), "scale": np.float32(scale)}
     if self.task == "segmentation":
       labels = np.asarray(mask.resize((nw, nh), Image.NEAREST), np.uint8)
       labels = labels[:, ::-1] if flip else labels
@@ -282,7 +284,6 @@ class DensePreprocess:
       keep = (classes >= 0) & (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
       out["boxes"] = np.where(keep[:, None], b, 0).astype(np.float32)
       out["classes"] = np.where(keep, classes, -1).astype(np.int32)
-      out["scale"] = np.float32(scale)
     return out
 
   def train(self, record: dict, rng: np.random.Generator) -> dict:

@@ -1,12 +1,12 @@
-"""Classify image files with a trained or converted model.
+"""Predict on image files with a trained or converted model: classes, masks or boxes.
 
     involution-predict WEIGHTS IMAGE_OR_FOLDER [...] [--top-k 5] [--batch-size 32] [--json]
+        [--out-dir DIR]   # segmentation / detection: PNGs with masks or boxes drawn
 
 WEIGHTS: a training workdir or checkpoint folder, or official `.pth` /
-`.pdparams` weights. Images are prepared by the same function training's
-evaluation uses (`data.Preprocess.eval`); the model is compiled once per batch
-shape (the last batch is padded). Unreadable files are reported, the others
-still classified.
+`.pdparams` weights. Images are prepared by the same function the task's
+evaluation uses; the model is compiled once per batch shape (the last batch is
+padded). Unreadable files are reported, the others still predicted.
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from involution_jax import data
+from involution_jax import data, dense_data, detection, segmentation
 from involution_jax.evaluate import load_weights, model_from_info
 
 
-def preprocess_from_info(info: dict) -> data.Preprocess:
-  return data.Preprocess(info["image_size"], tuple(info["mean"]), tuple(info["std"]),
-                         eval_crop=info.get("eval_crop", 1.0))
+def preprocess_from_info(info: dict):
+  """The evaluation preprocessing a checkpoint's model was trained with."""
+  task = info.get("task", "classification")
+  if task == "classification":
+    return data.Preprocess(info["image_size"], tuple(info["mean"]), tuple(info["std"]),
+                           eval_crop=info.get("eval_crop", 1.0))
+  size = info["image_size"]
+  return dense_data.DensePreprocess(task, (size, size) if isinstance(size, int) else tuple(size),
+                                    tuple(info["mean"]), tuple(info["std"]))
 
 
 def image_files(paths: Iterable[str]) -> list[str]:
@@ -55,46 +61,90 @@ def _read_error(path: str) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _forward(model, task: str):
+  """The jitted per-batch prediction of a task."""
+  if task == "classification":
+    return jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False), axis=-1))
+  if task == "segmentation":
+    return jax.jit(lambda v, x: jnp.argmax(segmentation.resize_bilinear(
+        model.apply(v, x, train=False), x.shape[1:3]), axis=-1))
+
+  def detect(v, x):
+    cls, reg = model.apply(v, x, train=False)
+    anchors = jnp.asarray(model.anchors(x.shape[1:3]))
+    return jax.vmap(lambda c, r: detection.postprocess(c, r, anchors, x.shape[1:3]))(cls, reg)
+  return jax.jit(detect)
+
+
 class Predictor:
-  """A model with its weights, input preparation and class names, ready to classify."""
+  """A model with its weights, input preparation and class names, ready to predict."""
 
   def __init__(self, variables: dict, info: dict, batch_size: int = 32):
     self.info, self.batch_size = info, batch_size
+    self.task = info.get("task", "classification")
     self.preprocess = preprocess_from_info(info)
-    self.class_names = list(info.get("class_names") or range(info["num_classes"]))
-    model = model_from_info(info)
+    self.class_names = list(info.get("class_names") or map(str, range(info["num_classes"])))
     self.variables = jax.device_put(variables)
-    self._probabilities = jax.jit(
-        lambda v, x: jax.nn.softmax(model.apply(v, x, train=False), axis=-1))
+    self._predict = _forward(model_from_info(info), self.task)
 
   @classmethod
   def load(cls, weights: str, batch_size: int = 32) -> "Predictor":
     return cls(*load_weights(weights), batch_size=batch_size)
 
-  def probabilities(self, images: np.ndarray) -> np.ndarray:
-    """images: (N, S, S, 3) prepared -> (N, num_classes), in fixed-size padded batches."""
-    out = []
+  def run(self, images: np.ndarray):
+    """Prepared images (N, H, W, 3) -> the task's outputs for each, in fixed-size batches."""
+    outs = []
     for start in range(0, len(images), self.batch_size):
       chunk = images[start:start + self.batch_size]
       padded = np.zeros((self.batch_size, *chunk.shape[1:]), np.float32)
       padded[:len(chunk)] = chunk
-      out.append(np.asarray(self._probabilities(self.variables, jnp.asarray(padded)))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+      out = jax.device_get(self._predict(self.variables, jnp.asarray(padded)))
+      outs.append(jax.tree.map(lambda a: a[:len(chunk)], out))
+    return jax.tree.map(lambda *a: np.concatenate(a), *outs) if outs else None
 
-  def classify(self, paths: Sequence[str], top_k: int = 5) -> list[dict]:
-    """[{"path", "top": [{"class", "index", "probability"}, ...]} or {"path", "error"}]."""
+  def predict(self, paths: Sequence[str], top_k: int = 5) -> list[dict]:
+    """One dict per path: {"path", "error"} or the task's result.
+
+    classification: "top" [{"class", "index", "probability"}]; segmentation:
+    "mask" (H, W) class indices at the image's size and "class_fractions";
+    detection: "detections" [{"class", "index", "score", "box" (x1, y1, x2, y2)}].
+    """
     examples = [self.preprocess.eval({"path": p, "label": 0}) for p in paths]
     readable = [i for i, e in enumerate(examples) if e["valid"]]
-    probs = self.probabilities(np.stack([examples[i]["image"] for i in readable])
-                               if readable else np.zeros((0, 1, 1, 3), np.float32))
     results = [{"path": p, "error": _read_error(p)} for p in paths]
-    k = min(top_k, len(self.class_names))
-    for i, p in zip(readable, probs):
-      best = np.argsort(-p)[:k]
-      results[i] = {"path": paths[i], "top": [
-          {"class": str(self.class_names[j]), "index": int(j), "probability": float(p[j])}
-          for j in best]}
+    if not readable:
+      return results
+    outputs = self.run(np.stack([examples[i]["image"] for i in readable]))
+    for row, i in enumerate(readable):
+      out = jax.tree.map(lambda a: a[row], outputs)
+      results[i] = {"path": paths[i], **getattr(self, f"_{self.task}")(out, paths[i], top_k,
+                                                                       examples[i])}
     return results
+
+  def classify(self, paths: Sequence[str], top_k: int = 5) -> list[dict]:
+    return self.predict(paths, top_k)
+
+  def _classification(self, probabilities, path, top_k, example) -> dict:
+    best = np.argsort(-probabilities)[:min(top_k, len(self.class_names))]
+    return {"top": [{"class": self.class_names[j], "index": int(j),
+                     "probability": float(probabilities[j])} for j in best]}
+
+  def _segmentation(self, labels, path, top_k, example) -> dict:
+    with Image.open(path) as image:
+      w, h = image.size
+    scale = float(example["scale"])
+    region = labels[:max(1, round(h * scale)), :max(1, round(w * scale))]
+    mask = np.asarray(Image.fromarray(region.astype(np.uint8)).resize((w, h), Image.NEAREST))
+    counts = np.bincount(mask.reshape(-1), minlength=len(self.class_names))
+    return {"mask": mask, "class_fractions": {self.class_names[c]: float(n / mask.size)
+                                              for c, n in enumerate(counts) if n}}
+
+  def _detection(self, out, path, top_k, example) -> dict:
+    scale = float(example["scale"])
+    return {"detections": [
+        {"class": self.class_names[int(c)], "index": int(c), "score": float(s),
+         "box": [round(float(v) / scale, 2) for v in box]}
+        for box, s, c, ok in zip(out["boxes"], out["scores"], out["classes"], out["valid"]) if ok]}
 
 
 def format_table(results: list[dict]) -> str:
@@ -104,8 +154,34 @@ def format_table(results: list[dict]) -> str:
       lines.append(f"{r['path']}: ERROR {r['error']}")
       continue
     lines.append(r["path"])
-    lines += [f"  {t['probability']:7.2%}  {t['class']}" for t in r["top"]]
+    if "top" in r:
+      lines += [f"  {t['probability']:7.2%}  {t['class']}" for t in r["top"]]
+    elif "class_fractions" in r:
+      lines += [f"  {f:7.2%}  {name}" for name, f in sorted(r["class_fractions"].items(),
+                                                           key=lambda kv: -kv[1])]
+    else:
+      lines += [f"  {d['score']:6.3f}  {d['class']:<12} {d['box']}" for d in r["detections"]]
   return "\n".join(lines)
+
+
+def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str) -> list[str]:
+  """PNGs of the masks or boxes drawn on each readable image; returns their paths."""
+  from involution_jax import visualize
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  for r in results:
+    if "error" in r or "top" in r:
+      continue
+    with Image.open(r["path"]) as image:
+      image = np.asarray(image.convert("RGB"))
+    if "mask" in r:
+      picture = visualize.overlay_mask(image, r["mask"], len(class_names))
+    else:
+      picture = visualize.draw_boxes(image, r["detections"])
+    out = os.path.join(out_dir, os.path.splitext(os.path.basename(r["path"]))[0] + ".png")
+    Image.fromarray(picture).save(out)
+    written.append(out)
+  return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--top-k", type=int, default=5)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  parser.add_argument("--out-dir", default=None,
+                      help="segmentation / detection: write PNGs with the predictions drawn")
   args = parser.parse_args(argv)
   try:
     files = image_files(args.images)
@@ -122,8 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(e))
   if not files:
     parser.error(f"no image files in {args.images}")
-  results = Predictor.load(args.weights, args.batch_size).classify(files, args.top_k)
-  print(json.dumps(results, indent=2) if args.json else format_table(results))
+  predictor = Predictor.load(args.weights, args.batch_size)
+  results = predictor.predict(files, args.top_k)
+  if args.out_dir:
+    for path in write_pictures(results, predictor.class_names, args.out_dir):
+      print(f"wrote {path}", file=sys.stderr)
+  printable = [{k: v for k, v in r.items() if k != "mask"} for r in results]
+  print(json.dumps(printable, indent=2) if args.json else format_table(printable))
   return 1 if all("error" in r for r in results) else 0
 
 

@@ -1,4 +1,4 @@
-"""Pictures of the kernels involution generates for an image.
+"""Pictures: the kernels involution generates for an image; predicted masks and boxes.
 
     involution-visualize --weights runs/default --image x.jpg --layer layer2_0/conv2 \
         --out kernels.png [--groups 0,1,2,3] [--pixels 3,4 5,5]
@@ -86,6 +86,38 @@ def plot_kernels(image: np.ndarray, kernel: np.ndarray, out_path: str, *,
   fig.savefig(out_path, dpi=DPI)
   plt.close(fig)
   return cols * int(PANEL_INCHES * DPI), 2 * int(PANEL_INCHES * DPI)
+
+
+def palette(num_classes: int) -> np.ndarray:
+  """A fixed, distinguishable RGB colour per class: (num_classes, 3) uint8."""
+  import matplotlib
+  colours = matplotlib.colormaps["tab20"].resampled(max(num_classes, 2))(np.arange(num_classes))
+  return (colours[:, :3] * 255).astype(np.uint8)
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, num_classes: int,
+                 alpha: float = 0.55) -> np.ndarray:
+  """image (H, W, 3) uint8 with each labelled pixel tinted by its class (255: untouched)."""
+  colours = palette(num_classes)
+  labelled = mask < num_classes
+  tint = colours[np.where(labelled, mask, 0)].astype(np.float32)
+  out = image.astype(np.float32)
+  out[labelled] = (1 - alpha) * out[labelled] + alpha * tint[labelled]
+  return out.round().astype(np.uint8)
+
+
+def draw_boxes(image: np.ndarray, detections: Sequence[dict],
+               num_classes: int | None = None) -> np.ndarray:
+  """image (H, W, 3) uint8 with [{"box", "class", "index", "score"}] drawn and labelled."""
+  from PIL import Image, ImageDraw
+  picture = Image.fromarray(image).convert("RGB")
+  draw = ImageDraw.Draw(picture)
+  colours = palette(max([d["index"] + 1 for d in detections] + [num_classes or 1]))
+  for d in detections:
+    colour = tuple(int(c) for c in colours[d["index"]])
+    draw.rectangle(d["box"], outline=colour, width=max(1, min(picture.size) // 100))
+    draw.text((d["box"][0] + 2, d["box"][1] + 1), f"{d['class']} {d['score']:.2f}", fill=colour)
+  return np.asarray(picture)
 
 
 def _pixel(text: str) -> tuple[int, int]:

@@ -55,22 +55,23 @@ def run(cmd: list[str], devices: int = 1, timeout: float = 300) -> subprocess.Co
                         timeout=timeout, cwd=ROOT)
 
 
-def save_random_checkpoint(path: str, image_size: int = 8, seed: int = 0) -> tuple:
-  """A small digits-style RedNet with random weights, saved as a checkpoint.
+def save_random_checkpoint(path: str, image_size: int = 8, seed: int = 0, config=None) -> tuple:
+  """A model with random weights, saved as a checkpoint with its task's model info.
 
-  Returns (model, variables, model_info).
+  Default: the digits-style RedNet of `tiny_digits_config`. Returns (model, variables,
+  model_info).
   """
   import jax
   import jax.numpy as jnp
   from involution_jax import checkpoints
   from involution_jax.evaluate import model_from_info
-  config = tiny_digits_config(image_size=image_size)
-  info = dict(model=config.model, model_kwargs=config.model_kwargs.to_dict(), num_classes=10,
-              class_names=[str(i) for i in range(10)], image_size=image_size,
-              mean=list(config.mean), std=list(config.std), eval_crop=1.0)
+  from involution_jax.tasks import get_task
+  config = config or tiny_digits_config(image_size=image_size)
+  task = get_task(config)
+  info = task.model_info(config, task.dataset(config, "train"))
   model = model_from_info(info)
   variables = jax.jit(model.init, static_argnames="train")(
-      jax.random.PRNGKey(seed), jnp.zeros((1, image_size, image_size, 3)), train=False)
+      jax.random.PRNGKey(seed), jnp.zeros((1, *task.input_shape(config))), train=False)
   # Non-trivial BatchNorm statistics and last-BN scales, so every layer matters.
   variables = jax.tree.map(lambda a: a + 0.1 * jnp.cos(jnp.arange(a.size).reshape(a.shape)),
                            variables)

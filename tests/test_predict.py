@@ -1,6 +1,7 @@
 """Prediction: library, CLI on a folder with a corrupt file, converted weights."""
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -45,7 +46,7 @@ def test_predictions_match_the_model_and_pad_batches(checkpoint, image_folder):
     np.testing.assert_allclose([t["probability"] for t in r["top"]], np.sort(p)[::-1][:3],
                                rtol=1e-5, atol=1e-6)
     assert r["top"][0]["class"] == str(r["top"][0]["index"])
-  assert predictor._probabilities._cache_size() == 1  # 5 images, batches of 4: one compile
+  assert predictor._predict._cache_size() == 1  # 5 images, batches of 4: one compile
 
 
 def test_cli_reports_the_corrupt_file_and_classifies_the_rest(checkpoint, image_folder, capsys):
@@ -91,3 +92,34 @@ def test_image_files_expands_folders_in_order(image_folder):
   found = predict.image_files([str(folder)])
   assert sorted(f for f in found if not f.endswith("corrupt.jpg")) == images
   assert all(f.lower().endswith(data.IMAGE_EXTENSIONS) for f in found)
+
+
+@pytest.mark.parametrize("name", ["digitscenes_seg", "digitscenes_det"])
+def test_dense_models_predict_and_draw(name, tmp_path, capsys):
+  from helpers import load_config
+  config = load_config(name, num_train_scenes=4)
+  save_random_checkpoint(str(tmp_path / "ckpt"), config=config)
+  rng = np.random.default_rng(0)
+  paths = []
+  for i, size in enumerate(((48, 48), (37, 61))):
+    path = tmp_path / f"scene{i}.png"
+    Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+    paths.append(str(path))
+  predictor = predict.Predictor.load(str(tmp_path / "ckpt"), batch_size=2)
+  results = predictor.predict(paths)
+  for r, size in zip(results, ((48, 48), (37, 61))):
+    if name.endswith("seg"):
+      assert r["mask"].shape == size and r["mask"].max() < 11
+      assert sum(r["class_fractions"].values()) == pytest.approx(1.0)
+    else:
+      for d in r["detections"]:
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= size[1] + 0.01 and 0 <= y1 <= y2 <= size[0] + 0.01
+        assert d["class"] == str(d["index"]) and 0 < d["score"] <= 1
+  out = tmp_path / "drawn"
+  assert predict.main([str(tmp_path / "ckpt"), *paths, "--out-dir", str(out), "--json"]) == 0
+  printed = json.loads(capsys.readouterr().out)
+  assert len(printed) == 2 and all("mask" not in r for r in printed)
+  for path, size in zip(paths, ((48, 48), (37, 61))):
+    with Image.open(out / (Path(path).stem + ".png")) as png:
+      assert png.size == size[::-1]
