@@ -17,6 +17,7 @@ from typing import Any
 
 import grain
 import jax
+from flax import traverse_util
 from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
@@ -88,6 +89,28 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
   variables = handler.restore(item, args=ocp.args.StandardRestore(target))
   info = ocp.JsonCheckpointHandler().restore(epath.Path(step_dir) / "model")
   return jax.tree.map(np.asarray, dict(variables)), dict(info)
+
+def graft(variables: dict, pretrained: dict, into: str | None = None) -> tuple[dict, list[str]]:
+  """`variables` with every pretrained array whose path (under `into`) and shape match.
+
+  For fine-tuning: a classifier's head of another size, or a stem of another
+  kernel size, is left as initialised and listed in the returned `skipped`.
+  Raises ValueError when nothing matches (the wrong weights for this model).
+  """
+  target = traverse_util.flatten_dict(variables)
+  skipped, loaded = [], 0
+  for key, value in traverse_util.flatten_dict(pretrained).items():
+    path = (key[0], into, *key[1:]) if into else key
+    if path in target and tuple(target[path].shape) == tuple(np.shape(value)):
+      target[path] = np.asarray(value, target[path].dtype)
+      loaded += 1
+    else:
+      skipped.append("/".join(key))
+  if not loaded:
+    raise ValueError("no pretrained array matches this model's parameters (by path and shape"
+                     + (f" under {into!r}" if into else "") + ")")
+  return traverse_util.unflatten_dict(target), skipped
+
 
 # The official models' input: ImageNet statistics on 0-255 RGB, 256 -> 224 centre crop.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)

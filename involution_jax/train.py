@@ -67,6 +67,20 @@ class _Batches:
             for k, v in local.items()}
 
 
+def _initialise_from(state, weights: str, task, sharding, verbose: bool):
+  """Fresh state with pretrained weights (checkpoint, .pth or .pdparams) grafted in;
+  dense models take them into their backbone."""
+  from involution_jax.evaluate import load_weights
+  pretrained, _ = load_weights(weights)
+  into = None if task.name == "classification" else "backbone"
+  variables, skipped = checkpoints.graft(jax.device_get(state.variables()), pretrained, into)
+  if verbose:
+    print(f"initialised from {weights}" + (f"; kept as initialised: {', '.join(skipped)}"
+                                           if skipped else ""))
+  variables = jax.device_put(variables, sharding)
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+
 def _write_scalars(writer, prefix: str, results: dict, step: int) -> None:
   for name, value in results.items():
     if isinstance(value, (int, float)):
@@ -91,7 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   main_process = jax.process_index() == 0
   replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   task = get_task(config)
-  train_set = task.dataset(config, "train")
+  train_set = task.dataset(config, config.get("train_split", "train"))
   eval_set = task.dataset(config, config.eval_split)
   steps_per_epoch = len(train_set.source) // config.batch_size
   if steps_per_epoch == 0:
@@ -125,6 +139,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       print(f"resuming from {ckpt_dir} at step {int(state.step)} of {total_steps}")
   else:
     state = init(jax.random.PRNGKey(config.seed))
+    if config.get("init_from"):
+      state = _initialise_from(state, config.init_from, task, replicated, main_process)
   start_step = int(state.step)
 
   step_fn = jax.jit(training.bind_train_step(task.loss_fn(model, config), tx, schedule, config),

@@ -42,13 +42,28 @@ def model_from_config(config: ml_collections.ConfigDict, num_classes: int) -> nn
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
                            steps_per_epoch: int) -> optax.Schedule:
-  """Linear warm-up from `warmup_init_factor * lr` to `lr`, then cosine to 0."""
-  warmup = round(config.warmup_epochs * steps_per_epoch)
-  warmup = min(warmup, max(total_steps - 1, 0))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=config.learning_rate * config.get("warmup_init_factor", 0.0),
-      peak_value=config.learning_rate, warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1), end_value=0.0)
+  """Linear warm-up from `warmup_init_factor * lr` to `lr`, then `config.schedule`:
+
+  "cosine" (default) to 0; "poly": (1 - t)^0.9 down to `min_learning_rate`
+  (mmseg); "step": x0.1 at each epoch in `lr_step_epochs` (mmdet's 1x: 8, 11).
+  """
+  warmup = min(round(config.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
+  lr, start = config.learning_rate, config.learning_rate * config.get("warmup_init_factor", 0.0)
+  kind = config.get("schedule", "cosine")
+  if kind == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=start, peak_value=lr, warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1), end_value=0.0)
+  if kind == "poly":
+    decay = optax.polynomial_schedule(lr, config.get("min_learning_rate", 0.0), 0.9,
+                                      max(total_steps - warmup, 1))
+  elif kind == "step":
+    boundaries = {round(e * steps_per_epoch) - warmup: 0.1
+                  for e in config.get("lr_step_epochs", ())}
+    decay = optax.piecewise_constant_schedule(lr, boundaries)
+  else:
+    raise ValueError(f"unknown schedule {kind!r}; expected 'cosine', 'poly' or 'step'")
+  return optax.join_schedules([optax.linear_schedule(start, lr, warmup), decay], [warmup])
 
 
 def optimizer(config: ml_collections.ConfigDict,

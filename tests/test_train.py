@@ -189,3 +189,33 @@ def test_folder_dataset_with_a_corrupt_image_trains_and_reports_it(tmp_path):
   assert metrics["unreadable_test_images"] == 0
   _, info = checkpoints.load_for_inference(str(tmp_path / "run"))
   assert info["class_names"] == ["a", "b"]
+
+
+def test_fine_tuning_grafts_pretrained_weights(tmp_path, capsys):
+  pretrained = str(tmp_path / "pretrained")
+  train_and_evaluate(tiny_digits_config(num_train_steps=2), pretrained)
+  source, _ = checkpoints.load_for_inference(pretrained)
+  odd_head = jax.tree.map(lambda a: a, source)
+  odd_head["params"]["fc"]["kernel"] = np.ones((3, 3), np.float32)
+  grafted, skipped = checkpoints.graft(jax.tree.map(np.zeros_like, source), odd_head)
+  assert skipped == ["params/fc/kernel"]
+  assert not grafted["params"]["fc"]["kernel"].any()  # left as it was
+  np.testing.assert_array_equal(grafted["params"]["stem_0"]["conv"]["kernel"],
+                                source["params"]["stem_0"]["conv"]["kernel"])
+  with pytest.raises(ValueError, match="no pretrained array matches"):
+    checkpoints.graft(source, {"params": {"other": np.ones(2)}})
+  # A 2-class run from the 10-class weights: everything but the head is taken over.
+  root = tmp_path / "two_classes"
+  for split in ("train", "val"):
+    for c in ("a", "b"):
+      (root / split / c).mkdir(parents=True)
+      for i in range(8):
+        Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(root / split / c / f"{i}.png")
+  config = tiny_digits_config(num_train_steps=1, init_from=pretrained, learning_rate=1e-9,
+                              dataset="folder", data_dir=str(root), eval_split="val",
+                              batch_size=8, eval_batch_size=8)
+  train_and_evaluate(config, str(tmp_path / "tuned"))
+  assert "kept as initialised: params/fc/bias, params/fc/kernel" in capsys.readouterr().out
+  tuned, _ = checkpoints.load_for_inference(str(tmp_path / "tuned"))
+  np.testing.assert_allclose(tuned["params"]["layer1_0"]["conv1"]["kernel"],
+                             source["params"]["layer1_0"]["conv1"]["kernel"], atol=1e-6)

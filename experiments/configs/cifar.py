@@ -18,6 +18,9 @@ def get_config(kernel_size: str = "7") -> ml_collections.ConfigDict:
   config.model = "rednet26"
   config.model_kwargs = ml_collections.ConfigDict(dict(
       kernel_size=int(kernel_size), stem_pool=False, stem_kernel_size=3))
+  # Weights to start from (checkpoint folder, .pth or .pdparams); dense models load
+  # them into their backbone; parameters that do not fit (a head) stay initialised.
+  config.init_from = ml_collections.config_dict.placeholder(str)
   config.half_precision = False
 
   config.dataset = "tfds:cifar10"
@@ -32,7 +35,7 @@ def get_config(kernel_size: str = "7") -> ml_collections.ConfigDict:
   config.data_workers = 4
 
   config.batch_size = 128
-  config.eval_batch_size = 500
+  config.eval_batch_size = 512
   config.num_epochs = 200
   config.num_train_steps = -1
   config.optimizer = "sgd"

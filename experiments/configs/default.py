@@ -15,6 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_kwargs = ml_collections.ConfigDict(dict(
       stage_sizes=(1, 1, 1), stem_width=32, base_width=16, kernel_size=3, group_channels=8,
       stem_kernel_size=3, stem_pool=False))
+  # Weights to start from (checkpoint folder, .pth or .pdparams); dense models load
+  # them into their backbone; parameters that do not fit (a head) stay initialised.
+  config.init_from = ml_collections.config_dict.placeholder(str)
   config.half_precision = False
 
   # Data.

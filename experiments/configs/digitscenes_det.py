@@ -18,6 +18,9 @@ def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
       neck=neck, neck_channels=64, head_channels=64, stacked_convs=2,
       backbone=dict(stage_sizes=(1, 1, 1, 1), stem_width=32, base_width=16, kernel_size=3,
                     group_channels=8, stem_kernel_size=3, stem_pool=False)))
+  # Weights to start from (checkpoint folder, .pth or .pdparams); dense models load
+  # them into their backbone; parameters that do not fit (a head) stay initialised.
+  config.init_from = ml_collections.config_dict.placeholder(str)
   config.half_precision = False
 
   config.dataset = "digit_scenes"

@@ -21,6 +21,9 @@ def get_config(model: str = "rednet50") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.model = model
   config.model_kwargs = ml_collections.ConfigDict()
+  # Weights to start from (checkpoint folder, .pth or .pdparams); dense models load
+  # them into their backbone; parameters that do not fit (a head) stay initialised.
+  config.init_from = ml_collections.config_dict.placeholder(str)
   config.half_precision = False  # True: bfloat16 compute (TPU / recent GPUs)
 
   config.dataset = "tfds:imagenet2012"
