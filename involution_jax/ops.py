@@ -17,9 +17,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from involution_jax.shift import accumulation_dtype, involution_shift
+from involution_jax import pallas_ops
+from involution_jax.primitive import involution_primitive
+from involution_jax.shift import accumulation_dtype
 
-METHODS = ("auto", "patches", "shift")
+METHODS = ("auto", "patches", "shift", "pallas")
 
 
 def output_size(size: int, stride: int) -> int:
@@ -69,6 +71,12 @@ def validate(x: jax.Array, kernel: jax.Array, stride: int, dilation: int,
   if groups < 1 or c % groups:
     raise ValueError(f"channels C={c} must be divisible by the kernel's group "
                      f"count G={groups} (x {x.shape}, kernel {kernel.shape})")
+  if method == "pallas":
+    problem = pallas_ops.supported(x.shape, kernel.shape)
+    if problem:
+      raise ValueError(f"method 'pallas': {problem}; use method 'shift'")
+    if jax.default_backend() == "tpu":
+      raise ValueError("method 'pallas' targets GPUs (Triton kernels); on TPU use 'shift'")
   return stride, dilation, method
 
 
@@ -95,8 +103,10 @@ def resolve_method(method: str) -> str:
   """The formulation "auto" runs: "shift" on every backend.
 
   Measured on CPU (benchmarks/op_bench.py) the shift form is 20-100x faster
-  than patches forward and backward, and it is the only one whose memory
-  does not grow with K*K.
+  than patches forward and backward, and its memory does not grow with K*K.
+  The Pallas kernels ("pallas") lower to Triton and match the reference (in
+  Pallas' interpreter) but have not been timed on a GPU yet, so "auto" does
+  not pick them until a GPU benchmark shows them faster.
   """
   return "shift" if method == "auto" else method
 
@@ -114,8 +124,10 @@ def involution(x: jax.Array, kernel: jax.Array, *, stride: int = 1,
     stride: output subsampling, int >= 1.
     dilation: spacing of the kernel taps, int >= 1.
     method: "patches" (conv_general_dilated_patches + einsum, the reference),
-      "shift" (shift-and-accumulate, never builds the K*K-times patch tensor,
-      forward or backward), or "auto" (see `resolve_method`).
+      "shift" (shift-and-accumulate in XLA, never builds the K*K-times patch
+      tensor, forward or backward), "pallas" (Triton kernels for GPUs; a
+      power-of-two number of channels per group), or "auto" (see
+      `resolve_method`).
 
   Returns:
     (B, Ho, Wo, C) in x's dtype; products are accumulated in float32
@@ -126,9 +138,11 @@ def involution(x: jax.Array, kernel: jax.Array, *, stride: int = 1,
       divisible by G, stride or dilation < 1, or an unknown method.
   """
   stride, dilation, method = validate(x, kernel, stride, dilation, method)
-  if resolve_method(method) == "patches":
+  method = resolve_method(method)
+  if method == "patches":
     return involution_patches(x, kernel, stride, dilation)
-  return involution_shift(x, kernel, stride, dilation)
+  return involution_primitive(x, kernel, stride, dilation,
+                              impl="pallas" if method == "pallas" else "xla")
 
 
 def patch_tensor_bytes(x_shape: tuple[int, ...], kernel_size: int, stride: int,

@@ -1,18 +1,10 @@
-"""Memory-lean involution: shift-and-accumulate, as a JAX primitive.
+"""Memory-lean involution in XLA: shift-and-accumulate, forward and both gradients.
 
-Involution is one trilinear form in the input x, the kernel and the output
-cotangent y:
-
-    T(x, kernel, y) = sum y[b,i,j,c] kernel[b,i,j,g(c),u,v] x[b, i*s+(u-K//2)*d, j*s+(v-K//2)*d, c]
-
-The forward pass is dT/dy, the input gradient dT/dx and the kernel gradient
-dT/dkernel. Each is computed by its own fused shift-and-accumulate loop
-(a sum over the K*K taps of strided slices of padded arrays), so no
-(B, Ho, Wo, C*K*K) patch tensor is ever built, in any pass. One primitive,
-`involution_partial_p`, computes any of the three; since the form is
-trilinear, the transpose and JVP of each partial are again partials, which
-gives reverse and forward mode to any order. A batching rule folds vmapped
-axes into the batch, and the lowering is plain HLO (jit, export, sharding).
+The three partial derivatives of involution's trilinear form (see
+`primitive.py`): the output `aggregate`, the input gradient
+`aggregate_grad_x` and the kernel gradient `aggregate_grad_kernel`. Each is a
+sum over the K*K taps of strided slices of padded arrays, which XLA fuses into
+one loop, so no (B, Ho, Wo, C*K*K) patch tensor is ever built, in any pass.
 
 Shapes: x (B, H, W, C), kernel (B, Ho, Wo, G, K, K), y / out (B, Ho, Wo, C).
 Inputs are validated by :func:`involution_jax.ops.involution`.
@@ -20,17 +12,10 @@ Inputs are validated by :func:`involution_jax.ops.involution`.
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
-
-# Canonical order of the three arrays of the trilinear form.
-_NAMES = ("x", "kernel", "out")
 
 def accumulation_dtype(dtype) -> np.dtype:
   """float32 for float32 and narrower floats, float64 for float64."""
@@ -172,78 +157,3 @@ def aggregate_grad_kernel(x: jax.Array, y: jax.Array, kernel_size: int,
           for u in range(k) for v in range(k)]
   out = jnp.concatenate(taps, axis=-1)
   return out.reshape(out.shape[:4] + (k, k)).astype(kernel_dtype)
-
-
-def _partial_impl(a, b, *, result, stride, dilation, avals):
-  """Computes the partial of T named `result` from the other two arrays."""
-  (x_shape, _), (k_shape, _), _ = avals
-  dtype = avals[_NAMES.index(result)][1]
-  if result == "out":
-    return aggregate(a, b, stride, dilation, dtype)
-  if result == "x":
-    return aggregate_grad_x(a, b, x_shape[1:3], stride, dilation, dtype)
-  return aggregate_grad_kernel(a, b, k_shape[-1], k_shape[3], stride, dilation,
-                               dtype)
-
-
-involution_partial_p = Primitive("involution_partial")
-involution_partial_p.def_impl(
-    jax.jit(_partial_impl, static_argnames=("result", "stride", "dilation", "avals")))
-mlir.register_lowering(involution_partial_p,
-                       mlir.lower_fun(_partial_impl, multiple_results=False))
-
-
-@involution_partial_p.def_abstract_eval
-def _partial_abstract_eval(a, b, *, result, avals, **_):
-  shape, dtype = avals[_NAMES.index(result)]
-  return jax.core.ShapedArray(shape, dtype)
-
-
-def _bind(operands: dict, result: str, **params) -> jax.Array:
-  """Binds the partial `result` with the two other arrays from `operands`."""
-  a, b = (operands[n] for n in _NAMES if n != result)
-  return involution_partial_p.bind(a, b, result=result, **params)
-
-
-def _transpose_rule(position: int, cotangent, a, b, *, result, **params):
-  """Transpose w.r.t. operand `position`: the partial for that array's slot."""
-  others = [n for n in _NAMES if n != result]
-  wanted, kept = others[position], others[1 - position]
-  return _bind({result: cotangent, kept: (b, a)[position]}, wanted, **params)
-
-
-ad.defbilinear(involution_partial_p, partial(_transpose_rule, 0),
-               partial(_transpose_rule, 1))
-
-
-def _batch_rule(args, dims, *, result, stride, dilation, avals):
-  """Folds the vmapped axis into the batch axis B (axis 0 of every array)."""
-  size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-  folded = []
-  for a, d in zip(args, dims):
-    a = (jnp.broadcast_to(a, (size,) + a.shape) if d is None
-         else jnp.moveaxis(a, d, 0))
-    folded.append(a.reshape((size * a.shape[1],) + a.shape[2:]))
-  avals = tuple(((size * s[0],) + tuple(s[1:]), t) for s, t in avals)
-  out = involution_partial_p.bind(*folded, result=result, stride=stride,
-                                  dilation=dilation, avals=avals)
-  return out.reshape((size, -1) + out.shape[1:]), 0
-
-
-batching.primitive_batchers[involution_partial_p] = _batch_rule
-
-
-def involution_shift(x: jax.Array, kernel: jax.Array, stride: int,
-                     dilation: int) -> jax.Array:
-  """Shift-and-accumulate involution. x: (B, H, W, C), kernel: (B, Ho, Wo, G, K, K).
-
-  Returns (B, Ho, Wo, C) in x's dtype, accumulated in float32 (float64 for
-  float64 input).
-  """
-  b, _, _, c = x.shape
-  ho, wo = kernel.shape[1:3]
-  avals = ((tuple(x.shape), np.dtype(x.dtype)),
-           (tuple(kernel.shape), np.dtype(kernel.dtype)),
-           ((b, ho, wo, c), np.dtype(x.dtype)))
-  return _bind({"x": x, "kernel": kernel}, "out", stride=stride,
-               dilation=dilation, avals=avals)

@@ -197,3 +197,46 @@ def test_bad_input_raises_clear_error(spec, message):
 def test_integer_input_is_refused():
   with pytest.raises(ValueError, match="floating point, got dtype int32"):
     involution(jnp.ones((1, 4, 4, 2), jnp.int32), jnp.ones((1, 4, 4, 1, 3, 3)))
+
+
+# The Pallas (Triton) kernels, run by Pallas' interpreter on CPU.
+PALLAS_CASES = [c for c in CASES if (c[3] // c[4]) & (c[3] // c[4] - 1) == 0][:5]
+
+
+@pytest.mark.parametrize("case", PALLAS_CASES)
+def test_pallas_matches_reference_and_gradients(x64, case):
+  x, kernel, s, d = make_inputs(case)
+  f = lambda x, kernel: involution(x, kernel, stride=s, dilation=d, method="pallas")
+  np.testing.assert_allclose(f(jnp.asarray(x), jnp.asarray(kernel)),
+                             involution_reference(x, kernel, s, d), rtol=1e-12, atol=1e-12)
+  check_grads(f, (jnp.asarray(x), jnp.asarray(kernel)), order=1, modes=("fwd", "rev"))
+
+
+def test_pallas_float32_bfloat16_and_vmap():
+  x, kernel, s, d = make_inputs((2, 9, 10, 32, 2, 5, 1, 1), np.float32)
+  shift = involution(x, kernel, method="shift")
+  np.testing.assert_allclose(involution(x, kernel, method="pallas"), shift, rtol=1e-5, atol=1e-5)
+  out = involution(jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16),
+                   method="pallas")
+  chex.assert_type(out, jnp.bfloat16)
+  np.testing.assert_allclose(np.float32(out), shift, rtol=5e-2, atol=1e-1)
+  batched = jax.vmap(lambda a, b: involution(a, b, method="pallas"))(
+      jnp.stack([x, -x]), jnp.stack([kernel, kernel]))
+  np.testing.assert_allclose(batched[1], -shift, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,kernels", [(1, 3), (2, 2)])
+def test_pallas_kernels_lower_to_triton_for_cuda(stride, kernels):
+  """Cross-lowering on this CPU machine compiles the kernels to Triton IR."""
+  x = jnp.ones((2, 14, 14, 64))
+  kernel = jnp.ones((2, 14 // stride, 14 // stride, 4, 7, 7))
+  loss = lambda x, k: jnp.sum(involution(x, k, stride=stride, method="pallas") ** 2)
+  lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(x, kernel).lower(
+      lowering_platforms=("cuda",))
+  # Forward, kernel gradient and (stride 1) input gradient are Triton kernels.
+  assert lowered.as_text().count("xla.gpu.triton") == kernels
+
+
+def test_pallas_refuses_what_it_cannot_do():
+  with pytest.raises(ValueError, match="power of two for the Pallas kernels, got 3"):
+    involution(jnp.ones((1, 4, 4, 6)), jnp.ones((1, 4, 4, 2, 3, 3)), method="pallas")
