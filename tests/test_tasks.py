@@ -37,7 +37,7 @@ def test_steps_on_a_batch_lower_the_loss(name, neck):
 
 
 def test_segmentation_trains_and_reports_miou(tmp_path):
-  metrics = train_and_evaluate(load_config("digitscenes_seg", **SMALL), str(tmp_path))
+  metrics = train_and_evaluate(load_config("digitscenes_seg", "conv", **SMALL), str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
   assert 0 <= saved["test_miou"] <= 1 and 0 <= saved["test_pixel_accuracy"] <= 1
   assert set(saved["test_per_class_iou"]) == {"background", *map(str, range(10))}
@@ -46,7 +46,7 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
 
 def test_detection_trains_and_reports_coco_ap(tmp_path):
   pytest.importorskip("pycocotools", reason="needs the coco extra")
-  metrics = train_and_evaluate(load_config("digitscenes_det", **SMALL), str(tmp_path))
+  metrics = train_and_evaluate(load_config("digitscenes_det", "conv", **SMALL), str(tmp_path))
   assert 0 <= metrics["test_ap"] <= metrics["test_ap50"] <= 1
   assert {"train_cls_loss", "train_box_loss"} <= set(metrics)
 
