@@ -275,6 +275,9 @@ def train_iterator(dataset: Dataset, preprocess: Preprocess, *, global_batch: in
   ds = ds.random_map(preprocess.train)
   ds = _local_slices(ds, global_batch, process_index, process_count).to_iter_dataset()
   if workers > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app
+      flags.FLAGS.mark_as_parsed()   # (a library call) take their defaults
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iter(ds)
 

@@ -148,3 +148,15 @@ def test_tfds_source_through_mock_data():
     batch = next(data.train_iterator(train, PREPROCESS, global_batch=10, seed=0))
   chex.assert_shape(batch["image"], (10, 8, 8, 3))
   assert batch["valid"].sum() == 10
+
+
+def test_worker_processes_give_the_same_stream_and_resume(digits_train):
+  make = lambda workers: data.train_iterator(digits_train, PREPROCESS, global_batch=32, seed=2,
+                                             workers=workers)
+  inline, parallel = make(0), make(2)
+  for a, b in zip(_take(inline, 3), _take(parallel, 3)):
+    chex.assert_trees_all_equal(a, b)
+  state = parallel.get_state()
+  resumed = make(2)
+  resumed.set_state(state)
+  chex.assert_trees_all_equal(next(resumed), next(inline))
