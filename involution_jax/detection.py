@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from involution_jax.fpn import FPN
-from involution_jax.rednet import RedNet
+from involution_jax.fpn import rednet_fpn
+
 
 Dtype = Any
 STRIDES = (8, 16, 32, 64, 128)  # P3..P7
@@ -245,11 +245,8 @@ class RetinaNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    backbone = dict(dict(depth=50, stem_kernel_size=7), **(self.backbone or {}))
-    features = RedNet(num_classes=0, features_only=True, name="backbone", **backbone,
-                      **common)(x, train)
-    features = FPN(self.neck_channels, self.neck, start_level=1, num_outs=5, name="neck",
-                   **common)(features, train)
+    features = rednet_fpn(x, train, backbone=self.backbone, neck=self.neck,
+                          neck_channels=self.neck_channels, start_level=1, num_outs=5, **common)
     cls, reg = RetinaNetHead(self.num_classes, feat_channels=self.head_channels,
                              stacked_convs=self.stacked_convs, name="bbox_head",
                              **common)(features)

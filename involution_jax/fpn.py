@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from involution_jax.layers import Involution, conv
+from involution_jax.rednet import RedNet
 
 Dtype = Any
 xavier_uniform = nn.initializers.xavier_uniform()
@@ -80,3 +81,24 @@ class FPN(nn.Module):
       outs.append(conv(source, self.out_channels, 3, 2, use_bias=True, name=f"fpn_convs_{i}",
                        **common))
     return tuple(outs)
+
+
+# The official detection / segmentation backbone: RedNet-50 with a kernel-7 stem involution.
+DENSE_BACKBONE = dict(depth=50, stem_kernel_size=7)
+
+
+def rednet_fpn(x: jax.Array, train: bool, *, backbone: dict | None, neck: str,
+               neck_channels: int, start_level: int = 0, num_outs: int | None = None,
+               dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32
+               ) -> tuple[jax.Array, ...]:
+  """RedNet stages (submodule "backbone") through an FPN ("neck"), in a compact module.
+
+  `backbone` holds `RedNet` fields over `DENSE_BACKBONE`. Returns the pyramid,
+  finest first.
+  """
+  common = dict(dtype=dtype, param_dtype=param_dtype)
+  features = RedNet(num_classes=0, features_only=True, name="backbone",
+                    **{**DENSE_BACKBONE, **(backbone or {})}, **common)(x, train)
+  return FPN(neck_channels, neck, start_level=start_level,
+             num_outs=len(features) if num_outs is None else num_outs, name="neck",
+             **common)(features, train)

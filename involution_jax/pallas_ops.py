@@ -36,6 +36,16 @@ def supported(x_shape, kernel_shape) -> str | None:
   return None
 
 
+def _padded_input(x, out_rows: int, tile: int, kernel_size: int, stride: int, dilation: int):
+  """x zero-padded for the taps, and far enough right for `tile`-wide strided reads."""
+  _, h, w, _ = x.shape
+  pad = dilation * (kernel_size // 2)
+  width = (tile - 1) * stride + (kernel_size - 1) * dilation + 1
+  rows = (out_rows - 1) * stride + (kernel_size - 1) * dilation + 1
+  return jnp.pad(x, ((0, 0), (pad, max(rows - h - pad, pad)), (pad, max(width - w - pad, 0)),
+                     (0, 0)))
+
+
 def _call(kernel, out_shape, grid, interpret: bool):
   return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, interpret=interpret,
                         compiler_params=plt.CompilerParams(num_warps=4, num_stages=1))
@@ -46,11 +56,7 @@ def aggregate(x, kernel, stride: int, dilation: int, out_dtype, interpret: bool)
   b, h, w, c = x.shape
   _, ho, wo, g, k, _ = kernel.shape
   cg, tile = c // g, _pow2(wo)
-  pad = dilation * (k // 2)
-  width = (tile - 1) * stride + (k - 1) * dilation + 1
-  rows = (ho - 1) * stride + (k - 1) * dilation + 1
-  xp = jnp.pad(x, ((0, 0), (pad, max(rows - h - pad, pad)), (pad, max(width - w - pad, 0)),
-                   (0, 0)))
+  xp = _padded_input(x, ho, tile, k, stride, dilation)
   kp = jnp.pad(kernel, ((0, 0), (0, 0), (0, tile - wo), (0, 0), (0, 0), (0, 0)))
   acc_dtype = shift.accumulation_dtype(out_dtype)
 
@@ -76,11 +82,7 @@ def aggregate_grad_kernel(x, y, kernel_size: int, groups: int, stride: int, dila
   b, h, w, c = x.shape
   _, ho, wo, _ = y.shape
   k, g, cg, tile = kernel_size, groups, c // groups, _pow2(wo)
-  pad = dilation * (k // 2)
-  width = (tile - 1) * stride + (k - 1) * dilation + 1
-  rows = (ho - 1) * stride + (k - 1) * dilation + 1
-  xp = jnp.pad(x, ((0, 0), (pad, max(rows - h - pad, pad)), (pad, max(width - w - pad, 0)),
-                   (0, 0)))
+  xp = _padded_input(x, ho, tile, k, stride, dilation)
   yp = jnp.pad(y, ((0, 0), (0, 0), (0, tile - wo), (0, 0)))
   acc_dtype = shift.accumulation_dtype(kernel_dtype)
 

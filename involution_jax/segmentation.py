@@ -16,9 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from involution_jax.fpn import FPN
+from involution_jax.fpn import rednet_fpn
 from involution_jax.layers import ConvModule, conv
-from involution_jax.rednet import RedNet
 
 IGNORE_LABEL = 255
 Dtype = Any
@@ -77,11 +76,8 @@ class SemanticFPN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    backbone = dict(dict(depth=50, stem_kernel_size=7), **(self.backbone or {}))
-    features = RedNet(num_classes=0, features_only=True, name="backbone", **backbone,
-                      **common)(x, train)
-    features = FPN(self.neck_channels, self.neck, num_outs=len(features), name="neck",
-                   **common)(features, train)
+    features = rednet_fpn(x, train, backbone=self.backbone, neck=self.neck,
+                          neck_channels=self.neck_channels, **common)
     strides = tuple(4 * 2**i for i in range(len(features)))
     logits = SemanticFPNHead(self.num_classes, self.head_channels, strides, self.dropout,
                              name="decode_head", **common)(features, train)
