@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,torch,tfds]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch,tfds,coco]"
 	touch $@
 
 # The main job: a small RedNet on scikit-learn's bundled digits (offline, CPU, ~1 min).

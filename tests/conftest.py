@@ -11,3 +11,21 @@ def x64():
   """Runs the test with 64-bit floats enabled."""
   with jax.enable_x64(True):
     yield
+
+
+# Optional dependencies (extras `torch`, `tfds`, `coco`; CI installs them all): a test that
+# needs one asks for its fixture and is skipped, with the reason, where it is missing.
+@pytest.fixture(scope="session")
+def torch():
+  return pytest.importorskip("torch", reason="needs the torch extra (pip install -e '.[torch]')")
+
+
+@pytest.fixture(scope="session")
+def tfds():
+  return pytest.importorskip("tensorflow_datasets",
+                             reason="needs the tfds extra (pip install -e '.[tfds]')")
+
+
+@pytest.fixture(scope="session")
+def pycocotools():
+  return pytest.importorskip("pycocotools", reason="needs the coco extra (pip install -e '.[coco]')")

@@ -140,8 +140,7 @@ def test_missing_datasets_say_where_they_looked(tmp_path):
     data.load_dataset("mnist", "train", image_size=8)
 
 
-def test_tfds_source_through_mock_data():
-  tfds = pytest.importorskip("tensorflow_datasets", reason="needs the tfds extra")
+def test_tfds_source_through_mock_data(tfds):
   with tfds.testing.mock_data(num_examples=20):
     train = data.load_dataset("tfds:mnist", "train", image_size=8)
     assert train.num_classes == 10 and len(train.source) == 20

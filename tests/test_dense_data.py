@@ -128,8 +128,7 @@ def _coco(root):
       {"images": images, "annotations": annotations, "categories": categories}))
 
 
-def test_coco_layout_and_ap_of_perfect_detections(tmp_path):
-  pytest.importorskip("pycocotools", reason="needs the coco extra")
+def test_coco_layout_and_ap_of_perfect_detections(tmp_path, pycocotools):
   _coco(tmp_path)
   source = dense_data.CocoSource(str(tmp_path), "val2017", max_objects=3)
   assert source.image_ids == [3, 7] and source.class_names == ("person", "dog")
@@ -146,8 +145,7 @@ def test_coco_layout_and_ap_of_perfect_detections(tmp_path):
     dense_data.CocoSource(str(tmp_path), "train2017")
 
 
-def test_ground_truth_of_digit_scenes_scores_itself_perfectly():
-  pytest.importorskip("pycocotools", reason="needs the coco extra")
+def test_ground_truth_of_digit_scenes_scores_itself_perfectly(pycocotools):
   ds = dense_data.digit_scenes("detection", "validation", 6, canvas=48, sizes=(12, 20))
   truth = dense_data.coco_ground_truth(ds)
   detections = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],

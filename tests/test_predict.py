@@ -67,8 +67,7 @@ def test_cli_reports_the_corrupt_file_and_classifies_the_rest(checkpoint, image_
   assert "no such image" in capsys.readouterr().err
 
 
-def test_official_weights_predict_imagenet_classes(tmp_path):
-  torch = pytest.importorskip("torch", reason="needs the torch extra")
+def test_official_weights_predict_imagenet_classes(tmp_path, torch):
   from torch_rednet import Classifier, randomise_
   model = randomise_(Classifier(26)).eval()
   weights = tmp_path / "rednet26.pth"

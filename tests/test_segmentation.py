@@ -38,8 +38,7 @@ def test_loss_ignores_label_255_and_upsamples_logits():
   assert float(segmentation.segmentation_loss(logits, labels)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_bilinear_resize_matches_pytorch_align_corners_false():
-  torch = pytest.importorskip("torch", reason="needs the torch extra")
+def test_bilinear_resize_matches_pytorch_align_corners_false(torch):
   x = np.random.default_rng(0).normal(size=(1, 5, 7, 2)).astype(np.float32)
   want = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=(10, 14),
                                          mode="bilinear", align_corners=False)

@@ -44,8 +44,7 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
   assert np.isfinite(metrics["train_loss"]) and metrics["steps"] == 3
 
 
-def test_detection_trains_and_reports_coco_ap(tmp_path):
-  pytest.importorskip("pycocotools", reason="needs the coco extra")
+def test_detection_trains_and_reports_coco_ap(tmp_path, pycocotools):
   metrics = train_and_evaluate(load_config("digitscenes_det", "conv", **SMALL), str(tmp_path))
   assert 0 <= metrics["test_ap"] <= metrics["test_ap50"] <= 1
   assert {"train_cls_loss", "train_box_loss"} <= set(metrics)

@@ -164,8 +164,7 @@ def test_gradient_accumulation_equals_the_full_batch():
                full.params, accumulated.params)
 
 
-def test_tfds_dataset_trains_through_mock_data(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets", reason="needs the tfds extra")
+def test_tfds_dataset_trains_through_mock_data(tmp_path, tfds):
   with tfds.testing.mock_data(num_examples=32):
     metrics = train_and_evaluate(
         tiny_digits_config(dataset="tfds:mnist", num_train_steps=2, eval_batch_size=16),
@@ -219,3 +218,11 @@ def test_fine_tuning_grafts_pretrained_weights(tmp_path, capsys):
   tuned, _ = checkpoints.load_for_inference(str(tmp_path / "tuned"))
   np.testing.assert_allclose(tuned["params"]["layer1_0"]["conv1"]["kernel"],
                              source["params"]["layer1_0"]["conv1"]["kernel"], atol=1e-6)
+
+
+def test_half_precision_trains_with_float32_parameters(tmp_path):
+  metrics = train_and_evaluate(tiny_digits_config(half_precision=True, num_train_steps=2),
+                               str(tmp_path))
+  assert np.isfinite(metrics["train_loss"]) and 0 <= metrics["test_accuracy"] <= 1
+  variables, _ = checkpoints.load_for_inference(str(tmp_path))
+  assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(variables))
