@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--top-k", type=int, default=5)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  parser.add_argument("--min-score", type=float, default=0.3,
+                      help="detection: list and draw only boxes scoring at least this")
   parser.add_argument("--out-dir", default=None,
                       help="segmentation / detection: write PNGs with the predictions drawn")
   args = parser.parse_args(argv)
@@ -202,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(f"no image files in {args.images}")
   predictor = Predictor.load(args.weights, args.batch_size)
   results = predictor.predict(files, args.top_k)
+  for r in results:
+    if "detections" in r:
+      r["detections"] = [d for d in r["detections"] if d["score"] >= args.min_score]
   if args.out_dir:
     for path in write_pictures(results, predictor.class_names, args.out_dir):
       print(f"wrote {path}", file=sys.stderr)

@@ -116,9 +116,13 @@ def test_dense_models_predict_and_draw(name, tmp_path, capsys):
         assert 0 <= x1 <= x2 <= size[1] + 0.01 and 0 <= y1 <= y2 <= size[0] + 0.01
         assert d["class"] == str(d["index"]) and 0 < d["score"] <= 1
   out = tmp_path / "drawn"
-  assert predict.main([str(tmp_path / "ckpt"), *paths, "--out-dir", str(out), "--json"]) == 0
+  assert predict.main([str(tmp_path / "ckpt"), *paths, "--out-dir", str(out), "--json",
+                       "--min-score", "0.1"]) == 0
   printed = json.loads(capsys.readouterr().out)
   assert len(printed) == 2 and all("mask" not in r for r in printed)
+  if name.endswith("det"):
+    for r, shown in zip(results, printed):
+      assert shown["detections"] == [d for d in r["detections"] if d["score"] >= 0.1]
   for path, size in zip(paths, ((48, 48), (37, 61))):
     with Image.open(out / (Path(path).stem + ".png")) as png:
       assert png.size == size[::-1]
