@@ -4,10 +4,11 @@ In one process: our Flax RedNet-50 (jit, shift involution), the official
 formulation re-created in PyTorch (unfold involution, tests/torch_rednet.py),
 and a Flax ResNet-50 of the same style for reference. Batch 8 at 224 x 224,
 float32; a training step is forward + backward + SGD momentum update with
-BatchNorm in train mode. Memory: XLA's compiled buffers (arguments + outputs
-+ temporaries) for JAX, the peak resident-set growth during a step for PyTorch.
+BatchNorm in train mode. Memory: XLA's compiled buffers (arguments + outputs not
+donated + temporaries) for JAX, the peak resident-set growth during a step for PyTorch.
 
-    python benchmarks/net_bench.py [--batch 8] [--repeats 3] [--no-torch] [--bf16]
+    python benchmarks/net_bench.py [--batch 8] [--size 224] [--repeats 3] [--no-torch] [--bf16]
+    python benchmarks/net_bench.py --quick    # batch 2 at 64 x 64, one repeat (a smoke run)
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from common import best_time_s, mib, print_table
-from involution_jax import rednet50, training
+from involution_jax import rednet50, tasks, training
 from involution_jax.layers import BatchNorm, conv
 
 
@@ -53,19 +55,27 @@ class ResNet50(nn.Module):
     return nn.Dense(1000)(jnp.mean(x, axis=(1, 2)))
 
 
-def _jax_measure(model, batch_size, repeats):
+def _compiled_bytes(compiled) -> int:
+  """Arguments + outputs not aliased to (donated) arguments + temporaries."""
+  a = compiled.memory_analysis()
+  return (a.argument_size_in_bytes + a.output_size_in_bytes - a.alias_size_in_bytes +
+          a.temp_size_in_bytes)
+
+
+def _jax_measure(model, batch_size, size, repeats):
   """(train step s, inference s, train MiB, inference MiB, GFLOP per train step)."""
   tx = optax.sgd(0.1, momentum=0.9)
   state = jax.jit(lambda: training.init_state(model, tx, jax.random.PRNGKey(0),
-                                              (224, 224, 3)))()
-  batch = dict(image=jax.random.normal(jax.random.PRNGKey(1), (batch_size, 224, 224, 3)),
+                                              (size, size, 3)))()
+  batch = dict(image=jax.random.normal(jax.random.PRNGKey(1), (batch_size, size, size, 3)),
                label=jnp.zeros(batch_size, jnp.int32), valid=jnp.ones(batch_size))
-  step = jax.jit(lambda s, b: training.train_step(s, b, model=model, tx=tx,
-                                                  schedule=lambda _: 0.1, label_smoothing=0.1))
+  loss_fn = tasks.Classification().loss_fn(model, ml_collections.ConfigDict(
+      dict(label_smoothing=0.1)))
+  # The state is donated, as in training: its update is written in place.
+  step = jax.jit(lambda s, b: training.train_step(s, b, loss_fn=loss_fn, tx=tx,
+                                                  schedule=lambda _: 0.1), donate_argnums=0)
   compiled = step.lower(state, batch).compile()
-  analysis = compiled.memory_analysis()
-  train_bytes = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
-                 analysis.temp_size_in_bytes)
+  train_bytes = _compiled_bytes(compiled)
   holder = [state]
 
   def train():
@@ -75,9 +85,7 @@ def _jax_measure(model, batch_size, repeats):
   t_train = best_time_s(train, repeats)
   infer = jax.jit(lambda v, x: model.apply(v, x, train=False))
   variables = holder[0].variables()
-  analysis = infer.lower(variables, batch["image"]).compile().memory_analysis()
-  infer_bytes = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
-                 analysis.temp_size_in_bytes)
+  infer_bytes = _compiled_bytes(infer.lower(variables, batch["image"]).compile())
   t_infer = best_time_s(lambda: infer(variables, batch["image"]), repeats)
   return t_train, t_infer, mib(train_bytes), mib(infer_bytes)
 
@@ -106,12 +114,12 @@ def _peak_rss_growth(fn) -> float:
   return max(peak[0] - base, 0)
 
 
-def _torch_measure(batch_size, repeats):
+def _torch_measure(batch_size, size, repeats):
   import torch
   from torch_rednet import Classifier
   model = Classifier(50)
   optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-  x = torch.randn(batch_size, 3, 224, 224)
+  x = torch.randn(batch_size, 3, size, size)
   y = torch.zeros(batch_size, dtype=torch.long)
   loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
 
@@ -139,24 +147,29 @@ def _torch_measure(batch_size, repeats):
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--size", type=int, default=224, help="input height and width")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--quick", action="store_true",
+                      help="batch 2 at 64 x 64, one repeat: a smoke run, not a measurement")
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--no-resnet", action="store_true")
   parser.add_argument("--bf16", action="store_true", help="also RedNet-50 in bfloat16 compute")
   args = parser.parse_args()
+  if args.quick:
+    args.batch, args.size, args.repeats = 2, 64, 1
   print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); batch "
-        f"{args.batch}, 224 x 224, float32 unless noted")
-  results = {"RedNet-50 (ours, JAX)": _jax_measure(rednet50(), args.batch, args.repeats)}
+        f"{args.batch}, {args.size} x {args.size}, float32 unless noted")
+  shape = (args.batch, args.size, args.repeats)
+  results = {"RedNet-50 (ours, JAX)": _jax_measure(rednet50(), *shape)}
   if args.bf16:
-    results["RedNet-50 (ours, JAX, bf16)"] = _jax_measure(rednet50(dtype=jnp.bfloat16),
-                                                          args.batch, args.repeats)
+    results["RedNet-50 (ours, JAX, bf16)"] = _jax_measure(rednet50(dtype=jnp.bfloat16), *shape)
   if not args.no_torch:
     try:
-      results["RedNet-50 (official, PyTorch)"] = _torch_measure(args.batch, args.repeats)
+      results["RedNet-50 (official, PyTorch)"] = _torch_measure(*shape)
     except ImportError:
       print("torch not installed: no PyTorch baseline")
   if not args.no_resnet:
-    results["ResNet-50 (JAX, same style)"] = _jax_measure(ResNet50(), args.batch, args.repeats)
+    results["ResNet-50 (JAX, same style)"] = _jax_measure(ResNet50(), *shape)
   base = results.get("RedNet-50 (official, PyTorch)")
   rows = []
   for name, (t_train, t_infer, m_train, m_infer) in results.items():
@@ -166,8 +179,9 @@ def main() -> None:
                  f"{m_infer:.0f}"])
   print_table(["model", "train step s", "vs torch", "train img/s", "inference s", "vs torch",
                "train MiB", "inference MiB"], rows)
-  print("memory: JAX = compiled arguments + outputs + temporaries; PyTorch = peak RSS growth "
-        "during the step (parameters and optimiser state not included).")
+  print("memory: JAX = compiled arguments (parameters, optimiser state, batch) + outputs not "
+        "donated + temporaries; PyTorch = peak RSS growth during the step (parameters and "
+        "optimiser state not included).")
 
 
 if __name__ == "__main__":

@@ -106,8 +106,11 @@ def conv(x: jax.Array, features: int, kernel_size: int, stride: int = 1, *,
   """
   if kernel_size == 1:
     x = x[:, ::stride, ::stride] if stride > 1 else x
-    return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init,
-                    dtype=dtype, param_dtype=param_dtype, name=name)(x)
+    # A 2-D matmul: with (B, H, W) as three contracting axes the weight gradient
+    # would make XLA transpose the activation gradient (a full strided copy).
+    out = nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init, dtype=dtype,
+                   param_dtype=param_dtype, name=name)(x.reshape(-1, x.shape[-1]))
+    return out.reshape(x.shape[:-1] + (features,))
   pad = kernel_size // 2
   return nn.Conv(features, (kernel_size, kernel_size), (stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias,
