@@ -25,7 +25,7 @@ import optax
 
 from common import best_time_s, mib, print_table
 from involution_jax import rednet50, tasks, training
-from involution_jax.layers import BatchNorm, conv
+from involution_jax.layers import BatchNorm, conv, max_pool
 
 
 class _ResNetBlock(nn.Module):
@@ -48,7 +48,7 @@ class ResNet50(nn.Module):
   @nn.compact
   def __call__(self, x, train):
     x = nn.relu(BatchNorm()(conv(x, 64, 7, 2), train))
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, 3, 2, 1)
     for i, blocks in enumerate((3, 4, 6, 3)):
       for j in range(blocks):
         x = _ResNetBlock(64 * 2**i, 2 if i > 0 and j == 0 else 1)(x, train)

@@ -130,6 +130,27 @@ def avg_pool_ceil(x: jax.Array, stride: int) -> jax.Array:
                      count_include_pad=False)
 
 
+def max_pool(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
+  """PyTorch's MaxPool2d(window, stride, pad) on NHWC.
+
+  x: (B, H, W, C) -> (B, (H + 2 pad - window) // stride + 1, (same for W), C).
+  The running max of the window's strided slices of the (-inf)-padded input:
+  the gradient goes to the first maximum of each window in row-major order, as
+  in PyTorch, and NaN propagates. XLA's CPU backend differentiates this ~6x
+  faster than `reduce_window` (select-and-scatter).
+  """
+  b, h, w, c = x.shape
+  ho, wo = (h + 2 * pad - window) // stride + 1, (w + 2 * pad - window) // stride + 1
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+  out = None
+  for u in range(window):
+    for v in range(window):
+      tap = jax.lax.slice(xp, (0, u, v, 0), (b, u + (ho - 1) * stride + 1,
+                                             v + (wo - 1) * stride + 1, c), (1, stride, stride, 1))
+      out = tap if out is None else jnp.where((tap > out) | jnp.isnan(tap), tap, out)
+  return out
+
+
 class Involution(nn.Module):
   """Involution layer with its kernel-generation branch (official RedNet layer).
 

@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from involution_jax.layers import KERNEL_BRANCH, BatchNorm, ConvModule, Involution, conv
+from involution_jax.layers import (KERNEL_BRANCH, BatchNorm, ConvModule, Involution, conv,
+                                   max_pool)
 
 Dtype = Any
 
@@ -131,7 +132,7 @@ class RedNet(nn.Module):
     x = nn.relu(BatchNorm(self.bn_momentum, self.bn_epsilon, name="stem_2", **common)(x, train))
     x = ConvModule(self.stem_width, 3, 1, name="stem_4", **norm, **common)(x, train)
     if self.stem_pool:
-      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+      x = max_pool(x, 3, 2, 1)
     block = _rematerialised(Bottleneck, self.remat)
     stages = []
     for i, blocks in enumerate(stage_sizes):

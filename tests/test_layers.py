@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from involution_jax import Involution
-from involution_jax.layers import BatchNorm, avg_pool_ceil
+from involution_jax.layers import BatchNorm, avg_pool_ceil, max_pool
 from reference import involution_reference
 
 
@@ -92,6 +92,25 @@ def test_avg_pool_ceil_partial_window_averages_pixels_inside():
   pooled = avg_pool_ceil(x, 2)
   expected = np.array([[(0 + 1 + 3 + 4) / 4, (2 + 5) / 2], [(6 + 7) / 2, 8]])
   np.testing.assert_allclose(pooled[0, :, :, 0], expected)
+
+
+@pytest.mark.parametrize("shape", [(2, 12, 12, 3), (1, 9, 13, 2), (2, 1, 2, 1)])
+def test_max_pool_matches_pytorch_values_and_gradients(shape, torch):
+  # Few distinct values, so windows hold ties: the gradient must go to the first maximum.
+  x = np.random.default_rng(0).integers(0, 3, shape).astype(np.float32)
+  cotangent = np.random.default_rng(1).normal(size=max_pool(jnp.asarray(x), 3, 2, 1).shape)
+  out, vjp = jax.vjp(lambda a: max_pool(a, 3, 2, 1), jnp.asarray(x))
+  (grad,) = vjp(jnp.asarray(cotangent, jnp.float32))
+  xt = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+  want = torch.nn.functional.max_pool2d(xt, 3, 2, 1)
+  want.backward(torch.tensor(cotangent.transpose(0, 3, 1, 2), dtype=torch.float32))
+  np.testing.assert_array_equal(out, want.detach().numpy().transpose(0, 2, 3, 1))
+  np.testing.assert_allclose(grad, xt.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6)
+
+
+def test_max_pool_propagates_nan():
+  x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 1, 0].set(jnp.nan)
+  assert np.isnan(max_pool(x, 3, 2, 1)[0, 0, 0, 0])
 
 
 def test_batchnorm_updates_running_stats_like_pytorch():
