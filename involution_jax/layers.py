@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from involution_jax.ops import involution, output_size
+from involution_jax.shift import pad_hw, tap_window
 
 Dtype = Any
 
@@ -139,14 +140,13 @@ def max_pool(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
   in PyTorch, and NaN propagates. XLA's CPU backend differentiates this ~6x
   faster than `reduce_window` (select-and-scatter).
   """
-  b, h, w, c = x.shape
-  ho, wo = (h + 2 * pad - window) // stride + 1, (w + 2 * pad - window) // stride + 1
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+  h, w = x.shape[1:3]
+  out_hw = ((h + 2 * pad - window) // stride + 1, (w + 2 * pad - window) // stride + 1)
+  xp = pad_hw(x, pad, -jnp.inf)
   out = None
   for u in range(window):
     for v in range(window):
-      tap = jax.lax.slice(xp, (0, u, v, 0), (b, u + (ho - 1) * stride + 1,
-                                             v + (wo - 1) * stride + 1, c), (1, stride, stride, 1))
+      tap = tap_window(xp, u, v, out_hw, stride, dilation=1)
       out = tap if out is None else jnp.where((tap > out) | jnp.isnan(tap), tap, out)
   return out
 

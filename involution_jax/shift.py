@@ -22,7 +22,7 @@ def accumulation_dtype(dtype) -> np.dtype:
   return np.dtype(jnp.promote_types(dtype, jnp.float32))
 
 
-def _tap(xp: jax.Array, u: int, v: int, out_hw: tuple[int, int], stride: int,
+def tap_window(xp: jax.Array, u: int, v: int, out_hw: tuple[int, int], stride: int,
          dilation: int, channels: tuple[int, int] | None = None) -> jax.Array:
   """The strided window of padded `xp` (B, Hp, Wp, ..., C') that tap (u, v) reads.
 
@@ -38,8 +38,10 @@ def _tap(xp: jax.Array, u: int, v: int, out_hw: tuple[int, int], stride: int,
   return lax.slice(xp, start, limit, (1, stride, stride) + (1,) * (xp.ndim - 3))
 
 
-def _pad_hw(a: jax.Array, pad: int) -> jax.Array:
-  return jnp.pad(a, ((0, 0), (pad, pad), (pad, pad)) + ((0, 0),) * (a.ndim - 3))
+def pad_hw(a: jax.Array, pad: int, value: float = 0.0) -> jax.Array:
+  """(B, H, W, ...) -> (B, H + 2 pad, W + 2 pad, ...) filled with `value`."""
+  return jnp.pad(a, ((0, 0), (pad, pad), (pad, pad)) + ((0, 0),) * (a.ndim - 3),
+                 constant_values=value)
 
 
 def _grouped(a: jax.Array, groups: int) -> jax.Array:
@@ -52,11 +54,11 @@ def aggregate(x: jax.Array, kernel: jax.Array, stride: int, dilation: int,
   """dT/dy, the involution itself: (B, Ho, Wo, C)."""
   _, ho, wo, g, k, _ = kernel.shape
   acc = accumulation_dtype(out_dtype)
-  xp = _pad_hw(_grouped(x, g), dilation * (k // 2))
+  xp = pad_hw(_grouped(x, g), dilation * (k // 2))
   out = None
   for u in range(k):
     for v in range(k):
-      term = (_tap(xp, u, v, (ho, wo), stride, dilation).astype(acc) *
+      term = (tap_window(xp, u, v, (ho, wo), stride, dilation).astype(acc) *
               kernel[..., u, v, None].astype(acc))
       out = term if out is None else out + term
   return out.reshape(out.shape[:3] + (-1,)).astype(out_dtype)
@@ -135,7 +137,7 @@ def _tap_channel_sum(xp: jax.Array, y: jax.Array, u: int, v: int, stride: int,
   chunk = _channel_chunk(cg)
   lanes = None
   for start in range(0, cg, chunk):
-    x_c = _tap(xp, u, v, y.shape[1:3], stride, dilation, (start, start + chunk))
+    x_c = tap_window(xp, u, v, y.shape[1:3], stride, dilation, (start, start + chunk))
     term = x_c.astype(acc) * lax.slice_in_dim(y, start, start + chunk, axis=-1).astype(acc)
     lanes = term if lanes is None else lanes + term
   out = None
@@ -151,7 +153,7 @@ def aggregate_grad_kernel(x: jax.Array, y: jax.Array, kernel_size: int,
   """dT/dkernel: (B, Ho, Wo, G, K, K); per tap, a sum over a group's channels."""
   k = kernel_size
   acc = accumulation_dtype(kernel_dtype)
-  xp = _pad_hw(_grouped(x, groups), dilation * (k // 2))
+  xp = pad_hw(_grouped(x, groups), dilation * (k // 2))
   yg = _grouped(y, groups)
   taps = [_tap_channel_sum(xp, yg, u, v, stride, dilation, acc)
           for u in range(k) for v in range(k)]
