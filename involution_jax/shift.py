@@ -44,6 +44,20 @@ def pad_hw(a: jax.Array, pad: int, value: float = 0.0) -> jax.Array:
                  constant_values=value)
 
 
+def computed_once(a: jax.Array) -> jax.Array:
+  """`a` itself, as an array XLA computes once rather than in each of its consumers.
+
+  XLA's CPU fusion recomputes cheap elementwise producers in every consumer,
+  and a K*K-tap sum counts as cheap: an involution output read by BatchNorm's
+  statistics, its normalisation and the backward pass was summed up to 8 times.
+  Division is an op it will not duplicate; here by ones that it cannot prove
+  constant (a < -a and -a < a never both hold, not even for NaN), so the
+  result is exact.
+  """
+  never = (a < -a) & (-a < a)
+  return a / jnp.where(never, 2, 1).astype(a.dtype)
+
+
 def _grouped(a: jax.Array, groups: int) -> jax.Array:
   """(B, H, W, C) -> (B, H, W, G, C // G): a group's channels are contiguous."""
   return a.reshape(a.shape[:3] + (groups, a.shape[3] // groups))
@@ -61,7 +75,7 @@ def aggregate(x: jax.Array, kernel: jax.Array, stride: int, dilation: int,
       term = (tap_window(xp, u, v, (ho, wo), stride, dilation).astype(acc) *
               kernel[..., u, v, None].astype(acc))
       out = term if out is None else out + term
-  return out.reshape(out.shape[:3] + (-1,)).astype(out_dtype)
+  return computed_once(out.reshape(out.shape[:3] + (-1,))).astype(out_dtype)
 
 
 def _phase_taps(kernel_size: int, stride: int, dilation: int,
@@ -114,7 +128,7 @@ def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
   # (B, Ho, s, Wo, s, G, Cg): row m*s + p of x is phase p's row m.
   out = jnp.stack(rows, axis=2)
   out = out.reshape((out.shape[0], ho * stride, wo * stride, -1))[:, :h, :w]
-  return out.astype(x_dtype)
+  return computed_once(out).astype(x_dtype)
 
 
 def _channel_chunk(group_channels: int) -> int:
@@ -157,5 +171,5 @@ def aggregate_grad_kernel(x: jax.Array, y: jax.Array, kernel_size: int,
   yg = _grouped(y, groups)
   taps = [_tap_channel_sum(xp, yg, u, v, stride, dilation, acc)
           for u in range(k) for v in range(k)]
-  out = jnp.concatenate(taps, axis=-1)
+  out = computed_once(jnp.concatenate(taps, axis=-1))
   return out.reshape(out.shape[:4] + (k, k)).astype(kernel_dtype)

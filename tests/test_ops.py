@@ -9,6 +9,7 @@ from jax.test_util import check_grads
 
 from involution_jax import involution
 from involution_jax.ops import output_size, patch_tensor_bytes, resolve_method
+from involution_jax.shift import computed_once
 from reference import involution_reference
 
 METHODS = ["patches", "shift"]
@@ -168,6 +169,33 @@ def test_shift_never_materialises_the_patch_tensor(stride):
   inputs = x.nbytes + kernel.nbytes
   assert _temp_bytes(forward("shift"), x, kernel) < min(patch / 4, inputs)
   assert _temp_bytes(forward_backward("shift"), x, kernel) < min(patch / 2, 3 * inputs)
+
+
+def test_computed_once_is_exact():
+  special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -3.5, 1e38], np.float32)
+  for dtype in (jnp.float32, jnp.bfloat16):
+    a = jnp.asarray(special, dtype)
+    out = jax.jit(computed_once)(a)
+    chex.assert_type(out, dtype)
+    np.testing.assert_array_equal(np.asarray(out, np.float32).view(np.uint32),
+                                  np.asarray(a, np.float32).view(np.uint32))
+
+
+def test_shift_output_is_summed_once_for_all_its_consumers():
+  # BatchNorm-like consumers: two reductions and an elementwise pass. XLA's CPU
+  # fusion would otherwise recompute the 49-tap sum inside each of them.
+  b, h, c, g, k = 2, 16, 32, 2, 7
+  x, kernel = jnp.ones((b, h, h, c)), jnp.ones((b, h, h, g, k, k))
+
+  def consumers(x, kernel):
+    out = involution(x, kernel, method="shift")
+    mean = jnp.mean(out, (0, 1, 2))
+    var = jnp.mean(jnp.square(out - mean), (0, 1, 2))
+    return jax.nn.relu((out - mean) * jax.lax.rsqrt(var + 1e-5))
+
+  hlo = jax.jit(consumers).lower(x, kernel).compile().as_text()
+  kernel_tap = f"= f32[{b},{h},{h},{g},1,1]{{5,4,3,2,1,0}} slice("
+  assert hlo.count(kernel_tap) == k * k
 
 
 BAD_INPUTS = [
