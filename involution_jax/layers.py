@@ -6,6 +6,7 @@ Sub-module names follow the official RedNet code one to one (`conv1.conv`,
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -32,8 +33,9 @@ class BatchNorm(nn.Module):
   Train mode normalises with the batch's biased variance and updates the
   running variance with the unbiased one (n / (n - 1)), like `torch.nn.BatchNorm2d`
   (Flax's BatchNorm keeps the biased one). Under `jax.jit` with the batch
-  sharded over devices the statistics are those of the global batch (SyncBN).
-  `momentum` is Flax's: running = momentum * running + (1 - momentum) * batch,
+  sharded over devices the statistics are those of the global batch (SyncBN),
+  and the backward pass is `batch_norm_train`'s closed form (reverse mode;
+  forward-mode differentiation of train mode is not defined). `momentum` is Flax's: running = momentum * running + (1 - momentum) * batch,
   so PyTorch's default 0.1 is 0.9 here.
   """
   momentum: float = 0.9
@@ -51,21 +53,68 @@ class BatchNorm(nn.Module):
     running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), stats_dtype)
     running_var = self.variable("batch_stats", "var", jnp.ones, (features,), stats_dtype)
     compute = jnp.promote_types(x.dtype, stats_dtype)
-    xf = x.astype(compute)
-    if train:
-      axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(xf, axes)
-      var = jnp.mean(jnp.square(xf - mean), axes)
-      if not self.is_initializing():
-        n = x.size // features
-        m = self.momentum
-        running_mean.value = m * running_mean.value + (1 - m) * mean
-        running_var.value = m * running_var.value + (1 - m) * var * (n / max(n - 1, 1))
-    else:
-      mean, var = running_mean.value, running_var.value
-    mul = scale.astype(compute) * jax.lax.rsqrt(var + self.epsilon)
-    y = xf * mul + (bias.astype(compute) - mean * mul)
+    xf, scale, bias = (a.astype(compute) for a in (x, scale, bias))
+    if not train:
+      y = _normalize(xf, scale, bias, running_mean.value,
+                     jax.lax.rsqrt(running_var.value + self.epsilon))
+      return y.astype(self.dtype or x.dtype)
+    y, mean, var = batch_norm_train(xf, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      n = x.size // features
+      m = self.momentum
+      running_mean.value = m * running_mean.value + (1 - m) * mean
+      running_var.value = m * running_var.value + (1 - m) * var * (n / max(n - 1, 1))
     return y.astype(self.dtype or x.dtype)
+
+
+def _normalize(x, scale, bias, mean, inv_std):
+  mul = scale * inv_std
+  return x * mul + (bias - mean * mul)
+
+
+def _batch_norm_forward(x, scale, bias, epsilon):
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  var = jnp.mean(jnp.square(x - mean), axes)
+  inv_std = jax.lax.rsqrt(var + epsilon)
+  return _normalize(x, scale, bias, mean, inv_std), mean, var, inv_std
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array,
+                     epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Batch normalisation with the batch's statistics; x: (..., C), scale, bias: (C,).
+
+  Returns y (x's shape), the batch mean and the biased variance (C,); the two
+  statistics are outputs only (not differentiated). Its backward pass is the
+  closed form, two reductions and one elementwise pass,
+  dx = scale / std * (g - mean(g) - x_hat * mean(g * x_hat)),
+  where autodiff of the forward would store x - mean and reduce once more.
+  """
+  y, mean, var, _ = _batch_norm_forward(x, scale, bias, epsilon)
+  return y, mean, var
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon):
+  y, mean, var, inv_std = _batch_norm_forward(x, scale, bias, epsilon)
+  return (y, mean, var), (x, scale, mean, inv_std)
+
+
+def _batch_norm_train_bwd(epsilon, residuals, cotangents):
+  x, scale, mean, inv = residuals
+  g = cotangents[0]
+  axes = tuple(range(x.ndim - 1))
+  # Only reductions of g and g * x, and x_hat inside the elementwise pass:
+  # XLA would otherwise store x_hat (or x - mean) from the forward pass.
+  d_bias = jnp.sum(g, axes)
+  d_scale = inv * (jnp.sum(g * x, axes) - mean * d_bias)
+  n = x.size // x.shape[-1]
+  x_hat = x * inv - mean * inv
+  d_x = (scale * inv) * (g - d_bias / n - x_hat * (d_scale / n))
+  return d_x, d_scale, d_bias
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 class ConvModule(nn.Module):

@@ -169,7 +169,9 @@ def aggregate_grad_kernel(x: jax.Array, y: jax.Array, kernel_size: int,
   acc = accumulation_dtype(kernel_dtype)
   xp = pad_hw(_grouped(x, groups), dilation * (k // 2))
   yg = _grouped(y, groups)
-  taps = [_tap_channel_sum(xp, yg, u, v, stride, dilation, acc)
-          for u in range(k) for v in range(k)]
-  out = computed_once(jnp.concatenate(taps, axis=-1))
-  return out.reshape(out.shape[:4] + (k, k)).astype(kernel_dtype)
+  # One row of taps per concatenation, then the rows on the non-minor axis:
+  # XLA's CPU backend fuses concatenations of <= 8 arrays, so the whole
+  # gradient is one loop instead of K*K passes over x and y.
+  rows = [jnp.concatenate([_tap_channel_sum(xp, yg, u, v, stride, dilation, acc)[..., None]
+                           for v in range(k)], axis=-1) for u in range(k)]
+  return computed_once(jnp.concatenate(rows, axis=-2)).astype(kernel_dtype)

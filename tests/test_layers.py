@@ -5,9 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from involution_jax import Involution
-from involution_jax.layers import BatchNorm, avg_pool_ceil, max_pool
+from involution_jax.layers import BatchNorm, avg_pool_ceil, batch_norm_train, max_pool
 from reference import involution_reference
 
 
@@ -126,6 +127,26 @@ def test_batchnorm_updates_running_stats_like_pytorch():
   np.testing.assert_allclose(stats["mean"], 0.1 * xn.mean(0), rtol=1e-5)
   # PyTorch: running_var <- 0.9 * running_var + 0.1 * unbiased batch variance.
   np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * xn.var(0) * n / (n - 1), rtol=1e-5)
+
+
+def test_batch_norm_train_gradients(x64):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 4, 5, 6)) * 2 + 1)
+  scale, bias = jnp.asarray(rng.normal(size=6)), jnp.asarray(rng.normal(size=6))
+  cotangent = jnp.asarray(rng.normal(size=x.shape))
+  loss = lambda x, s, b: jnp.vdot(batch_norm_train(x, s, b, 1e-5)[0], cotangent)
+  check_grads(loss, (x, scale, bias), order=1, modes=("rev",))
+
+  def autodiff_loss(x, s, b):  # the textbook forward, differentiated by JAX
+    mean = jnp.mean(x, (0, 1, 2))
+    y = (x - mean) / jnp.sqrt(jnp.mean(jnp.square(x - mean), (0, 1, 2)) + 1e-5) * s + b
+    return jnp.vdot(y, cotangent)
+
+  chex.assert_trees_all_close(jax.grad(loss, (0, 1, 2))(x, scale, bias),
+                              jax.grad(autodiff_loss, (0, 1, 2))(x, scale, bias), rtol=1e-10)
+  _, mean, var = batch_norm_train(x, scale, bias, 1e-5)
+  np.testing.assert_allclose(var, np.var(np.asarray(x).reshape(-1, 6), 0), rtol=1e-12)
+  np.testing.assert_allclose(mean, np.mean(np.asarray(x).reshape(-1, 6), 0), rtol=1e-12)
 
 
 def test_bfloat16_layer():
