@@ -191,7 +191,7 @@ def max_pool(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
   """
   h, w = x.shape[1:3]
   out_hw = ((h + 2 * pad - window) // stride + 1, (w + 2 * pad - window) // stride + 1)
-  xp = pad_hw(x, pad, -jnp.inf)
+  xp = pad_hw(x, pad, value=-jnp.inf)
   out = None
   for u in range(window):
     for v in range(window):

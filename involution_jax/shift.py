@@ -38,10 +38,17 @@ def tap_window(xp: jax.Array, u: int, v: int, out_hw: tuple[int, int], stride: i
   return lax.slice(xp, start, limit, (1, stride, stride) + (1,) * (xp.ndim - 3))
 
 
-def pad_hw(a: jax.Array, pad: int, value: float = 0.0) -> jax.Array:
-  """(B, H, W, ...) -> (B, H + 2 pad, W + 2 pad, ...) filled with `value`."""
-  return jnp.pad(a, ((0, 0), (pad, pad), (pad, pad)) + ((0, 0),) * (a.ndim - 3),
-                 constant_values=value)
+def pad_hw(a: jax.Array, low: int, high: int | None = None, value: float = 0.0) -> jax.Array:
+  """(B, H, W, ...) -> (B, low + H + high, low + W + high, ...) filled with `value`.
+
+  `high` defaults to `low`. The trailing axes are padded as one: XLA's CPU
+  loops vectorise the minor axis, and a (..., G, 7, 7) kernel padded as such
+  copied ~5x slower than as (..., G * 49).
+  """
+  high = low if high is None else high
+  flat = a.reshape(a.shape[:3] + (-1,))
+  out = jnp.pad(flat, ((0, 0), (low, high), (low, high), (0, 0)), constant_values=value)
+  return out.reshape(out.shape[:3] + a.shape[3:])
 
 
 def computed_once(a: jax.Array) -> jax.Array:
@@ -108,9 +115,8 @@ def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
   deltas = [delta for taps in phases for _, delta in taps]
   lo, hi = max(0, max(deltas)), max(0, -min(deltas))
   yg = _grouped(y, g)
-  pad = ((0, 0), (lo, hi), (lo, hi))
-  yp = jnp.pad(yg, pad + ((0, 0),) * 2)
-  kp = jnp.pad(kernel, pad + ((0, 0),) * 3)
+  yp = pad_hw(yg, lo, hi)
+  kp = pad_hw(kernel, lo, hi)
   rows = []
   for row_taps in phases:
     cols = []
