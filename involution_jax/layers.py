@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 from jax.ad_checkpoint import checkpoint_name
 
 from involution_jax.ops import involution, output_size
@@ -146,6 +147,32 @@ class ConvModule(nn.Module):
     return nn.relu(x) if self.act else x
 
 
+class PointwiseConv(nn.Module):
+  """A 1x1 convolution on rows, x: (N, C) -> (N, features); parameters as `nn.Dense`.
+
+  The bias is one more row of the matmul's weights against a column of ones:
+  XLA's CPU matmuls do not fuse a bias add, which costs another pass over the
+  output (for the involution kernels, the largest tensor of the block).
+  """
+  features: int
+  use_bias: bool = False
+  kernel_init: nn.initializers.Initializer = kaiming_fan_out
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features),
+                        self.param_dtype)
+    if not self.use_bias:
+      x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
+      return x @ kernel
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
+    return x @ jnp.concatenate([kernel, bias[None]], axis=0)
+
+
 def conv(x: jax.Array, features: int, kernel_size: int, stride: int = 1, *,
          use_bias: bool = False, kernel_init=kaiming_fan_out, dtype=None,
          param_dtype=jnp.float32, name: str | None = None) -> jax.Array:
@@ -158,8 +185,8 @@ def conv(x: jax.Array, features: int, kernel_size: int, stride: int = 1, *,
     x = x[:, ::stride, ::stride] if stride > 1 else x
     # A 2-D matmul: with (B, H, W) as three contracting axes the weight gradient
     # would make XLA transpose the activation gradient (a full strided copy).
-    out = nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init, dtype=dtype,
-                   param_dtype=param_dtype, name=name)(x.reshape(-1, x.shape[-1]))
+    out = PointwiseConv(features, use_bias, kernel_init, dtype, param_dtype,
+                        name=name)(x.reshape(-1, x.shape[-1]))
     return out.reshape(x.shape[:-1] + (features,))
   pad = kernel_size // 2
   return nn.Conv(features, (kernel_size, kernel_size), (stride, stride),

@@ -180,4 +180,4 @@ def aggregate_grad_kernel(x: jax.Array, y: jax.Array, kernel_size: int,
   # gradient is one loop instead of K*K passes over x and y.
   rows = [jnp.concatenate([_tap_channel_sum(xp, yg, u, v, stride, dilation, acc)[..., None]
                            for v in range(k)], axis=-1) for u in range(k)]
-  return computed_once(jnp.concatenate(rows, axis=-2)).astype(kernel_dtype)
+  return jnp.concatenate(rows, axis=-2).astype(kernel_dtype)
