@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from involution_jax.fusion import computed_once
 from involution_jax.layers import (KERNEL_BRANCH, BatchNorm, ConvModule, Involution, conv,
                                    max_pool)
 
@@ -59,7 +60,7 @@ class Bottleneck(nn.Module):
     if self.stride != 1 or x.shape[-1] != out_channels:
       x = ConvModule(out_channels, 1, self.stride, act=False, bn_momentum=self.bn_momentum,
                      bn_epsilon=self.bn_epsilon, name="downsample", **common)(x, train)
-    return nn.relu(out + x)
+    return computed_once(nn.relu(out + x))
 
 
 class RedNet(nn.Module):

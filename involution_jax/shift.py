@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from involution_jax.fusion import computed_once
+
 def accumulation_dtype(dtype) -> np.dtype:
   """float32 for float32 and narrower floats, float64 for float64."""
   return np.dtype(jnp.promote_types(dtype, jnp.float32))
@@ -49,20 +51,6 @@ def pad_hw(a: jax.Array, low: int, high: int | None = None, value: float = 0.0) 
   flat = a.reshape(a.shape[:3] + (-1,))
   out = jnp.pad(flat, ((0, 0), (low, high), (low, high), (0, 0)), constant_values=value)
   return out.reshape(out.shape[:3] + a.shape[3:])
-
-
-def computed_once(a: jax.Array) -> jax.Array:
-  """`a` itself, as an array XLA computes once rather than in each of its consumers.
-
-  XLA's CPU fusion recomputes cheap elementwise producers in every consumer,
-  and a K*K-tap sum counts as cheap: an involution output read by BatchNorm's
-  statistics, its normalisation and the backward pass was summed up to 8 times.
-  Division is an op it will not duplicate; here by ones that it cannot prove
-  constant (a < -a and -a < a never both hold, not even for NaN), so the
-  result is exact.
-  """
-  never = (a < -a) & (-a < a)
-  return a / jnp.where(never, 2, 1).astype(a.dtype)
 
 
 def _grouped(a: jax.Array, groups: int) -> jax.Array:
