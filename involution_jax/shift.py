@@ -73,6 +73,12 @@ def aggregate(x: jax.Array, kernel: jax.Array, stride: int, dilation: int,
   return computed_once(out.reshape(out.shape[:3] + (-1,))).astype(out_dtype)
 
 
+def _shifted_hw(a: jax.Array, du: int, dv: int) -> jax.Array:
+  """a (B, H, W, ...) moved by (du, dv): out[:, i, j] = a[:, i - du, j - dv], 0 outside."""
+  spatial = [(0, 0, 0), (du, -du, 0), (dv, -dv, 0)] + [(0, 0, 0)] * (a.ndim - 3)
+  return lax.pad(a, jnp.zeros((), a.dtype), spatial)
+
+
 def _phase_taps(kernel_size: int, stride: int, dilation: int,
                 phase: int) -> list[tuple[int, int]]:
   """Taps u that reach input rows r = m*stride + phase, with their shift.
@@ -95,6 +101,11 @@ def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
   every phase is a stride-1 sum over its taps of shifted windows of y and the
   kernel: one fused loop per phase, no zeros multiplied; the s*s phases are
   interleaved at the end (one x-sized copy).
+
+  The windows are read from zero-padded copies of y and the kernel, except
+  where the halo would at least double them (small maps such as 14 x 14 and
+  7 x 7 at K = 7): there each tap's product is shifted in place, with bounds
+  checks in the loop and no copy (slower per tap, no temporaries).
   """
   h, w = x_hw
   _, ho, wo, g, k, _ = kernel.shape
@@ -103,8 +114,9 @@ def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
   deltas = [delta for taps in phases for _, delta in taps]
   lo, hi = max(0, max(deltas)), max(0, -min(deltas))
   yg = _grouped(y, g)
-  yp = pad_hw(yg, lo, hi)
-  kp = pad_hw(kernel, lo, hi)
+  copy_halo = (ho + lo + hi) * (wo + lo + hi) < 2 * ho * wo
+  if copy_halo:
+    yp, kp = pad_hw(yg, lo, hi), pad_hw(kernel, lo, hi)
   rows = []
   for row_taps in phases:
     cols = []
@@ -112,6 +124,10 @@ def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
       out = jnp.zeros(yg.shape, acc)
       for u, du in row_taps:
         for v, dv in col_taps:
+          if not copy_halo:
+            product = yg.astype(acc) * kernel[..., u, v, None].astype(acc)
+            out = out + _shifted_hw(product, du, dv)
+            continue
           r0, c0 = lo - du, lo - dv
           y_uv = lax.slice(yp, (0, r0, c0, 0, 0), (yp.shape[0], r0 + ho, c0 + wo) + yp.shape[3:])
           k_uv = lax.slice(kp, (0, r0, c0, 0, u, v),

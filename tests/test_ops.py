@@ -25,6 +25,9 @@ CASES = [
     (1, 9, 9, 6, 3, 1, 2, 1),
     (1, 12, 13, 8, 2, 3, 3, 1),
     (1, 5, 4, 96, 2, 3, 1, 1),  # 48 channels per group: the chunked channel sum
+    # Maps large enough for the input gradient's padded copies (small ones shift in place).
+    (1, 20, 18, 8, 2, 3, 2, 1),
+    (1, 24, 22, 4, 1, 5, 1, 2),
 ]
 
 
