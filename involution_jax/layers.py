@@ -36,8 +36,9 @@ class BatchNorm(nn.Module):
   (Flax's BatchNorm keeps the biased one). Under `jax.jit` with the batch
   sharded over devices the statistics are those of the global batch (SyncBN),
   and the backward pass is `batch_norm_train`'s closed form (reverse mode;
-  forward-mode differentiation of train mode is not defined). `momentum` is Flax's: running = momentum * running + (1 - momentum) * batch,
-  so PyTorch's default 0.1 is 0.9 here.
+  forward-mode differentiation of train mode is not defined). `momentum` is
+  Flax's: running = momentum * running + (1 - momentum) * batch, so PyTorch's
+  default 0.1 is 0.9 here.
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
@@ -101,7 +102,7 @@ def _batch_norm_train_fwd(x, scale, bias, epsilon):
   return (y, mean, var), (x, scale, mean, inv_std)
 
 
-def _batch_norm_train_bwd(epsilon, residuals, cotangents):
+def _batch_norm_train_bwd(_epsilon, residuals, cotangents):
   x, scale, mean, inv = residuals
   g = cotangents[0]
   axes = tuple(range(x.ndim - 1))

@@ -19,6 +19,7 @@ from jax import lax
 
 from involution_jax.fusion import computed_once
 
+
 def accumulation_dtype(dtype) -> np.dtype:
   """float32 for float32 and narrower floats, float64 for float64."""
   return np.dtype(jnp.promote_types(dtype, jnp.float32))
@@ -124,15 +125,16 @@ def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
       out = jnp.zeros(yg.shape, acc)
       for u, du in row_taps:
         for v, dv in col_taps:
-          if not copy_halo:
-            product = yg.astype(acc) * kernel[..., u, v, None].astype(acc)
-            out = out + _shifted_hw(product, du, dv)
-            continue
-          r0, c0 = lo - du, lo - dv
-          y_uv = lax.slice(yp, (0, r0, c0, 0, 0), (yp.shape[0], r0 + ho, c0 + wo) + yp.shape[3:])
-          k_uv = lax.slice(kp, (0, r0, c0, 0, u, v),
-                           (kp.shape[0], r0 + ho, c0 + wo, g, u + 1, v + 1))
-          out = out + y_uv.astype(acc) * k_uv[..., 0].astype(acc)
+          if copy_halo:
+            r0, c0 = lo - du, lo - dv
+            y_uv = lax.slice(yp, (0, r0, c0, 0, 0),
+                             (yp.shape[0], r0 + ho, c0 + wo) + yp.shape[3:])
+            k_uv = lax.slice(kp, (0, r0, c0, 0, u, v),
+                             (kp.shape[0], r0 + ho, c0 + wo, g, u + 1, v + 1))
+            term = y_uv.astype(acc) * k_uv[..., 0].astype(acc)
+          else:
+            term = _shifted_hw(yg.astype(acc) * kernel[..., u, v, None].astype(acc), du, dv)
+          out = out + term
       cols.append(out)
     rows.append(jnp.stack(cols, axis=3))
   # (B, Ho, s, Wo, s, G, Cg): row m*s + p of x is phase p's row m.
