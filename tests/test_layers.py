@@ -1,6 +1,7 @@
 """The Involution layer and the PyTorch-exact BatchNorm."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 from jax.test_util import check_grads
 
 from involution_jax import Involution
-from involution_jax.layers import BatchNorm, avg_pool_ceil, batch_norm_train, max_pool
+from involution_jax.layers import (BatchNorm, PointwiseConv, avg_pool_ceil, batch_norm_train,
+                                   max_pool)
 from reference import involution_reference
 
 
@@ -147,6 +149,22 @@ def test_batch_norm_train_gradients(x64):
   _, mean, var = batch_norm_train(x, scale, bias, 1e-5)
   np.testing.assert_allclose(var, np.var(np.asarray(x).reshape(-1, 6), 0), rtol=1e-12)
   np.testing.assert_allclose(mean, np.mean(np.asarray(x).reshape(-1, 6), 0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_pointwise_conv_is_a_dense_layer(use_bias):
+  x = jax.random.normal(jax.random.PRNGKey(0), (10, 5))
+  layer = PointwiseConv(7, use_bias, kernel_init=nn.initializers.normal(1.0))
+  dense = nn.Dense(7, use_bias=use_bias, kernel_init=nn.initializers.normal(1.0))
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  if use_bias:  # a non-zero bias, so that it is seen
+    variables = jax.tree.map(lambda a: a + 0.5, variables)
+  chex.assert_trees_all_equal(variables, jax.tree.map(lambda a: a + 0.5 * use_bias,
+                                                      dense.init(jax.random.PRNGKey(1), x)))
+  chex.assert_trees_all_close(layer.apply(variables, x), dense.apply(variables, x), rtol=1e-6,
+                              atol=1e-6)
+  out16 = PointwiseConv(7, use_bias, dtype=jnp.bfloat16).apply(variables, x)
+  chex.assert_type(out16, jnp.bfloat16)
 
 
 def test_bfloat16_layer():
