@@ -67,7 +67,7 @@ def _compiled_bytes(compiled) -> int:
 
 
 def _jax_measure(model, batch_size, size, repeats):
-  """(train step s, inference s, train MiB, inference MiB, GFLOP per train step)."""
+  """(train step s, inference s, train MiB, inference MiB)."""
   tx = optax.sgd(0.1, momentum=0.9)
   state = jax.jit(lambda: training.init_state(model, tx, jax.random.PRNGKey(0),
                                               (size, size, 3)))()

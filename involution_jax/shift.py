@@ -26,7 +26,7 @@ def accumulation_dtype(dtype) -> np.dtype:
 
 
 def tap_window(xp: jax.Array, u: int, v: int, out_hw: tuple[int, int], stride: int,
-         dilation: int, channels: tuple[int, int] | None = None) -> jax.Array:
+               dilation: int, channels: tuple[int, int] | None = None) -> jax.Array:
   """The strided window of padded `xp` (B, Hp, Wp, ..., C') that tap (u, v) reads.
 
   `channels` = (start, stop) also restricts the last axis, in the same slice
@@ -127,8 +127,7 @@ def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
         for v, dv in col_taps:
           if copy_halo:
             r0, c0 = lo - du, lo - dv
-            y_uv = lax.slice(yp, (0, r0, c0, 0, 0),
-                             (yp.shape[0], r0 + ho, c0 + wo) + yp.shape[3:])
+            y_uv = tap_window(yp, r0, c0, (ho, wo), stride=1, dilation=1)
             k_uv = lax.slice(kp, (0, r0, c0, 0, u, v),
                              (kp.shape[0], r0 + ho, c0 + wo, g, u + 1, v + 1))
             term = y_uv.astype(acc) * k_uv[..., 0].astype(acc)
