@@ -163,14 +163,17 @@ def test_shift_never_materialises_the_patch_tensor(stride):
     return lambda x, kernel: involution(x, kernel, stride=stride, method=method)
 
   def forward_backward(method):
-    return jax.grad(lambda x, kernel: jnp.vdot(forward(method)(x, kernel), y), argnums=(0, 1))
+    # The cotangent is an argument: closed over, XLA would fold it into constants.
+    return jax.grad(lambda x, kernel, y: jnp.vdot(forward(method)(x, kernel), y),
+                    argnums=(0, 1))
 
   # The measurement can see a patch tensor: the reference formulation has one.
   assert _temp_bytes(forward("patches"), x, kernel) >= patch
-  # Shift: temporaries of a few input-sized buffers, never one of patch size.
+  # Shift: temporaries of a few input-sized buffers, never one of patch size;
+  # forward+backward within the performance target, 15% of the patch tensor.
   inputs = x.nbytes + kernel.nbytes
   assert _temp_bytes(forward("shift"), x, kernel) < min(patch / 4, inputs)
-  assert _temp_bytes(forward_backward("shift"), x, kernel) < min(patch / 2, 3 * inputs)
+  assert _temp_bytes(forward_backward("shift"), x, kernel, y) < min(0.15 * patch, 2 * inputs)
 
 
 def test_shift_output_is_summed_once_for_all_its_consumers():
