@@ -13,10 +13,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
+from jax import lax
 from jax.ad_checkpoint import checkpoint_name
 
 from involution_jax.ops import involution, output_size
-from involution_jax.shift import pad_hw, tap_window
+from involution_jax.shift import accumulation_dtype, pad_hw, tap_window
 
 Dtype = Any
 
@@ -193,7 +194,57 @@ def conv(x: jax.Array, features: int, kernel_size: int, stride: int = 1, *,
   return nn.Conv(features, (kernel_size, kernel_size), (stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias,
                  kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype,
-                 name=name)(x)
+                 conv_general_dilated=_conv_for_flax, name=name)(x)
+
+
+def _conv_for_flax(lhs, rhs, window_strides, padding, *, lhs_dilation, rhs_dilation,
+                   dimension_numbers, feature_group_count, precision):
+  """`nn.Conv`'s convolution, as `conv` configures it: NHWC, HWIO, no dilation."""
+  del dimension_numbers  # flax's for channels-last inputs: NHWC, HWIO, NHWC.
+  if (set(lhs_dilation or (1,)) | set(rhs_dilation or (1,)) != {1}
+      or feature_group_count != 1 or window_strides[0] != window_strides[1]):
+    raise NotImplementedError("conv: dilated, grouped or unevenly strided convolutions")
+  return conv_nhwc(lhs, rhs, window_strides[0], tuple(map(tuple, padding)), precision)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_nhwc(x: jax.Array, kernel: jax.Array, stride: int,
+              padding: tuple[tuple[int, int], tuple[int, int]], precision=None) -> jax.Array:
+  """`lax.conv_general_dilated` on x: (B, H, W, I), kernel: (kh, kw, I, O) -> (B, Ho, Wo, O).
+
+  The same values and input gradient; the kernel gradient is computed per
+  tap, as kh * kw matmuls (B*Ho*Wo, I)^T @ (B*Ho*Wo, O). XLA's CPU backend
+  computes it as a convolution over transposed copies of x and the output
+  gradient; per tap, a RedNet-50 training step is ~2-3% faster (its stem's
+  3x3 convolutions at 112 x 112), a ResNet-50 step the same.
+  """
+  return _lax_conv_nhwc(x, kernel, stride, padding, precision)
+
+
+def _lax_conv_nhwc(x, kernel, stride, padding, precision):
+  return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                  precision=precision)
+
+
+def _conv_nhwc_fwd(x, kernel, stride, padding, precision):
+  return conv_nhwc(x, kernel, stride, padding, precision), (x, kernel)
+
+
+def _conv_nhwc_bwd(stride, padding, precision, residuals, dy):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda x: _lax_conv_nhwc(x, kernel, stride, padding, precision), x)
+  xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  kh, kw = kernel.shape[:2]
+  taps = [jnp.einsum("bhwi,bhwo->io", tap_window(xp, u, v, dy.shape[1:3], stride, 1), dy,
+                     precision=precision,
+                     preferred_element_type=accumulation_dtype(kernel.dtype))
+          for u in range(kh) for v in range(kw)]
+  kernel_grad = jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+  return input_vjp(dy)[0], kernel_grad
+
+
+conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
 def avg_pool_ceil(x: jax.Array, stride: int) -> jax.Array:

@@ -9,8 +9,8 @@ import pytest
 from jax.test_util import check_grads
 
 from involution_jax import Involution
-from involution_jax.layers import (BatchNorm, PointwiseConv, avg_pool_ceil, batch_norm_train,
-                                   max_pool)
+from involution_jax.layers import (BatchNorm, ConvModule, PointwiseConv, avg_pool_ceil,
+                                   batch_norm_train, conv_nhwc, max_pool)
 from reference import involution_reference
 
 
@@ -165,6 +165,43 @@ def test_pointwise_conv_is_a_dense_layer(use_bias):
                               atol=1e-6)
   out16 = PointwiseConv(7, use_bias, dtype=jnp.bfloat16).apply(variables, x)
   chex.assert_type(out16, jnp.bfloat16)
+
+
+@pytest.mark.parametrize("shape,kernel_size,stride", [
+    ((2, 9, 7, 3), 3, 1), ((2, 9, 7, 3), 3, 2), ((1, 8, 11, 4), 5, 2), ((1, 6, 5, 2), 7, 1)])
+def test_conv_nhwc_matches_lax_values_and_gradients(x64, shape, kernel_size, stride):
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(keys[0], shape, jnp.float64)
+  kernel = jax.random.normal(keys[1], (kernel_size, kernel_size, shape[-1], 5), jnp.float64)
+  pad = ((kernel_size // 2,) * 2,) * 2
+  ours = lambda x, kernel: conv_nhwc(x, kernel, stride, pad)
+  out, vjp = jax.vjp(ours, x, kernel)
+  want, want_vjp = jax.vjp(lambda x, kernel: jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")), x, kernel)
+  cotangent = jax.random.normal(keys[2], out.shape, jnp.float64)
+  np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+  for grad, want_grad in zip(vjp(cotangent), want_vjp(cotangent)):
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-12)
+  check_grads(ours, (x, kernel), order=2, modes=("rev",))
+
+
+def test_conv_module_is_flax_conv_with_bfloat16_gradients():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+  module = ConvModule(6, kernel_size=3, stride=2, norm=False, act=False)
+  flax_conv = nn.Conv(6, (3, 3), (2, 2), padding=((1, 1), (1, 1)), use_bias=True)
+  variables = module.init(jax.random.PRNGKey(1), x, train=False)
+  variables = jax.tree.map(lambda a: a + 0.5, variables)  # a non-zero bias
+  chex.assert_trees_all_equal_shapes(variables["params"]["conv"],
+                                     flax_conv.init(jax.random.PRNGKey(1), x)["params"])
+  np.testing.assert_allclose(module.apply(variables, x, train=False),
+                             flax_conv.apply({"params": variables["params"]["conv"]}, x),
+                             rtol=1e-6, atol=1e-6)
+  module16 = ConvModule(6, kernel_size=3, norm=False, act=False, dtype=jnp.bfloat16,
+                        param_dtype=jnp.bfloat16)
+  params16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), variables["params"])
+  grads = jax.grad(lambda p: module16.apply({"params": p}, x, train=False).astype(
+      jnp.float32).sum())(params16)
+  chex.assert_trees_all_equal_dtypes(grads, params16)
 
 
 def test_bfloat16_layer():
