@@ -1,5 +1,7 @@
 """Shared test fixtures. The test process simulates 8 CPU devices."""
 
+import tempfile
+
 import jax
 import pytest
 
@@ -20,10 +22,14 @@ def torch():
   return pytest.importorskip("torch", reason="needs the torch extra (pip install -e '.[torch]')")
 
 
-@pytest.fixture(scope="session")
-def tfds():
-  return pytest.importorskip("tensorflow_datasets",
-                             reason="needs the tfds extra (pip install -e '.[tfds]')")
+@pytest.fixture
+def tfds(tmp_path, monkeypatch):
+  module = pytest.importorskip("tensorflow_datasets",
+                               reason="needs the tfds extra (pip install -e '.[tfds]')")
+  # TFDS makes an empty temporary directory whenever it looks for a dataset's
+  # metadata outside data_dir (mock data, unprepared datasets): keep them here.
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+  return module
 
 
 @pytest.fixture(scope="session")

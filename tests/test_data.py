@@ -134,10 +134,13 @@ def test_missing_datasets_say_where_they_looked(tmp_path):
     data.load_dataset("folder", "train", image_size=8, data_dir=str(tmp_path / "nothing"))
   with pytest.raises(ValueError, match="needs config.data_dir"):
     data.load_dataset("folder", "train", image_size=8)
-  with pytest.raises(FileNotFoundError, match="(?s)'imagenet2012'.*not prepared.*tfds build"):
-    data.load_dataset("tfds:imagenet2012", "train", image_size=8, data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
     data.load_dataset("mnist", "train", image_size=8)
+
+
+def test_unprepared_tfds_dataset_says_how_to_prepare_it(tmp_path, tfds):
+  with pytest.raises(FileNotFoundError, match="(?s)'imagenet2012'.*not prepared.*tfds build"):
+    data.load_dataset("tfds:imagenet2012", "train", image_size=8, data_dir=str(tmp_path))
 
 
 def test_tfds_source_through_mock_data(tfds):
