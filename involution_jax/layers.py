@@ -212,11 +212,12 @@ def conv_nhwc(x: jax.Array, kernel: jax.Array, stride: int,
               padding: tuple[tuple[int, int], tuple[int, int]], precision=None) -> jax.Array:
   """`lax.conv_general_dilated` on x: (B, H, W, I), kernel: (kh, kw, I, O) -> (B, Ho, Wo, O).
 
-  The same values and input gradient; the kernel gradient is computed per
-  tap, as kh * kw matmuls (B*Ho*Wo, I)^T @ (B*Ho*Wo, O). XLA's CPU backend
+  The same values and gradients. On CPU the kernel gradient is computed per
+  tap, as kh * kw matmuls (B*Ho*Wo, I)^T @ (B*Ho*Wo, O): XLA's CPU backend
   computes it as a convolution over transposed copies of x and the output
-  gradient; per tap, a RedNet-50 training step is ~1-2% faster (its stem's
-  3x3 convolutions at 112 x 112), a ResNet-50 step the same.
+  gradient, and per tap a RedNet-50 training step is ~1-2% faster (its stem's
+  3x3 convolutions at 112 x 112), a ResNet-50 step as fast. Other backends
+  keep XLA's own (cuDNN's on GPUs).
   """
   return _lax_conv_nhwc(x, kernel, stride, padding, precision)
 
@@ -233,7 +234,17 @@ def _conv_nhwc_fwd(x, kernel, stride, padding, precision):
 
 def _conv_nhwc_bwd(stride, padding, precision, residuals, dy):
   x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _lax_conv_nhwc(x, kernel, stride, padding, precision), x)
+  conv_vjp = lambda x, kernel: jax.vjp(
+      lambda x, kernel: _lax_conv_nhwc(x, kernel, stride, padding, precision), x, kernel)[1](dy)
+  input_grad = conv_vjp(x, kernel)[0]
+  kernel_grad = lax.platform_dependent(
+      x, kernel, cpu=partial(_kernel_grad_by_taps, dy, stride, padding, precision),
+      default=lambda x, kernel: conv_vjp(x, kernel)[1])
+  return input_grad, kernel_grad
+
+
+def _kernel_grad_by_taps(dy, stride, padding, precision, x, kernel):
+  """d conv_nhwc / d kernel: (kh, kw, I, O), one matmul per tap."""
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
   kh, kw = kernel.shape[:2]
   out_hw = dy.shape[1:3]
@@ -249,7 +260,7 @@ def _conv_nhwc_bwd(stride, padding, precision, residuals, dy):
         for v in range(kw)])
 
   _, kernel_grad = lax.scan(row_grad, None, jnp.arange(kh))
-  return input_vjp(dy)[0], kernel_grad.astype(kernel.dtype)
+  return kernel_grad.astype(kernel.dtype)
 
 
 conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)

@@ -185,6 +185,16 @@ def test_conv_nhwc_matches_lax_values_and_gradients(x64, shape, kernel_size, str
   check_grads(ours, (x, kernel), order=2, modes=("rev",))
 
 
+def test_conv_nhwc_kernel_gradient_by_taps_on_cpu_only():
+  """Cross-lowered: matmuls per tap for CPU; XLA's convolution (cuDNN's) for GPUs and TPUs."""
+  grads = jax.jit(jax.grad(lambda x, kernel: conv_nhwc(x, kernel, 1, ((1, 1), (1, 1))).sum(),
+                           argnums=(0, 1)))
+  traced = grads.trace(jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 5)))
+  convolutions = {platform: traced.lower(lowering_platforms=(platform,)).as_text().count(
+      "stablehlo.convolution") for platform in ("cpu", "cuda", "tpu")}
+  assert convolutions == {"cpu": 1, "cuda": 2, "tpu": 2}  # input gradient (+ kernel gradient)
+
+
 def test_conv_module_is_flax_conv_with_bfloat16_gradients():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
   module = ConvModule(6, kernel_size=3, stride=2, norm=False, act=False)
