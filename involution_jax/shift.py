@@ -93,50 +93,55 @@ def _phase_taps(kernel_size: int, stride: int, dilation: int,
           if ((u - c) * dilation - phase) % stride == 0]
 
 
+def _transposed_kernel(kernel: jax.Array, dilation: int) -> jax.Array:
+  """kernel_t[p, u, v] = kernel[p + o(u, v), K-1-u, K-1-v], zero outside the map.
+
+  o(u, v) = ((u - K//2)*d, (v - K//2)*d) is the offset tap (u, v) reads at
+  stride 1. Tap (K-1-u, K-1-v) of the pixel there read p, so at stride 1 the
+  input gradient is the involution of y with this kernel. Built as the
+  kernel gradient is: rows of taps concatenated, then the rows.
+  """
+  k = kernel.shape[-1]
+  c = k // 2
+  rows = [jnp.concatenate([
+      _shifted_hw(kernel[..., k - 1 - u, k - 1 - v], (c - u) * dilation,
+                  (c - v) * dilation)[..., None] for v in range(k)], axis=-1)
+          for u in range(k)]
+  return jnp.stack(rows, axis=-2)
+
+
 def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
                      stride: int, dilation: int, x_dtype) -> jax.Array:
   """dT/dx: (B, H, W, C).
 
   Each output pixel sends its cotangent, weighted by the kernel tap, back to
-  the input pixel the tap read. Split by input phase (row mod s, col mod s),
-  every phase is a stride-1 sum over its taps of shifted windows of y and the
-  kernel: one fused loop per phase, no zeros multiplied; the s*s phases are
-  interleaved at the end (one x-sized copy).
+  the input pixel the tap read. At stride 1 that is `aggregate` of y with the
+  transposed kernel (one kernel-sized copy, read without bounds checks like
+  the forward's), except where the forward's halo more than triples y (7 x 7
+  maps at K = 7): there, as at every stride > 1, the padded y and the kernel
+  copy would exceed ~15% of the unfold tensor.
 
-  At stride 1 the windows are read from zero-padded copies of y and the
-  kernel, except where the halo would at least double them (small maps such
-  as 14 x 14 and 7 x 7 at K = 7). There, and at every stride > 1, each tap's
-  product is shifted in place, with bounds checks in the loop and no copy
-  (slower per tap, no temporaries). At stride 2 the kernel gradient already
-  holds a padded copy of x, four times the output's area: with copies here
-  too, a backward pass would hold ~20% of the unfold tensor instead of ~12%.
+  Otherwise, split by input phase (row mod s, col mod s), every phase is a
+  stride-1 sum over its taps of shifted products of y and the kernel, shifted
+  in place (bounds checks in the loop, no copy): one fused loop per phase, no
+  zeros multiplied; the s*s phases are interleaved at the end (one x-sized
+  copy).
   """
   h, w = x_hw
   _, ho, wo, g, k, _ = kernel.shape
+  halo = 2 * dilation * (k // 2)
+  if stride == 1 and (h + halo) * (w + halo) <= 3 * h * w:
+    return aggregate(y, _transposed_kernel(kernel, dilation), 1, dilation, x_dtype)
   acc = accumulation_dtype(x_dtype)
-  phases = [_phase_taps(k, stride, dilation, p) for p in range(stride)]
-  deltas = [delta for taps in phases for _, delta in taps]
-  lo, hi = max(0, max(deltas)), max(0, -min(deltas))
   yg = _grouped(y, g)
-  copy_halo = stride == 1 and (ho + lo + hi) * (wo + lo + hi) < 2 * ho * wo
-  if copy_halo:
-    yp, kp = pad_hw(yg, lo, hi), pad_hw(kernel, lo, hi)
   rows = []
-  for row_taps in phases:
+  for row_taps in (_phase_taps(k, stride, dilation, p) for p in range(stride)):
     cols = []
-    for col_taps in phases:
+    for col_taps in (_phase_taps(k, stride, dilation, p) for p in range(stride)):
       out = jnp.zeros(yg.shape, acc)
       for u, du in row_taps:
         for v, dv in col_taps:
-          if copy_halo:
-            r0, c0 = lo - du, lo - dv
-            y_uv = tap_window(yp, r0, c0, (ho, wo), stride=1, dilation=1)
-            k_uv = lax.slice(kp, (0, r0, c0, 0, u, v),
-                             (kp.shape[0], r0 + ho, c0 + wo, g, u + 1, v + 1))
-            term = y_uv.astype(acc) * k_uv[..., 0].astype(acc)
-          else:
-            term = _shifted_hw(yg.astype(acc) * kernel[..., u, v, None].astype(acc), du, dv)
-          out = out + term
+          out = out + _shifted_hw(yg.astype(acc) * kernel[..., u, v, None].astype(acc), du, dv)
       cols.append(out)
     rows.append(jnp.stack(cols, axis=3))
   # (B, Ho, s, Wo, s, G, Cg): row m*s + p of x is phase p's row m.

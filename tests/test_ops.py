@@ -19,13 +19,13 @@ CASES = [
     (2, 8, 8, 16, 1, 3, 1, 1),
     (1, 7, 9, 12, 3, 5, 1, 1),
     (2, 9, 6, 8, 8, 3, 2, 1),
-    (1, 10, 11, 6, 2, 7, 1, 2),
+    (1, 10, 11, 6, 2, 7, 1, 2),  # halo > 3x the map: the input gradient shifts in place
     (1, 11, 7, 4, 4, 5, 2, 2),
     (2, 6, 6, 8, 2, 1, 1, 1),
     (1, 9, 9, 6, 3, 1, 2, 1),
     (1, 12, 13, 8, 2, 3, 3, 1),
     (1, 5, 4, 96, 2, 3, 1, 1),  # 48 channels per group: the chunked channel sum
-    # Maps large enough for the input gradient's padded copies (small ones shift in place).
+    # Larger maps: most pixels away from the borders.
     (1, 20, 18, 8, 2, 3, 2, 1),
     (1, 24, 22, 4, 1, 5, 1, 2),
 ]
