@@ -7,7 +7,7 @@ float32; a training step is forward + backward + SGD momentum update with
 BatchNorm in train mode. Memory: XLA's compiled buffers (arguments + outputs not
 donated + temporaries) for JAX, the peak resident-set growth during a step for PyTorch.
 
-    python benchmarks/net_bench.py [--batch 8] [--size 224] [--repeats 3] [--no-torch] [--bf16]
+    python benchmarks/net_bench.py [--batch 8] [--size 224] [--repeats 10] [--no-torch] [--bf16]
     python benchmarks/net_bench.py --quick    # batch 2 at 64 x 64, one repeat (a smoke run)
 """
 
@@ -170,7 +170,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--size", type=int, default=224, help="input height and width")
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--quick", action="store_true",
                       help="batch 2 at 64 x 64, one repeat: a smoke run, not a measurement")
   parser.add_argument("--no-torch", action="store_true")
