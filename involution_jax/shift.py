@@ -133,11 +133,12 @@ def aggregate_grad_x(kernel: jax.Array, y: jax.Array, x_hw: tuple[int, int],
   if stride == 1 and (h + halo) * (w + halo) <= 3 * h * w:
     return aggregate(y, _transposed_kernel(kernel, dilation), 1, dilation, x_dtype)
   acc = accumulation_dtype(x_dtype)
+  phases = [_phase_taps(k, stride, dilation, p) for p in range(stride)]
   yg = _grouped(y, g)
   rows = []
-  for row_taps in (_phase_taps(k, stride, dilation, p) for p in range(stride)):
+  for row_taps in phases:
     cols = []
-    for col_taps in (_phase_taps(k, stride, dilation, p) for p in range(stride)):
+    for col_taps in phases:
       out = jnp.zeros(yg.shape, acc)
       for u, du in row_taps:
         for v, dv in col_taps:
