@@ -234,11 +234,11 @@ def _conv_nhwc_fwd(x, kernel, stride, padding, precision):
 
 def _conv_nhwc_bwd(stride, padding, precision, residuals, dy):
   x, kernel = residuals
-  conv = lambda x, kernel: _lax_conv_nhwc(x, kernel, stride, padding, precision)
-  input_grad = jax.vjp(lambda x: conv(x, kernel), x)[1](dy)[0]
+  forward = lambda x, kernel: _lax_conv_nhwc(x, kernel, stride, padding, precision)
+  input_grad = jax.vjp(lambda x: forward(x, kernel), x)[1](dy)[0]
   kernel_grad = lax.platform_dependent(
       x, kernel, cpu=partial(_kernel_grad_by_taps, dy, stride, padding, precision),
-      default=lambda x, kernel: jax.vjp(lambda kernel: conv(x, kernel), kernel)[1](dy)[0])
+      default=lambda x, kernel: jax.vjp(lambda kernel: forward(x, kernel), kernel)[1](dy)[0])
   return input_grad, kernel_grad
 
 
