@@ -1,12 +1,12 @@
 # `make train` and `make test` work on a fresh machine with Python >= 3.10 and pip:
-# they create .venv and install the project (CPU JAX; PyTorch CPU and TFDS extras).
+# they create .venv and install the project (CPU JAX; PyTorch CPU, TFDS and COCO extras; ruff).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/default
 
-.PHONY: install train test bench summary clean
+.PHONY: install train test lint bench summary clean
 
 install: $(STAMP)
 
@@ -18,16 +18,21 @@ $(STAMP): pyproject.toml
 
 # The main job: a small RedNet on scikit-learn's bundled digits (offline, CPU, ~1 min).
 train: $(STAMP)
-	$(BIN)/python experiments/main.py --config experiments/configs/default.py --workdir $(WORKDIR)
+	$(BIN)/involution-train --workdir $(WORKDIR)
 
-test: $(STAMP)
+# Lint and format check first: CI fails on either.
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/op_bench.py
 
 summary: $(STAMP)
-	$(BIN)/python -m involution_jax.summary
+	$(BIN)/involution-summary
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

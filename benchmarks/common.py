@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -14,8 +14,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 
-def best_time_s(fn: Callable[[], object], repeats: int = 5, warmup: int = 1,
-                min_seconds: float = 0.25, max_repeats: int = 200) -> float:
+def best_time_s(
+  fn: Callable[[], object],
+  repeats: int = 5,
+  warmup: int = 1,
+  min_seconds: float = 0.25,
+  max_repeats: int = 200,
+) -> float:
   """Fastest wall-clock run of `fn` (outputs blocked on), in seconds.
 
   At least `repeats` runs, and more (up to `max_repeats`) until `min_seconds`

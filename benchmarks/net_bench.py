@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-
 from common import best_time_s, mib, print_table
-from involution_jax import rednet50, tasks, training
-from involution_jax.fusion import computed_once
-from involution_jax.layers import BatchNorm, conv, max_pool
+
+from involution_jax import rednet50, tasks, train_step
+from involution_jax.models.layers import BatchNorm, conv, max_pool
+from involution_jax.ops import computed_once
 
 
 class _ResNetBlock(nn.Module):
@@ -62,22 +62,29 @@ class ResNet50(nn.Module):
 def _compiled_bytes(compiled) -> int:
   """Arguments + outputs not aliased to (donated) arguments + temporaries."""
   a = compiled.memory_analysis()
-  return (a.argument_size_in_bytes + a.output_size_in_bytes - a.alias_size_in_bytes +
-          a.temp_size_in_bytes)
+  return (
+    a.argument_size_in_bytes + a.output_size_in_bytes - a.alias_size_in_bytes + a.temp_size_in_bytes
+  )
 
 
 def _jax_measure(model, batch_size, size, repeats):
   """(train step s, inference s, train MiB, inference MiB)."""
   tx = optax.sgd(0.1, momentum=0.9)
-  state = jax.jit(lambda: training.init_state(model, tx, jax.random.PRNGKey(0),
-                                              (size, size, 3)))()
-  batch = dict(image=jax.random.normal(jax.random.PRNGKey(1), (batch_size, size, size, 3)),
-               label=jnp.zeros(batch_size, jnp.int32), valid=jnp.ones(batch_size))
-  loss_fn = tasks.Classification().loss_fn(model, ml_collections.ConfigDict(
-      dict(label_smoothing=0.1)))
+  init = lambda: train_step.init_state(model, tx, jax.random.PRNGKey(0), (size, size, 3))
+  state = jax.jit(init)()
+  batch = dict(
+    image=jax.random.normal(jax.random.PRNGKey(1), (batch_size, size, size, 3)),
+    label=jnp.zeros(batch_size, jnp.int32),
+    valid=jnp.ones(batch_size),
+  )
+  loss_fn = tasks.Classification().loss_fn(
+    model, ml_collections.ConfigDict(dict(label_smoothing=0.1))
+  )
   # The state is donated, as in training: its update is written in place.
-  step = jax.jit(lambda s, b: training.train_step(s, b, loss_fn=loss_fn, tx=tx,
-                                                  schedule=lambda _: 0.1), donate_argnums=0)
+  step = jax.jit(
+    lambda s, b: train_step.train_step(s, b, loss_fn=loss_fn, tx=tx, schedule=lambda _: 0.1),
+    donate_argnums=0,
+  )
   compiled = step.lower(state, batch).compile()
   train_bytes = _compiled_bytes(compiled)
   holder = [state]
@@ -122,6 +129,7 @@ def _torch_steps(batch_size, size):
   """The official model's (train step, inference) closures; the optimiser state exists."""
   import torch
   from torch_rednet import Classifier
+
   model = Classifier(50)
   optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
   x = torch.randn(batch_size, 3, size, size)
@@ -159,9 +167,20 @@ def _torch_measure(batch_size, size, repeats):
   t_train = best_time_s(train, repeats, warmup=0)
   t_infer = best_time_s(infer, repeats, warmup=0)
   child = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), "--torch-memory-child", "--batch",
-       str(batch_size), "--size", str(size)], env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"),
-      capture_output=True, text=True, check=True)
+    [
+      sys.executable,
+      os.path.abspath(__file__),
+      "--torch-memory-child",
+      "--batch",
+      str(batch_size),
+      "--size",
+      str(size),
+    ],
+    env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"),
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   train_growth, infer_growth = (int(v) for v in child.stdout.split()[-2:])
   return t_train, t_infer, mib(train_growth), mib(infer_growth)
 
@@ -171,8 +190,11 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--size", type=int, default=224, help="input height and width")
   parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--quick", action="store_true",
-                      help="batch 2 at 64 x 64, one repeat: a smoke run, not a measurement")
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="batch 2 at 64 x 64, one repeat: a smoke run, not a measurement",
+  )
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--no-resnet", action="store_true")
   parser.add_argument("--bf16", action="store_true", help="also RedNet-50 in bfloat16 compute")
@@ -182,8 +204,10 @@ def main() -> None:
     return _torch_memory_child(args.batch, args.size)
   if args.quick:
     args.batch, args.size, args.repeats = 2, 64, 1
-  print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); batch "
-        f"{args.batch}, {args.size} x {args.size}, float32 unless noted")
+  print(
+    f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); batch "
+    f"{args.batch}, {args.size} x {args.size}, float32 unless noted"
+  )
   shape = (args.batch, args.size, args.repeats)
   results = {"RedNet-50 (ours, JAX)": _jax_measure(rednet50(), *shape)}
   if args.bf16:
@@ -198,15 +222,36 @@ def main() -> None:
   base = results.get("RedNet-50 (official, PyTorch)")
   rows = []
   for name, (t_train, t_infer, m_train, m_infer) in results.items():
-    rows.append([name, f"{t_train:.2f}", f"{base[0] / t_train:.1f}x" if base else "-",
-                 f"{args.batch / t_train:.1f}", f"{t_infer:.3f}",
-                 f"{base[1] / t_infer:.1f}x" if base else "-", f"{m_train:.0f}",
-                 f"{m_infer:.0f}"])
-  print_table(["model", "train step s", "vs torch", "train img/s", "inference s", "vs torch",
-               "train MiB", "inference MiB"], rows)
-  print("memory: JAX = compiled arguments (parameters, optimiser state, batch) + outputs not "
-        "donated + temporaries; PyTorch = peak RSS growth during the step with freed memory "
-        "returned to the system (parameters and optimiser state not included).")
+    rows.append(
+      [
+        name,
+        f"{t_train:.2f}",
+        f"{base[0] / t_train:.1f}x" if base else "-",
+        f"{args.batch / t_train:.1f}",
+        f"{t_infer:.3f}",
+        f"{base[1] / t_infer:.1f}x" if base else "-",
+        f"{m_train:.0f}",
+        f"{m_infer:.0f}",
+      ]
+    )
+  print_table(
+    [
+      "model",
+      "train step s",
+      "vs torch",
+      "train img/s",
+      "inference s",
+      "vs torch",
+      "train MiB",
+      "inference MiB",
+    ],
+    rows,
+  )
+  print(
+    "memory: JAX = compiled arguments (parameters, optimiser state, batch) + outputs not "
+    "donated + temporaries; PyTorch = peak RSS growth during the step with freed memory "
+    "returned to the system (parameters and optimiser state not included)."
+  )
 
 
 if __name__ == "__main__":

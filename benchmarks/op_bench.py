@@ -17,9 +17,14 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import (
+  best_time_s,
+  compiled_temp_bytes,
+  copy_bandwidth_bytes_per_s,
+  mib,  # also puts tests/ (the PyTorch re-creation) on the path
+  print_table,
+)
 
-from common import (best_time_s, compiled_temp_bytes, copy_bandwidth_bytes_per_s,
-                    mib, print_table)  # also puts tests/ (the PyTorch re-creation) on the path
 from involution_jax import involution
 from involution_jax.ops import output_size, patch_tensor_bytes
 
@@ -43,11 +48,17 @@ def _jax_fns(method: str, stride: int):
 def _torch_times(x, kernel, stride, cotangent, repeats):
   import torch
   from torch_rednet import involution_unfold
+
   b, h, w, c = x.shape
   _, ho, wo, g, k, _ = kernel.shape
   xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous().requires_grad_()
-  kt = torch.from_numpy(np.array(kernel)).permute(0, 3, 4, 5, 1, 2).reshape(
-      b, g, k * k, ho, wo).contiguous().requires_grad_()
+  kt = (
+    torch.from_numpy(np.array(kernel))
+    .permute(0, 3, 4, 5, 1, 2)
+    .reshape(b, g, k * k, ho, wo)
+    .contiguous()
+    .requires_grad_()
+  )
   yt = torch.from_numpy(np.array(cotangent)).permute(0, 3, 1, 2).contiguous()
 
   def forward():
@@ -72,17 +83,31 @@ def main() -> None:
   args = parser.parse_args()
   try:
     import torch  # noqa: F401
+
     have_torch = not args.no_torch
   except ImportError:
     have_torch = False
   bandwidth = copy_bandwidth_bytes_per_s()
-  print(f"device: {jax.devices()[0].device_kind}, {jax.device_count()} device(s); "
-        f"measured copy bandwidth {bandwidth / 1e9:.1f} GB/s; batch {args.batch}, K=7, "
-        "16 channels per group, float32")
-  header = ["C@HxW/s", "method", "fwd ms", "floor", "x torch", "fwd+bwd ms", "floor",
-            "x torch", "temp fwd MiB", "temp f+b MiB", "unfold MiB"]
+  print(
+    f"device: {jax.devices()[0].device_kind}, {jax.device_count()} device(s); "
+    f"measured copy bandwidth {bandwidth / 1e9:.1f} GB/s; batch {args.batch}, K=7, "
+    "16 channels per group, float32"
+  )
+  header = [
+    "C@HxW/s",
+    "method",
+    "fwd ms",
+    "floor",
+    "x torch",
+    "fwd+bwd ms",
+    "floor",
+    "x torch",
+    "temp fwd MiB",
+    "temp f+b MiB",
+    "unfold MiB",
+  ]
   rows = []
-  for channels, size, stride in (QUICK_SHAPES if args.quick else STAGE_SHAPES):
+  for channels, size, stride in QUICK_SHAPES if args.quick else STAGE_SHAPES:
     k, groups, b = 7, channels // 16, args.batch
     out = output_size(size, stride)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -102,20 +127,42 @@ def main() -> None:
       fwd, fwd_bwd = _jax_fns(method, stride)
       t_fwd = best_time_s(lambda: fwd(x, kernel), args.repeats)
       t_fwd_bwd = best_time_s(lambda: fwd_bwd(x, kernel, cotangent), args.repeats)
-      rows.append([shape, method, f"{t_fwd * 1e3:.1f}", f"{floor_fwd * 1e3:.2f}",
-                   f"{torch_fwd / t_fwd:.1f}" if torch_fwd else "-",
-                   f"{t_fwd_bwd * 1e3:.1f}", f"{floor_fwd_bwd * 1e3:.2f}",
-                   f"{torch_fwd_bwd / t_fwd_bwd:.1f}" if torch_fwd_bwd else "-",
-                   f"{mib(compiled_temp_bytes(fwd, x, kernel)):.1f}",
-                   f"{mib(compiled_temp_bytes(fwd_bwd, x, kernel, cotangent)):.1f}",
-                   f"{unfold:.0f}"])
+      rows.append(
+        [
+          shape,
+          method,
+          f"{t_fwd * 1e3:.1f}",
+          f"{floor_fwd * 1e3:.2f}",
+          f"{torch_fwd / t_fwd:.1f}" if torch_fwd else "-",
+          f"{t_fwd_bwd * 1e3:.1f}",
+          f"{floor_fwd_bwd * 1e3:.2f}",
+          f"{torch_fwd_bwd / t_fwd_bwd:.1f}" if torch_fwd_bwd else "-",
+          f"{mib(compiled_temp_bytes(fwd, x, kernel)):.1f}",
+          f"{mib(compiled_temp_bytes(fwd_bwd, x, kernel, cotangent)):.1f}",
+          f"{unfold:.0f}",
+        ]
+      )
     if have_torch:
-      rows.append([shape, "torch unfold", f"{torch_fwd * 1e3:.1f}", f"{floor_fwd * 1e3:.2f}",
-                   "1.0", f"{torch_fwd_bwd * 1e3:.1f}", f"{floor_fwd_bwd * 1e3:.2f}", "1.0",
-                   f"~{2 * unfold:.0f}", f"~{2 * unfold:.0f}", f"{unfold:.0f}"])
+      rows.append(
+        [
+          shape,
+          "torch unfold",
+          f"{torch_fwd * 1e3:.1f}",
+          f"{floor_fwd * 1e3:.2f}",
+          "1.0",
+          f"{torch_fwd_bwd * 1e3:.1f}",
+          f"{floor_fwd_bwd * 1e3:.2f}",
+          "1.0",
+          f"~{2 * unfold:.0f}",
+          f"~{2 * unfold:.0f}",
+          f"{unfold:.0f}",
+        ]
+      )
   print_table(header, rows)
-  print("x torch: PyTorch unfold time / ours (higher is better). floor: bytes moved / "
-        "bandwidth. torch temp: unfold tensor + product, analytic.")
+  print(
+    "x torch: PyTorch unfold time / ours (higher is better). floor: bytes moved / "
+    "bandwidth. torch temp: unfold tensor + product, analytic."
+  )
 
 
 if __name__ == "__main__":

@@ -17,29 +17,45 @@ from typing import Any
 
 import grain
 import jax
-from flax import traverse_util
-from etils import epath
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from flax import traverse_util
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
-def manager(directory: str, keep: int | None = None, *, read_only: bool = False,
-            async_save: bool = True) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                         read_only=read_only,
-                                         enable_async_checkpointing=async_save)
+def manager(
+  directory: str, keep: int | None = None, *, read_only: bool = False, async_save: bool = True
+) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep,
+    create=not read_only,
+    read_only=read_only,
+    enable_async_checkpointing=async_save,
+  )
   return ocp.CheckpointManager(
-      os.path.abspath(directory), options=options,
-      item_handlers={"variables": ocp.StandardCheckpointHandler(),
-                     "train": ocp.StandardCheckpointHandler(),
-                     "model": ocp.JsonCheckpointHandler(),
-                     "data": grain.checkpoint.CheckpointHandler()})
+    os.path.abspath(directory),
+    options=options,
+    item_handlers={
+      "variables": ocp.StandardCheckpointHandler(),
+      "train": ocp.StandardCheckpointHandler(),
+      "model": ocp.JsonCheckpointHandler(),
+      "data": grain.checkpoint.CheckpointHandler(),
+    },
+  )
 
 
-def save(mngr: ocp.CheckpointManager, step: int, *, variables: dict, model_info: dict,
-         train: dict | None = None, data_iterator: Any = None, force: bool = True) -> None:
+def save(
+  mngr: ocp.CheckpointManager,
+  step: int,
+  *,
+  variables: dict,
+  model_info: dict,
+  train: dict | None = None,
+  data_iterator: Any = None,
+  force: bool = True,
+) -> None:
   """Saves a step (asynchronously where the manager allows; `wait` before exiting)."""
   items = dict(variables=ocp.args.StandardSave(variables), model=ocp.args.JsonSave(model_info))
   if train is not None:
@@ -49,12 +65,18 @@ def save(mngr: ocp.CheckpointManager, step: int, *, variables: dict, model_info:
   mngr.save(step, args=ocp.args.Composite(**items), force=force)
 
 
-def restore_training(mngr: ocp.CheckpointManager, step: int, *, variables: Any, train: Any,
-                     data_iterator: Any) -> tuple[dict, dict]:
+def restore_training(
+  mngr: ocp.CheckpointManager, step: int, *, variables: Any, train: Any, data_iterator: Any
+) -> tuple[dict, dict]:
   """Restores a training step into the given abstract (sharded) trees and iterator."""
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      variables=ocp.args.StandardRestore(variables), train=ocp.args.StandardRestore(train),
-      data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  restored = mngr.restore(
+    step,
+    args=ocp.args.Composite(
+      variables=ocp.args.StandardRestore(variables),
+      train=ocp.args.StandardRestore(train),
+      data=grain.checkpoint.CheckpointRestore(data_iterator),
+    ),
+  )
   return restored["variables"], restored["train"]
 
 
@@ -66,9 +88,10 @@ def find_checkpoint_root(path: str) -> str:
     if os.path.isdir(candidate) and any(e.name.isdigit() for e in os.scandir(candidate)):
       return candidate
   raise FileNotFoundError(
-      f"no checkpoint found at {path}: expected a training workdir (with {CHECKPOINT_SUBDIR}/), "
-      "a checkpoint folder with numbered steps (e.g. from `python -m involution_jax.convert`), "
-      "or one step folder")
+    f"no checkpoint found at {path}: expected a training workdir (with {CHECKPOINT_SUBDIR}/), "
+    "a checkpoint folder with numbered steps (e.g. from `python -m involution_jax.convert`), "
+    "or one step folder"
+  )
 
 
 def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
@@ -84,11 +107,13 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   item = epath.Path(step_dir) / "variables"
   handler = ocp.StandardCheckpointHandler()
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        handler.metadata(item))
+  target = jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), handler.metadata(item)
+  )
   variables = handler.restore(item, args=ocp.args.StandardRestore(target))
   info = ocp.JsonCheckpointHandler().restore(epath.Path(step_dir) / "model")
   return jax.tree.map(np.asarray, dict(variables)), dict(info)
+
 
 def graft(variables: dict, pretrained: dict, into: str | None = None) -> tuple[dict, list[str]]:
   """`variables` with every pretrained array whose path (under `into`) and shape match.
@@ -107,23 +132,9 @@ def graft(variables: dict, pretrained: dict, into: str | None = None) -> tuple[d
     else:
       skipped.append("/".join(key))
   if not loaded:
-    raise ValueError("no pretrained array matches this model's parameters (by path and shape"
-                     + (f" under {into!r}" if into else "") + ")")
+    raise ValueError(
+      "no pretrained array matches this model's parameters (by path and shape"
+      + (f" under {into!r}" if into else "")
+      + ")"
+    )
   return traverse_util.unflatten_dict(target), skipped
-
-
-# The official models' input: ImageNet statistics on 0-255 RGB, 256 -> 224 centre crop.
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-
-
-def official_model_info(config: dict) -> dict:
-  """Model info for converted official weights ({depth, stem_kernel_size, num_classes})."""
-  from involution_jax.imagenet import class_names
-  num_classes = config["num_classes"]
-  return dict(model=f"rednet{config['depth']}",
-              model_kwargs=dict(stem_kernel_size=config["stem_kernel_size"]),
-              num_classes=num_classes,
-              class_names=list(class_names()) if num_classes == 1000 else
-              [str(i) for i in range(num_classes)],
-              image_size=224, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), eval_crop=0.875)

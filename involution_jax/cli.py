@@ -1,46 +1,104 @@
-"""Command lines for training and evaluation (absl + ml_collections configs).
+"""Command-line conventions shared by the `involution-<verb>` tools.
 
-    involution-train --config experiments/configs/default.py --workdir runs/digits \
-        [--config.batch_size=128 ...]
-    involution-eval --config experiments/configs/rednet50_imagenet.py \
-        --weights rednet50.pdparams --config.data_dir=/data/imagenet
-
-Several hosts: pass --coordinator_address/--num_processes/--process_id (or set
-JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID); TPU pods and
-SLURM jobs are detected without them.
+Each tool's module (`train`, `eval`, `predict`, `export`, `visualize`,
+`convert`, `summary`) has `main(argv=None) -> int`, installed as the console
+script `involution-<verb>` and runnable as `python -m involution_jax.<verb>`.
+`parser` gives every tool the same help layout (what it does, then examples);
+`command` turns a user's mistake (a missing file, a bad value, unreadable
+weights, a missing optional extra) into one line on stderr and exit status 1.
+Set INVOLUTION_JAX_TRACEBACK=1 to see the traceback instead. This module
+imports nothing of the package, so any tool's module may use it.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import functools
 import os
+import pickle
 import sys
+from collections.abc import Callable, Sequence
 
 import jax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import logging as absl_logging
 
-DEFAULT_CONFIG = os.path.join("experiments", "configs", "default.py")
+TRACEBACK_ENV = "INVOLUTION_JAX_TRACEBACK"
+# What bad input raises: missing or unreadable files, bad values, refused pickles,
+# missing optional extras. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (OSError, ValueError, ImportError, pickle.UnpicklingError)
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Path to a config file "
-                                "(path.py[:arg]); fields overridable as --config.field=value.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", os.path.join("runs", "default"),
-                    "Training: checkpoints, TensorBoard logs and metrics.json go here.")
-flags.DEFINE_string("weights", None, "Evaluation: a checkpoint folder, or official .pth / "
-                    ".pdparams weights.")
-flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
-flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
-flags.DEFINE_integer("initialization_timeout", 300,
-                     "Multi-process: seconds to wait for all processes to connect.")
-flags.DEFINE_integer("heartbeat_timeout", 100,
-                     "Multi-process: seconds without a heartbeat after which a process is "
-                     "declared dead and every other process stops with an error.")
+Main = Callable[[Sequence[str] | None], int]
 
 
-def _cluster_processes() -> int:
+def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
+  """An argument parser whose --help ends with `examples`, one command a line."""
+  return argparse.ArgumentParser(
+    prog=prog,
+    description=description,
+    epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+
+
+def split_config_overrides(
+  argv: Sequence[str], prefix: str = "--config."
+) -> tuple[list[str], list[str]]:
+  """argv -> (the other arguments, ["FIELD=VALUE", ...] from `--config.FIELD=VALUE`).
+
+  `--config.FIELD VALUE` (two words) works too.
+  """
+  rest, overrides, args = [], [], list(argv)
+  while args:
+    arg = args.pop(0)
+    if not arg.startswith(prefix):
+      rest.append(arg)
+    elif "=" in arg:
+      overrides.append(arg[len(prefix) :])
+    elif args and not args[0].startswith("--"):
+      overrides.append(f"{arg[len(prefix) :]}={args.pop(0)}")
+    else:
+      raise ValueError(f"{arg}: expected {arg}=VALUE")
+  return rest, overrides
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
+  """--config NAME[:ARG] | PATH.py[:ARG], and the multi-host options."""
+  parser.add_argument(
+    "--config",
+    default=default,
+    required=default is None,
+    help="a shipped config by name, NAME[:ARG] (e.g. default, rednet50_imagenet, "
+    "digitscenes_seg:conv), or a file, PATH.py[:ARG]"
+    + (f" (default: {default})" if default else "")
+    + "; then override any field with --config.FIELD=VALUE",
+  )
+  group = parser.add_argument_group(
+    "several hosts",
+    "the same command on every host; TPU pods and SLURM jobs are detected "
+    "without these (or set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)",
+  )
+  group.add_argument("--coordinator_address", default=None, help="host:port of process 0")
+  group.add_argument("--num_processes", type=int, default=None)
+  group.add_argument("--process_id", type=int, default=None, help="this process's index")
+  group.add_argument(
+    "--initialization_timeout",
+    type=int,
+    default=300,
+    help="seconds to wait for all processes to connect",
+  )
+  group.add_argument(
+    "--heartbeat_timeout",
+    type=int,
+    default=100,
+    help="seconds without a heartbeat after which a process is declared dead "
+    "and every other process stops with an error",
+  )
+  parser.add_argument(
+    "--verbose", action="store_true", help="keep the libraries' INFO logs (orbax, grain)"
+  )
+
+
+def cluster_processes() -> int:
   """Processes a SLURM job step or a TPU pod slice runs (1 elsewhere)."""
   env = os.environ
   if "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
@@ -50,99 +108,96 @@ def _cluster_processes() -> int:
   return 1
 
 
-def _maybe_initialize_distributed() -> None:
-  """`jax.distributed.initialize` when flags, env vars or a cluster ask for it."""
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  initialization_timeout: int = 300,
+  heartbeat_timeout: int = 100,
+) -> bool:
+  """`jax.distributed.initialize` when arguments, JAX_* variables or a cluster ask for it.
+
+  Explicit settings come from the arguments or JAX_COORDINATOR_ADDRESS /
+  JAX_NUM_PROCESSES / JAX_PROCESS_ID; TPU pods and SLURM jobs are detected
+  without them. Returns whether it initialised.
+  """
   env = os.environ
-  coordinator = FLAGS.coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
-  if not coordinator and _cluster_processes() == 1:
-    return
-  num_processes = FLAGS.num_processes
-  process_id = FLAGS.process_id
-  if coordinator:  # explicit: every value from flags or JAX_* variables
+  coordinator = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
+  if not coordinator and cluster_processes() == 1:
+    return False
+  if coordinator:  # explicit: every value from arguments or JAX_* variables
     num_processes = num_processes or int(env.get("JAX_NUM_PROCESSES", 0)) or None
     if process_id is None and "JAX_PROCESS_ID" in env:
       process_id = int(env["JAX_PROCESS_ID"])
-  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                             process_id=process_id,
-                             initialization_timeout=FLAGS.initialization_timeout,
-                             heartbeat_timeout_seconds=FLAGS.heartbeat_timeout)
-  if jax.process_index() == 0:
-    print(f"{jax.process_count()} processes, {jax.device_count()} devices "
-          f"({jax.local_device_count()} per process)")
+  jax.distributed.initialize(
+    coordinator_address=coordinator,
+    num_processes=num_processes,
+    process_id=process_id,
+    initialization_timeout=initialization_timeout,
+    heartbeat_timeout_seconds=heartbeat_timeout,
+  )
+  return True
 
 
-def _config():
-  if FLAGS.config is None:
-    raise app.UsageError(f"no config: pass --config path/to/config.py "
-                         f"(no {DEFAULT_CONFIG} in {os.getcwd()})")
-  return FLAGS.config
-
-
-def _quiet_libraries() -> None:
-  """Orbax and grain log every checkpoint step at INFO; keep the terminal readable."""
-  from absl import logging as absl_logging
-  if not FLAGS["verbosity"].present:
+def start(args) -> None:
+  """What train and eval do first: quiet libraries, join the other processes."""
+  if not args.verbose:  # orbax and grain log every checkpoint step at INFO
     absl_logging.set_verbosity(absl_logging.WARNING)
+  if (
+    initialize_distributed(
+      args.coordinator_address,
+      args.num_processes,
+      args.process_id,
+      args.initialization_timeout,
+      args.heartbeat_timeout,
+    )
+    and jax.process_index() == 0
+  ):
+    print(
+      f"{jax.process_count()} processes, {jax.device_count()} devices "
+      f"({jax.local_device_count()} per process)"
+    )
 
 
-def _peer_failed(error: Exception) -> None:
+def peer_failed(error: Exception) -> None:
   """A collective failed in a multi-process run: almost always a dead peer. Stop now.
 
   Exits at once (os._exit): the normal shutdown would wait on the dead peer at the
   distributed runtime's shutdown barrier and then abort with a long trace.
   """
   sys.stderr.write(
-      f"\nerror: process {jax.process_index()} of {jax.process_count()}: a collective "
-      f"operation failed ({str(error).splitlines()[0][:300]}).\nAnother process has most "
-      "likely died or lost its connection; see its log. This process stops now. Restart "
-      "all processes with the same command to resume from the last checkpoint.\n")
+    f"\nerror: process {jax.process_index()} of {jax.process_count()}: a collective "
+    f"operation failed ({str(error).splitlines()[0][:300]}).\nAnother process has most "
+    "likely died or lost its connection; see its log. This process stops now. Restart "
+    "all processes with the same command to resume from the last checkpoint.\n"
+  )
   sys.stderr.flush()
   os._exit(1)
 
 
-def train_main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  _quiet_libraries()
-  _maybe_initialize_distributed()
-  from involution_jax.train import train_and_evaluate
-  config = _config()
-  if jax.process_index() == 0:
-    print(f"training {config.model} on {config.dataset} with {jax.device_count()} "
-          f"{jax.devices()[0].platform} device(s); workdir {os.path.abspath(FLAGS.workdir)}")
-  try:
-    metrics = train_and_evaluate(config, FLAGS.workdir)
-  except FloatingPointError as e:  # diverged: the message says what to do
-    sys.exit(f"error: {e}")
-  except jax.errors.JaxRuntimeError as e:
-    if jax.process_count() == 1:
-      raise
-    _peer_failed(e)
-  if jax.process_index() == 0:
-    print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("_dir")}, indent=2))
-    print(f"checkpoints: {metrics['checkpoint_dir']}\nTensorBoard: "
-          f"tensorboard --logdir {metrics['tensorboard_dir']}\n"
-          f"metrics: {os.path.join(os.path.abspath(FLAGS.workdir), 'metrics.json')}")
+def one_line(error: BaseException) -> str:
+  """The error's message on one line (multi-line messages joined with '; ')."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return "; ".join(lines) or type(error).__name__
 
 
-def eval_main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.weights:
-    raise app.UsageError("pass --weights (a checkpoint folder or a .pth / .pdparams file)")
-  _quiet_libraries()
-  _maybe_initialize_distributed()
-  from involution_jax.evaluate import evaluate_weights
-  results = evaluate_weights(_config(), FLAGS.weights)
-  if jax.process_index() == 0:
-    print(json.dumps(results, indent=2))
+def command(prog: str) -> Callable[[Main], Main]:
+  """Decorates a tool's `main`: user errors become `prog: error: ...` and exit status 1."""
 
+  def decorate(main: Main) -> Main:
+    @functools.wraps(main)
+    def run(argv: Sequence[str] | None = None) -> int:
+      try:
+        return main(argv)
+      except USER_ERRORS as e:
+        if os.environ.get(TRACEBACK_ENV):
+          raise
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 1
+      except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
-def run_train() -> None:
-  """Console script `involution-train`."""
-  app.run(train_main, argv=sys.argv)
+    return run
 
-
-def run_eval() -> None:
-  """Console script `involution-eval`."""
-  app.run(eval_main, argv=sys.argv)
+  return decorate

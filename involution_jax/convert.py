@@ -10,8 +10,9 @@ Conversion is strict: every key the model needs must be there, with the right
 shape, and nothing else (BatchNorm's `num_batches_tracked` may be present or
 not; the model does not use it). Errors list every offending key.
 
-CLI: ``python -m involution_jax.convert IN.{pth,pdparams} OUT_DIR`` writes a
-checkpoint that training, evaluation and prediction load.
+Command line: ``involution-convert IN.{pth,pdparams} OUT_DIR`` (or ``python -m
+involution_jax.convert``) writes a checkpoint that training, evaluation and
+prediction load.
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ import math
 import os
 import pickle
 import re
-from typing import Any, Mapping
+import sys
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from involution_jax.rednet import STAGE_SIZES, RedNet
+from involution_jax import checkpoints, cli
+from involution_jax.data import imagenet
+from involution_jax.models.rednet import STAGE_SIZES, RedNet
 
 PADDLE_EXTRA_KEY = "StructuredToParameterName@@"
 _TRACKED = "num_batches_tracked"
@@ -35,6 +40,7 @@ _STATS = {"running_mean": "mean", "running_var": "var"}
 
 
 # --- key mapping -------------------------------------------------------------
+
 
 def _torch_module_to_flax(parts: list[str]) -> tuple[str, ...]:
   """['stem', '0', 'conv'] -> ('stem_0', 'conv'); downsample.0/.1 -> conv/bn."""
@@ -97,6 +103,7 @@ def _flax_to_torch_array(value: np.ndarray, torch_ndim_is_conv: bool) -> np.ndar
 
 # --- model inference from a state dict ---------------------------------------
 
+
 def _strip(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Unwraps {'state_dict': ...} and drops `module.` prefixes."""
   if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
@@ -104,7 +111,7 @@ def _strip(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   out = {}
   for key, value in state_dict.items():
     while key.startswith("module."):
-      key = key[len("module."):]
+      key = key[len("module.") :]
     out[key] = value
   return out
 
@@ -121,22 +128,27 @@ def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, int]:
   sizes = tuple(blocks.get(s, 0) for s in range(1, 5))
   depth = next((d for d, s in STAGE_SIZES.items() if s == sizes), None)
   if depth is None:
-    raise ValueError(f"cannot infer the RedNet depth: blocks per stage {sizes} match none "
-                     f"of {STAGE_SIZES}")
+    raise ValueError(
+      f"cannot infer the RedNet depth: blocks per stage {sizes} match none of {STAGE_SIZES}"
+    )
   try:
     stem_out = np.shape(state_dict["backbone.stem.0.conv.weight"])[0]
     taps = np.shape(state_dict["backbone.stem.1.conv2.conv.weight"])[0] // (stem_out // 16)
   except KeyError as e:
     raise ValueError(f"cannot infer the stem kernel size: missing key {e}") from None
   head = state_dict.get("head.fc.weight")
-  return dict(depth=depth, stem_kernel_size=math.isqrt(taps),
-              num_classes=0 if head is None else int(np.shape(head)[0]))
+  return dict(
+    depth=depth,
+    stem_kernel_size=math.isqrt(taps),
+    num_classes=0 if head is None else int(np.shape(head)[0]),
+  )
 
 
 def variable_shapes(model: RedNet) -> dict:
   """{'params': ..., 'batch_stats': ...} of ShapeDtypeStructs, without computing."""
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)),
-                                           train=False))
+  return jax.eval_shape(
+    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
+  )
 
 
 def _expected_torch_keys(model: RedNet) -> dict[str, tuple[str, tuple[str, ...], tuple]]:
@@ -144,8 +156,7 @@ def _expected_torch_keys(model: RedNet) -> dict[str, tuple[str, tuple[str, ...],
   expected = {}
   for collection, tree in variable_shapes(model).items():
     for path, leaf in traverse_util.flatten_dict(tree).items():
-      expected[_flax_to_torch_key(collection, path)] = (
-          collection, path, tuple(leaf.shape))
+      expected[_flax_to_torch_key(collection, path)] = (collection, path, tuple(leaf.shape))
   return expected
 
 
@@ -165,8 +176,9 @@ def _torch_shape(flax_shape: tuple, key: str) -> tuple:
   return flax_shape
 
 
-def from_torch_state_dict(state_dict: Mapping[str, Any], depth: int | None = None,
-                          **model_overrides) -> dict:
+def from_torch_state_dict(
+  state_dict: Mapping[str, Any], depth: int | None = None, **model_overrides
+) -> dict:
   """Official mmcls RedNet weights -> {'params': ..., 'batch_stats': ...}.
 
   Args:
@@ -194,12 +206,16 @@ def _convert(state_dict: dict, depth: int | None, model_overrides: dict, display
   problems = []
   missing = sorted(map(display, set(expected) - set(given)))
   unexpected = sorted(map(display, set(given) - set(expected)))
-  wrong = sorted(f"{display(k)}: got {tuple(np.shape(given[k]))}, expected "
-                 f"{_torch_shape(expected[k][2], k)}"
-                 for k in set(expected) & set(given)
-                 if tuple(np.shape(given[k])) != _torch_shape(expected[k][2], k))
-  for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                       ("wrongly shaped keys", wrong)):
+  wrong = sorted(
+    f"{display(k)}: got {tuple(np.shape(given[k]))}, expected {_torch_shape(expected[k][2], k)}"
+    for k in set(expected) & set(given)
+    if tuple(np.shape(given[k])) != _torch_shape(expected[k][2], k)
+  )
+  for title, items in (
+    ("missing keys", missing),
+    ("unexpected keys", unexpected),
+    ("wrongly shaped keys", wrong),
+  ):
     if items:
       problems.append(_listing(title, items))
   if problems:
@@ -218,24 +234,29 @@ def to_torch_state_dict(variables: Mapping[str, Any], num_batches_tracked: int =
   Loads with `load_state_dict(strict=True)` into the official model; BatchNorm
   `num_batches_tracked` (not kept by Flax) is set to `num_batches_tracked`.
   """
-  import torch
+  torch = _import_torch(".pth conversion")
   out = {}
   for (collection, *path), value in traverse_util.flatten_dict(
-      {k: variables[k] for k in ("params", "batch_stats") if k in variables}).items():
+    {k: variables[k] for k in ("params", "batch_stats") if k in variables}
+  ).items():
     key = _flax_to_torch_key(collection, tuple(path))
     array = _flax_to_torch_array(np.asarray(value), not key.startswith("head."))
     out[key] = torch.from_numpy(np.array(array))
     if key.endswith("running_var"):
-      out[key[:-len("running_var")] + _TRACKED] = torch.tensor(num_batches_tracked)
+      out[key[: -len("running_var")] + _TRACKED] = torch.tensor(num_batches_tracked)
   return out
 
 
 # --- PaddleClas ----------------------------------------------------------------
 
 # What a pickle of numpy arrays needs (`_codecs.encode` carries bytes in protocol 2).
-_ALLOWED_GLOBALS = {("numpy._core.multiarray", "_reconstruct"),
-                    ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"),
-                    ("numpy", "dtype"), ("_codecs", "encode")}
+_ALLOWED_GLOBALS = {
+  ("numpy._core.multiarray", "_reconstruct"),
+  ("numpy._core.multiarray", "scalar"),
+  ("numpy", "ndarray"),
+  ("numpy", "dtype"),
+  ("_codecs", "encode"),
+}
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -254,8 +275,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     if (canonical, name) in _ALLOWED_GLOBALS:
       return super().find_class(canonical, name)
     raise UnsafePickleError(
-        f"refusing to load global {module}.{name}: a .pdparams file may reference only "
-        "numpy's array globals (this file is not a plain weights file, or is unsafe)")
+      f"refusing to load global {module}.{name}: a .pdparams file may reference only "
+      "numpy's array globals (this file is not a plain weights file, or is unsafe)"
+    )
 
 
 def load_pdparams(path: str) -> dict[str, np.ndarray]:
@@ -281,8 +303,8 @@ def _paddle_to_torch_key(key: str) -> str:
 
 def _torch_to_paddle_key(key: str) -> str:
   if key.startswith("head."):
-    return key[len("head."):]
-  key = re.sub(r"\.running_mean$", "._mean", key[len("backbone."):])
+    return key[len("head.") :]
+  key = re.sub(r"\.running_mean$", "._mean", key[len("backbone.") :])
   return re.sub(r"\.running_var$", "._variance", key)
 
 
@@ -299,14 +321,16 @@ def _paddle_as_torch(state_dict: Mapping[str, Any]) -> dict:
   return torch_style
 
 
-def from_paddle_state_dict(state_dict: Mapping[str, Any], depth: int | None = None,
-                           **model_overrides) -> dict:
+def from_paddle_state_dict(
+  state_dict: Mapping[str, Any], depth: int | None = None, **model_overrides
+) -> dict:
   """PaddleClas RedNet weights ({name: array}) -> {'params': ..., 'batch_stats': ...}.
 
   Same strictness as `from_torch_state_dict`; errors name keys as Paddle does.
   """
-  return _convert(_paddle_as_torch(state_dict), depth, model_overrides,
-                  display=_torch_to_paddle_key)
+  return _convert(
+    _paddle_as_torch(state_dict), depth, model_overrides, display=_torch_to_paddle_key
+  )
 
 
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".pdparams")
@@ -322,31 +346,61 @@ def load_official(path: str) -> tuple[dict, dict]:
     return _convert(state, None, {}, display=_torch_to_paddle_key), infer_model_config(state)
   if not path.endswith((".pth", ".pt")):
     raise ValueError(f"unknown weights format {path!r}; expected one of {OFFICIAL_SUFFIXES}")
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError("reading .pth files needs PyTorch: pip install 'involution-jax[torch]'") from e
+  torch = _import_torch("reading .pth files")
   state = _strip(torch.load(path, map_location="cpu", weights_only=True))
   return _convert(state, None, {}, display=lambda k: k), infer_model_config(state)
 
 
-def main(argv: list[str] | None = None) -> None:
-  import argparse
-  from involution_jax import checkpoints
-  parser = argparse.ArgumentParser(
-      prog="python -m involution_jax.convert",
-      description="Convert official RedNet weights (.pth / .pdparams) to a Flax checkpoint "
-                  "that training (config.init_from), evaluation and prediction load.")
+def _import_torch(purpose: str):
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(f"{purpose} needs PyTorch: pip install 'involution-jax[torch]'") from e
+  return torch
+
+
+def official_model_info(config: dict) -> dict:
+  """Model info for converted official weights ({depth, stem_kernel_size, num_classes})."""
+  num_classes = config["num_classes"]
+  return dict(
+    model=f"rednet{config['depth']}",
+    model_kwargs=dict(stem_kernel_size=config["stem_kernel_size"]),
+    num_classes=num_classes,
+    class_names=list(imagenet.class_names())
+    if num_classes == 1000
+    else [str(i) for i in range(num_classes)],
+    image_size=imagenet.IMAGE_SIZE,
+    mean=list(imagenet.MEAN),
+    std=list(imagenet.STD),
+    eval_crop=imagenet.EVAL_CROP,
+  )
+
+
+@cli.command("involution-convert")
+def main(argv: list[str] | None = None) -> int:
+  """`involution-convert IN OUT_DIR`: official weights -> a Flax checkpoint folder."""
+  parser = cli.parser(
+    "involution-convert",
+    "Convert official RedNet weights (.pth / .pdparams) to a Flax checkpoint that training "
+    "(config.init_from), evaluation and prediction load.",
+    [
+      "involution-convert RedNet50_pretrained.pdparams checkpoints/rednet50",
+      "involution-convert rednet50.pth checkpoints/rednet50",
+    ],
+  )
   parser.add_argument("weights", help="official mmcls .pth or PaddleClas .pdparams file")
   parser.add_argument("out_dir", help="output checkpoint folder (created)")
   args = parser.parse_args(argv)
   variables, config = load_official(args.weights)
   mngr = checkpoints.manager(args.out_dir, async_save=False)
-  checkpoints.save(mngr, 0, variables=variables, model_info=checkpoints.official_model_info(config))
+  checkpoints.save(mngr, 0, variables=variables, model_info=official_model_info(config))
   mngr.close()
-  print(f"RedNet-{config['depth']} (stem K={config['stem_kernel_size']}, "
-        f"{config['num_classes']} classes) from {args.weights} -> {os.path.abspath(args.out_dir)}")
+  print(
+    f"RedNet-{config['depth']} (stem K={config['stem_kernel_size']}, "
+    f"{config['num_classes']} classes) from {args.weights} -> {os.path.abspath(args.out_dir)}"
+  )
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

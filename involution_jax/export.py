@@ -1,6 +1,6 @@
 """Export a model with its weights to one `jax.export` artifact (symbolic batch).
 
-    python -m involution_jax.export WEIGHTS OUT.jaxexport
+    involution-export WEIGHTS OUT.jaxexport [--platforms cpu,cuda,tpu]
 
 writes OUT.jaxexport (the serialised StableHLO program, weights embedded) and
 OUT.jaxexport.json (input size, normalisation, class names). Running it needs
@@ -17,21 +17,23 @@ wrapped in a `tf.Module` saves a SavedModel for TF Serving.
 
 from __future__ import annotations
 
-import argparse
 import json
-from typing import Callable, Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from involution_jax.evaluate import load_weights, model_from_info
+from involution_jax import cli
+from involution_jax.weights import load_weights, model_from_info
 
 METADATA_SUFFIX = ".json"
 
 
-def export_model(variables: dict, info: dict,
-                 platforms: Sequence[str] | None = None) -> jax.export.Exported:
+def export_model(
+  variables: dict, info: dict, platforms: Sequence[str] | None = None
+) -> jax.export.Exported:
   """The eval-mode forward pass, weights embedded, batch dimension symbolic."""
   model = model_from_info(info)
   size = info["image_size"]
@@ -44,8 +46,11 @@ def export_model(variables: dict, info: dict,
 def save(exported: jax.export.Exported, info: dict, path: str) -> None:
   with open(path, "wb") as f:
     f.write(exported.serialize())
-  metadata = {k: info[k] for k in ("image_size", "mean", "std", "eval_crop", "class_names",
-                                   "num_classes", "model") if k in info}
+  metadata = {
+    k: info[k]
+    for k in ("image_size", "mean", "std", "eval_crop", "class_names", "num_classes", "model")
+    if k in info
+  }
   with open(path + METADATA_SUFFIX, "w") as f:
     json.dump(metadata, f, indent=2)
 
@@ -59,20 +64,33 @@ def load(path: str) -> tuple[Callable[[np.ndarray], jax.Array], dict]:
   return exported.call, metadata
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m involution_jax.export",
-                                   description="Export a model to a jax.export artifact.")
+@cli.command("involution-export")
+def main(argv: list[str] | None = None) -> int:
+  """`involution-export WEIGHTS OUT`: one jax.export artifact with the weights inside."""
+  parser = cli.parser(
+    "involution-export",
+    "Export a model with its weights to one jax.export artifact "
+    "(symbolic batch) and a .json of its input settings.",
+    [
+      "involution-export runs/default model.jaxexport",
+      "involution-export RedNet50_pretrained.pdparams rednet50.jaxexport --platforms cpu,cuda",
+    ],
+  )
   parser.add_argument("weights", help="training workdir / checkpoint folder, or .pth / .pdparams")
   parser.add_argument("out", help="output file, e.g. model.jaxexport")
-  parser.add_argument("--platforms", default=None,
-                      help="comma-separated, e.g. cpu,cuda,tpu (default: this machine's)")
+  parser.add_argument(
+    "--platforms", default=None, help="comma-separated, e.g. cpu,cuda,tpu (default: this machine's)"
+  )
   args = parser.parse_args(argv)
   variables, info = load_weights(args.weights)
   platforms = args.platforms.split(",") if args.platforms else None
   save(export_model(variables, info, platforms), info, args.out)
-  print(f"exported {info['model']} ({info['image_size']}x{info['image_size']} input) to "
-        f"{args.out} (+ {args.out}{METADATA_SUFFIX})")
+  print(
+    f"exported {info['model']} ({info['image_size']}x{info['image_size']} input) to "
+    f"{args.out} (+ {args.out}{METADATA_SUFFIX})"
+  )
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -2,6 +2,7 @@
 
     involution-predict WEIGHTS IMAGE_OR_FOLDER [...] [--top-k 5] [--batch-size 32] [--json]
         [--out-dir DIR]   # segmentation / detection: PNGs with masks or boxes drawn
+    python -m involution_jax.predict ...   # the same
 
 WEIGHTS: a training workdir or checkpoint folder, or official `.pth` /
 `.pdparams` weights. Images are prepared by the same function the task's
@@ -11,30 +12,20 @@ padded). Unreadable files are reported, the others still predicted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from involution_jax import data, dense_data, detection, segmentation
-from involution_jax.evaluate import load_weights, model_from_info
-
-
-def preprocess_from_info(info: dict):
-  """The evaluation preprocessing a checkpoint's model was trained with."""
-  task = info.get("task", "classification")
-  if task == "classification":
-    return data.Preprocess(info["image_size"], tuple(info["mean"]), tuple(info["std"]),
-                           eval_crop=info.get("eval_crop", 1.0))
-  size = info["image_size"]
-  return dense_data.DensePreprocess(task, (size, size) if isinstance(size, int) else tuple(size),
-                                    tuple(info["mean"]), tuple(info["std"]))
+from involution_jax import cli, drawing
+from involution_jax.data.classification import IMAGE_EXTENSIONS
+from involution_jax.models import detection, segmentation
+from involution_jax.weights import load_weights, model_from_info, preprocess_from_info
 
 
 def image_files(paths: Iterable[str]) -> list[str]:
@@ -43,8 +34,9 @@ def image_files(paths: Iterable[str]) -> list[str]:
   for path in paths:
     if os.path.isdir(path):
       for root, _, names in sorted(os.walk(path)):
-        out += [os.path.join(root, n) for n in sorted(names)
-                if n.lower().endswith(data.IMAGE_EXTENSIONS)]
+        out += [
+          os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)
+        ]
     elif os.path.exists(path):
       out.append(path)
     else:
@@ -66,13 +58,17 @@ def _forward(model, task: str):
   if task == "classification":
     return jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False), axis=-1))
   if task == "segmentation":
-    return jax.jit(lambda v, x: jnp.argmax(segmentation.resize_bilinear(
-        model.apply(v, x, train=False), x.shape[1:3]), axis=-1))
+    return jax.jit(
+      lambda v, x: jnp.argmax(
+        segmentation.resize_bilinear(model.apply(v, x, train=False), x.shape[1:3]), axis=-1
+      )
+    )
 
   def detect(v, x):
     cls, reg = model.apply(v, x, train=False)
     anchors = jnp.asarray(model.anchors(x.shape[1:3]))
     return jax.vmap(lambda c, r: detection.postprocess(c, r, anchors, x.shape[1:3]))(cls, reg)
+
   return jax.jit(detect)
 
 
@@ -88,18 +84,18 @@ class Predictor:
     self._predict = _forward(model_from_info(info), self.task)
 
   @classmethod
-  def load(cls, weights: str, batch_size: int = 32) -> "Predictor":
+  def load(cls, weights: str, batch_size: int = 32) -> Predictor:
     return cls(*load_weights(weights), batch_size=batch_size)
 
   def run(self, images: np.ndarray):
     """Prepared images (N, H, W, 3) -> the task's outputs for each, in fixed-size batches."""
     outs = []
     for start in range(0, len(images), self.batch_size):
-      chunk = images[start:start + self.batch_size]
+      chunk = images[start : start + self.batch_size]
       padded = np.zeros((self.batch_size, *chunk.shape[1:]), np.float32)
-      padded[:len(chunk)] = chunk
+      padded[: len(chunk)] = chunk
       out = jax.device_get(self._predict(self.variables, jnp.asarray(padded)))
-      outs.append(jax.tree.map(lambda a: a[:len(chunk)], out))
+      outs.append(jax.tree.map(lambda a: a[: len(chunk)], out))
     return jax.tree.map(lambda *a: np.concatenate(a), *outs) if outs else None
 
   def predict(self, paths: Sequence[str], top_k: int = 5) -> list[dict]:
@@ -117,34 +113,52 @@ class Predictor:
     outputs = self.run(np.stack([examples[i]["image"] for i in readable]))
     for row, i in enumerate(readable):
       out = jax.tree.map(lambda a: a[row], outputs)
-      results[i] = {"path": paths[i], **getattr(self, f"_{self.task}")(out, paths[i], top_k,
-                                                                       examples[i])}
+      results[i] = {
+        "path": paths[i],
+        **getattr(self, f"_{self.task}")(out, paths[i], top_k, examples[i]),
+      }
     return results
 
   def classify(self, paths: Sequence[str], top_k: int = 5) -> list[dict]:
     return self.predict(paths, top_k)
 
   def _classification(self, probabilities, path, top_k, example) -> dict:
-    best = np.argsort(-probabilities)[:min(top_k, len(self.class_names))]
-    return {"top": [{"class": self.class_names[j], "index": int(j),
-                     "probability": float(probabilities[j])} for j in best]}
+    best = np.argsort(-probabilities)[: min(top_k, len(self.class_names))]
+    return {
+      "top": [
+        {"class": self.class_names[j], "index": int(j), "probability": float(probabilities[j])}
+        for j in best
+      ]
+    }
 
   def _segmentation(self, labels, path, top_k, example) -> dict:
     with Image.open(path) as image:
       w, h = image.size
     scale = float(example["scale"])
-    region = labels[:max(1, round(h * scale)), :max(1, round(w * scale))]
+    region = labels[: max(1, round(h * scale)), : max(1, round(w * scale))]
     mask = np.asarray(Image.fromarray(region.astype(np.uint8)).resize((w, h), Image.NEAREST))
     counts = np.bincount(mask.reshape(-1), minlength=len(self.class_names))
-    return {"mask": mask, "class_fractions": {self.class_names[c]: float(n / mask.size)
-                                              for c, n in enumerate(counts) if n}}
+    return {
+      "mask": mask,
+      "class_fractions": {
+        self.class_names[c]: float(n / mask.size) for c, n in enumerate(counts) if n
+      },
+    }
 
   def _detection(self, out, path, top_k, example) -> dict:
     scale = float(example["scale"])
-    return {"detections": [
-        {"class": self.class_names[int(c)], "index": int(c), "score": float(s),
-         "box": [round(float(v) / scale, 2) for v in box]}
-        for box, s, c, ok in zip(out["boxes"], out["scores"], out["classes"], out["valid"]) if ok]}
+    return {
+      "detections": [
+        {
+          "class": self.class_names[int(c)],
+          "index": int(c),
+          "score": float(s),
+          "box": [round(float(v) / scale, 2) for v in box],
+        }
+        for box, s, c, ok in zip(out["boxes"], out["scores"], out["classes"], out["valid"])
+        if ok
+      ]
+    }
 
 
 def format_table(results: list[dict]) -> str:
@@ -157,8 +171,10 @@ def format_table(results: list[dict]) -> str:
     if "top" in r:
       lines += [f"  {t['probability']:7.2%}  {t['class']}" for t in r["top"]]
     elif "class_fractions" in r:
-      lines += [f"  {f:7.2%}  {name}" for name, f in sorted(r["class_fractions"].items(),
-                                                           key=lambda kv: -kv[1])]
+      lines += [
+        f"  {f:7.2%}  {name}"
+        for name, f in sorted(r["class_fractions"].items(), key=lambda kv: -kv[1])
+      ]
     else:
       lines += [f"  {d['score']:6.3f}  {d['class']:<12} {d['box']}" for d in r["detections"]]
   return "\n".join(lines)
@@ -166,7 +182,6 @@ def format_table(results: list[dict]) -> str:
 
 def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str) -> list[str]:
   """PNGs of the masks or boxes drawn on each readable image; returns their paths."""
-  from involution_jax import visualize
   os.makedirs(out_dir, exist_ok=True)
   written = []
   for r in results:
@@ -175,31 +190,48 @@ def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str
     with Image.open(r["path"]) as image:
       image = np.asarray(image.convert("RGB"))
     if "mask" in r:
-      picture = visualize.overlay_mask(image, r["mask"], len(class_names))
+      picture = drawing.overlay_mask(image, r["mask"], len(class_names))
     else:
-      picture = visualize.draw_boxes(image, r["detections"])
+      picture = drawing.draw_boxes(image, r["detections"])
     out = os.path.join(out_dir, os.path.splitext(os.path.basename(r["path"]))[0] + ".png")
     Image.fromarray(picture).save(out)
     written.append(out)
   return written
 
 
+@cli.command("involution-predict")
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="involution-predict", description=__doc__.split("\n\n")[0])
+  """`involution-predict WEIGHTS IMAGES...`: classes, masks or boxes for image files."""
+  parser = cli.parser(
+    "involution-predict",
+    "Predict classes (or masks, or boxes) for image files with a "
+    "trained, converted or official model.",
+    [
+      "involution-predict runs/default docs/digit7.png",
+      "involution-predict RedNet50_pretrained.pdparams photos/ --json --batch-size 64",
+      "involution-predict runs/det_inv scene.png --out-dir drawn/ --min-score 0.5",
+    ],
+  )
   parser.add_argument("weights", help="training workdir / checkpoint folder, or .pth / .pdparams")
   parser.add_argument("images", nargs="+", help="image files or folders")
-  parser.add_argument("--top-k", type=int, default=5)
+  parser.add_argument("--top-k", type=int, default=5, help="classification: classes listed")
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-  parser.add_argument("--min-score", type=float, default=0.3,
-                      help="detection: list and draw only boxes scoring at least this")
-  parser.add_argument("--out-dir", default=None,
-                      help="segmentation / detection: write PNGs with the predictions drawn")
+  parser.add_argument(
+    "--min-score",
+    type=float,
+    default=0.3,
+    help="detection: list and draw only boxes scoring at least this",
+  )
+  parser.add_argument(
+    "--out-dir",
+    default=None,
+    help="segmentation / detection: write PNGs with the predictions drawn",
+  )
   args = parser.parse_args(argv)
-  try:
-    files = image_files(args.images)
-  except FileNotFoundError as e:
-    parser.error(str(e))
+  if args.top_k < 1 or args.batch_size < 1:
+    parser.error(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+  files = image_files(args.images)
   if not files:
     parser.error(f"no image files in {args.images}")
   predictor = Predictor.load(args.weights, args.batch_size)
@@ -215,10 +247,5 @@ def main(argv: list[str] | None = None) -> int:
   return 1 if all("error" in r for r in results) else 0
 
 
-def run() -> None:
-  """Console script `involution-predict`."""
-  sys.exit(main())
-
-
 if __name__ == "__main__":
-  run()
+  sys.exit(main())

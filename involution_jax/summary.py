@@ -6,35 +6,37 @@ paper's "FLOPs" column. XLA also counts elementwise work (BatchNorm, ReLU,
 residual adds, pooling) that the paper's counter does not, and RedNet-101/152
 run more of it per multiply-add, hence their larger (< 5%) excess.
 
-    python -m involution_jax.summary [--json] [--depths 26,50] [--image-size 224]
+    involution-summary [--json] [--depths 26,50] [--image-size 224]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
 
+from involution_jax import cli
 from involution_jax.models import create_model
-from involution_jax.rednet import STAGE_SIZES, count_params
+from involution_jax.models.rednet import STAGE_SIZES, count_params
 
 # Official README: parameters (exact, from the official code) and GMACs.
 PUBLISHED = {
-    26: dict(params=9_233_166, gmacs=1.73, top1=75.96),
-    38: dict(params=12_386_986, gmacs=2.22, top1=77.48),
-    50: dict(params=15_540_806, gmacs=2.71, top1=78.35),
-    101: dict(params=25_652_950, gmacs=4.74, top1=78.92),
-    152: dict(params=33_984_582, gmacs=6.79, top1=79.12),
+  26: dict(params=9_233_166, gmacs=1.73, top1=75.96),
+  38: dict(params=12_386_986, gmacs=2.22, top1=77.48),
+  50: dict(params=15_540_806, gmacs=2.71, top1=78.35),
+  101: dict(params=25_652_950, gmacs=4.74, top1=78.92),
+  152: dict(params=33_984_582, gmacs=6.79, top1=79.12),
 }
 
 
 def forward_gmacs(model, image_size: int = 224) -> float:
   """Multiply-adds (G) of one image's eval forward pass, from XLA's cost analysis."""
   x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape),
-                                                train=False))
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape), train=False)
+  )
   compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -46,41 +48,68 @@ def summarize(depths=tuple(STAGE_SIZES), image_size: int = 224) -> list[dict]:
   rows = []
   for depth in depths:
     model = create_model(f"rednet{depth}")
-    variables = jax.eval_shape(lambda: model.init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False))
+    variables = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
+    )
     gmacs = forward_gmacs(model, image_size)
     published = PUBLISHED[depth]
-    rows.append(dict(model=f"RedNet-{depth}", params=count_params(variables["params"]),
-                     published_params=published["params"], gmacs=round(gmacs, 3),
-                     published_gmacs=published["gmacs"],
-                     gmacs_diff_pct=round(100 * (gmacs / published["gmacs"] - 1), 2),
-                     published_top1=published["top1"]))
+    rows.append(
+      dict(
+        model=f"RedNet-{depth}",
+        params=count_params(variables["params"]),
+        published_params=published["params"],
+        gmacs=round(gmacs, 3),
+        published_gmacs=published["gmacs"],
+        gmacs_diff_pct=round(100 * (gmacs / published["gmacs"] - 1), 2),
+        published_top1=published["top1"],
+      )
+    )
   return rows
 
 
 def format_table(rows: list[dict]) -> str:
-  lines = ["| model | params | published | GMACs (XLA) | published | diff | top-1 (paper) |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    "| model | params | published | GMACs (XLA) | published | diff | top-1 (paper) |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+  ]
   for r in rows:
-    lines.append(f"| {r['model']} | {r['params']:,} | {r['published_params']:,} | "
-                 f"{r['gmacs']:.2f} | {r['published_gmacs']:.2f} | "
-                 f"{r['gmacs_diff_pct']:+.1f}% | {r['published_top1']:.2f} |")
+    lines.append(
+      f"| {r['model']} | {r['params']:,} | {r['published_params']:,} | "
+      f"{r['gmacs']:.2f} | {r['published_gmacs']:.2f} | "
+      f"{r['gmacs_diff_pct']:+.1f}% | {r['published_top1']:.2f} |"
+    )
   return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description="RedNet parameters and FLOPs vs published.")
-  parser.add_argument("--depths", default=",".join(map(str, STAGE_SIZES)))
+@cli.command("involution-summary")
+def main(argv: list[str] | None = None) -> int:
+  """`involution-summary`: RedNet parameters and FLOPs beside the published ones."""
+  parser = cli.parser(
+    "involution-summary",
+    "RedNet parameters and FLOPs (XLA's cost analysis) beside the published numbers.",
+    ["involution-summary", "involution-summary --depths 26,50 --json"],
+  )
+  parser.add_argument(
+    "--depths",
+    default=",".join(map(str, STAGE_SIZES)),
+    help="comma-separated RedNet depths (default: all)",
+  )
   parser.add_argument("--image-size", type=int, default=224)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   args = parser.parse_args(argv)
-  depths = [int(d) for d in args.depths.split(",")]
+  try:
+    depths = [int(d) for d in args.depths.split(",")]
+  except ValueError:
+    parser.error(f"--depths: expected comma-separated integers, got {args.depths!r}")
   unknown = [d for d in depths if d not in STAGE_SIZES]
   if unknown:
     parser.error(f"unknown depth(s) {unknown}; choose from {sorted(STAGE_SIZES)}")
+  if args.image_size < 1:
+    parser.error(f"--image-size must be >= 1, got {args.image_size}")
   rows = summarize(depths, args.image_size)
   print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

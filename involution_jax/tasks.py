@@ -9,7 +9,7 @@ all batches' outputs on the host (`summarize`).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import flax.linen as nn
 import jax
@@ -18,15 +18,18 @@ import ml_collections
 import numpy as np
 import optax
 
-from involution_jax import data, dense_data, detection, segmentation, training
+from involution_jax.data import classification, dense
+from involution_jax.data.pipeline import Dataset
+from involution_jax.models import detection, segmentation
 
 LossFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
 
 
 def _apply_train(model: nn.Module, variables: dict, images: jax.Array, rng: jax.Array):
   """Train-mode forward: (outputs, updated batch_stats)."""
-  outputs, updates = model.apply(variables, images, train=True, mutable=["batch_stats"],
-                                 rngs={"dropout": rng})
+  outputs, updates = model.apply(
+    variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+  )
   return outputs, updates["batch_stats"]
 
 
@@ -37,18 +40,33 @@ def _sum_tree(outputs: Iterable[dict]) -> dict:
   return totals
 
 
+def cross_entropy(
+  logits: jax.Array, labels: jax.Array, weights: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
+  """Mean softmax cross-entropy over examples with weight 1 (0 = padding / unreadable)."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  losses = optax.softmax_cross_entropy(logits, targets)
+  return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
 class Classification:
   name = "classification"
   train_metrics = ("accuracy",)
 
-  def dataset(self, config, split: str) -> data.Dataset:
-    return data.load_dataset(config.dataset, split, image_size=config.image_size,
-                             data_dir=config.data_dir)
+  def dataset(self, config, split: str) -> Dataset:
+    return classification.load_dataset(
+      config.dataset, split, image_size=config.image_size, data_dir=config.data_dir
+    )
 
-  def preprocess(self, config) -> data.Preprocess:
-    return data.Preprocess(config.image_size, tuple(config.mean), tuple(config.std),
-                           augment=config.augment, eval_crop=config.eval_crop,
-                           pad=config.get("augment_pad", 4))
+  def preprocess(self, config) -> classification.Preprocess:
+    return classification.Preprocess(
+      config.image_size,
+      tuple(config.mean),
+      tuple(config.std),
+      augment=config.augment,
+      eval_crop=config.eval_crop,
+      pad=config.get("augment_pad", 4),
+    )
 
   def input_shape(self, config) -> tuple[int, int, int]:
     return (config.image_size, config.image_size, 3)
@@ -56,10 +74,10 @@ class Classification:
   def loss_fn(self, model: nn.Module, config) -> LossFn:
     def loss(variables, batch, rng):
       logits, batch_stats = _apply_train(model, variables, batch["image"], rng)
-      value = training.cross_entropy(logits, batch["label"], batch["valid"],
-                                     config.label_smoothing)
+      value = cross_entropy(logits, batch["label"], batch["valid"], config.label_smoothing)
       correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["valid"])
       return value, (batch_stats, {"accuracy": correct / jnp.maximum(jnp.sum(batch["valid"]), 1)})
+
     return loss
 
   def eval_fn(self, model: nn.Module) -> Callable[[dict, dict], dict]:
@@ -68,26 +86,39 @@ class Classification:
       labels, valid = batch["label"], batch["valid"]
       losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
       top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-      return dict(loss=jnp.sum(losses * valid), top1=jnp.sum((top5[:, 0] == labels) * valid),
-                  top5=jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid),
-                  count=jnp.sum(valid))
+      return dict(
+        loss=jnp.sum(losses * valid),
+        top1=jnp.sum((top5[:, 0] == labels) * valid),
+        top5=jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * valid),
+        count=jnp.sum(valid),
+      )
+
     return step
 
-  def summarize(self, outputs: Iterable[dict], dataset: data.Dataset) -> dict:
+  def summarize(self, outputs: Iterable[dict], dataset: Dataset) -> dict:
     totals = _sum_tree(outputs)
     count = max(float(totals["count"]), 1.0)
-    results = dict(loss=float(totals["loss"]) / count, accuracy=float(totals["top1"]) / count,
-                   count=int(totals["count"]))
+    results = dict(
+      loss=float(totals["loss"]) / count,
+      accuracy=float(totals["top1"]) / count,
+      count=int(totals["count"]),
+    )
     if dataset.num_classes > 5:
       results["top5_accuracy"] = float(totals["top5"]) / count
     return results
 
-  def model_info(self, config, dataset: data.Dataset) -> dict:
-    return dict(task=self.name, model=config.model,
-                model_kwargs=_plain(config.get("model_kwargs", {})),
-                num_classes=dataset.num_classes, class_names=list(dataset.class_names),
-                image_size=config.image_size, mean=list(config.mean), std=list(config.std),
-                eval_crop=config.eval_crop)
+  def model_info(self, config, dataset: Dataset) -> dict:
+    return dict(
+      task=self.name,
+      model=config.model,
+      model_kwargs=_plain(config.get("model_kwargs", {})),
+      num_classes=dataset.num_classes,
+      class_names=list(dataset.class_names),
+      image_size=config.image_size,
+      mean=list(config.mean),
+      std=list(config.std),
+      eval_crop=config.eval_crop,
+    )
 
 
 def _plain(value):
@@ -96,32 +127,44 @@ def _plain(value):
 
 class _Dense:
   """Shared by segmentation and detection: datasets, preprocessing, model info."""
+
   name = ""
 
   def _size(self, config) -> tuple[int, int]:
     size = config.image_size
     return (size, size) if isinstance(size, int) else tuple(size)
 
-  def dataset(self, config, split: str) -> data.Dataset:
-    return dense_data.load_dense_dataset(config, self.name, split)
+  def dataset(self, config, split: str) -> Dataset:
+    return dense.load_dense_dataset(config, self.name, split)
 
-  def preprocess(self, config) -> dense_data.DensePreprocess:
+  def preprocess(self, config) -> dense.DensePreprocess:
     crop = config.get("crop_size")
-    return dense_data.DensePreprocess(
-        self.name, self._size(config), tuple(config.mean), tuple(config.std),
-        crop_size=tuple(crop) if crop else None, flip=config.get("flip", False),
-        train_scale=tuple(config.get("train_scale", (1.0, 1.0))),
-        max_objects=config.get("max_objects", 100))
+    return dense.DensePreprocess(
+      self.name,
+      self._size(config),
+      tuple(config.mean),
+      tuple(config.std),
+      crop_size=tuple(crop) if crop else None,
+      flip=config.get("flip", False),
+      train_scale=tuple(config.get("train_scale", (1.0, 1.0))),
+      max_objects=config.get("max_objects", 100),
+    )
 
   def input_shape(self, config) -> tuple[int, int, int]:
     crop = config.get("crop_size")
     return (*(tuple(crop) if crop else self._size(config)), 3)
 
-  def model_info(self, config, dataset: data.Dataset) -> dict:
-    return dict(task=self.name, model=config.model,
-                model_kwargs=_plain(config.get("model_kwargs", {})),
-                num_classes=dataset.num_classes, class_names=list(dataset.class_names),
-                image_size=list(self._size(config)), mean=list(config.mean), std=list(config.std))
+  def model_info(self, config, dataset: Dataset) -> dict:
+    return dict(
+      task=self.name,
+      model=config.model,
+      model_kwargs=_plain(config.get("model_kwargs", {})),
+      num_classes=dataset.num_classes,
+      class_names=list(dataset.class_names),
+      image_size=list(self._size(config)),
+      mean=list(config.mean),
+      std=list(config.std),
+    )
 
 
 class Segmentation(_Dense):
@@ -131,21 +174,27 @@ class Segmentation(_Dense):
   def loss_fn(self, model, config) -> LossFn:
     def loss(variables, batch, rng):
       logits, batch_stats = _apply_train(model, variables, batch["image"], rng)
-      labels = jnp.where(batch["valid"][:, None, None] > 0, batch["mask"],
-                         segmentation.IGNORE_LABEL)
+      labels = jnp.where(
+        batch["valid"][:, None, None] > 0, batch["mask"], segmentation.IGNORE_LABEL
+      )
       value = segmentation.segmentation_loss(logits, labels)
       confusion = segmentation.confusion_matrix(logits, labels, logits.shape[-1])
       accuracy = jnp.trace(confusion) / jnp.maximum(jnp.sum(confusion), 1)
       return value, (batch_stats, {"pixel_accuracy": accuracy})
+
     return loss
 
   def eval_fn(self, model):
     def step(variables, batch):
       logits = model.apply(variables, batch["image"], train=False)
-      labels = jnp.where(batch["valid"][:, None, None] > 0, batch["mask"],
-                         segmentation.IGNORE_LABEL)
-      return dict(confusion=segmentation.confusion_matrix(logits, labels, logits.shape[-1]),
-                  count=jnp.sum(batch["valid"]))
+      labels = jnp.where(
+        batch["valid"][:, None, None] > 0, batch["mask"], segmentation.IGNORE_LABEL
+      )
+      return dict(
+        confusion=segmentation.confusion_matrix(logits, labels, logits.shape[-1]),
+        count=jnp.sum(batch["valid"]),
+      )
+
     return step
 
   def summarize(self, outputs, dataset):
@@ -165,11 +214,13 @@ class Detection(_Dense):
 
   def loss_fn(self, model, config) -> LossFn:
     anchors = self._anchors(model, self.input_shape(config))
+
     def loss(variables, batch, rng):
       (cls, reg), batch_stats = _apply_train(model, variables, batch["image"], rng)
       classes = jnp.where(batch["valid"][:, None] > 0, batch["classes"], -1)
       value, parts = detection.retinanet_loss(cls, reg, anchors, batch["boxes"], classes)
       return value, (batch_stats, {k: parts[k] for k in self.train_metrics})
+
     return loss
 
   def eval_fn(self, model):
@@ -179,6 +230,7 @@ class Detection(_Dense):
       cls, reg = model.apply(variables, images, train=False)
       post = jax.vmap(lambda c, r: detection.postprocess(c, r, anchors, images.shape[1:3]))
       return dict(post(cls, reg), example_valid=batch["valid"], scale=batch["scale"])
+
     return step
 
   def summarize(self, outputs, dataset):
@@ -189,17 +241,22 @@ class Detection(_Dense):
     for out in outputs:
       for b in range(len(out["example_valid"])):
         if out["example_valid"][b] and index < len(source):
-          for box, score, cls, ok in zip(out["boxes"][b], out["scores"][b], out["classes"][b],
-                                         out["valid"][b]):
+          for box, score, cls, ok in zip(
+            out["boxes"][b], out["scores"][b], out["classes"][b], out["valid"][b]
+          ):
             if ok:
               x1, y1, x2, y2 = (float(v) / float(out["scale"][b]) for v in box)
-              detections.append(dict(
+              detections.append(
+                dict(
                   image_id=int(image_ids[index]) if image_ids else index,
                   category_id=int(category_ids[cls]) if category_ids else int(cls),
-                  bbox=[x1, y1, x2 - x1, y2 - y1], score=float(score)))
+                  bbox=[x1, y1, x2 - x1, y2 - y1],
+                  score=float(score),
+                )
+              )
         index += 1
-    truth = getattr(source, "coco", None) or dense_data.coco_ground_truth(dataset)
-    results = dense_data.coco_evaluate(truth, detections)
+    truth = getattr(source, "coco", None) or dense.coco_ground_truth(dataset)
+    results = dense.coco_evaluate(truth, detections)
     results["detections"] = len(detections)
     return results
 

@@ -1,235 +1,73 @@
-"""train_and_evaluate: data-parallel RedNet training from one CPU to a pod.
+"""`involution-train`: train and evaluate a config in a workdir, resuming where it stopped.
 
-`jax.jit` with explicit shardings on a 1-D device mesh (axis "data"): the
-batch is split over every device of every process, the train state is
-replicated, BatchNorm statistics are global-batch statistics. Orbax
-checkpoints (with the grain iterator state) resume exactly; a non-finite loss
-stops the run naming the step, leaving the last checkpoint intact.
+    involution-train --workdir runs/digits                       # the embedded default
+    involution-train --config rednet50_imagenet --workdir runs/r50 --config.data_dir=/data/tfds
+    involution-train --config my_config.py:arg --workdir runs/x --config.batch_size=128
+
+Several hosts: the same command on every host (see docs/multihost.md).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
+import sys
 
 import jax
-import ml_collections
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
-from tqdm import tqdm
 
-from involution_jax import checkpoints, data, training
-from involution_jax.evaluate import evaluate, make_eval_step
-from involution_jax.tasks import get_task
+from involution_jax import cli, configs
+from involution_jax.trainer import train_and_evaluate
+
+PROG = "involution-train"
 
 
-def data_mesh() -> jax.sharding.Mesh:
-  """All devices of all processes on one axis, "data"."""
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+@cli.command(PROG)
+def main(argv: list[str] | None = None) -> int:
+  """Parses `argv` (default: the command line), trains, prints the final metrics."""
+  parser = cli.parser(
+    PROG,
+    "Train and evaluate a model; rerun the same command to resume "
+    "from the workdir's last checkpoint.",
+    [
+      "involution-train --workdir runs/digits",
+      "involution-train --workdir runs/k5 --config.model_kwargs.kernel_size=5",
+      "involution-train --config rednet50_imagenet --workdir runs/r50 --config.data_dir=/data/tfds",
+      "involution-train --config digitscenes_seg:involution --workdir runs/seg",
+    ],
+  )
+  cli.add_config_arguments(parser, default="default")
+  parser.add_argument(
+    "--workdir",
+    default=os.path.join("runs", "default"),
+    help="checkpoints, TensorBoard logs and metrics.json go here (default: runs/default)",
+  )
+  rest, overrides = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
+  args = parser.parse_args(rest)
+  config = configs.get_config(args.config, overrides)
+  cli.start(args)
+  if jax.process_index() == 0:
+    print(
+      f"training {config.model} on {config.dataset} with {jax.device_count()} "
+      f"{jax.devices()[0].platform} device(s); workdir {os.path.abspath(args.workdir)}"
+    )
+  try:
+    metrics = train_and_evaluate(config, args.workdir)
+  except FloatingPointError as e:  # diverged: the message says what to do
+    print(f"{PROG}: error: {e}", file=sys.stderr)
+    return 1
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    cli.peer_failed(e)
+  if jax.process_index() == 0:
+    print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("_dir")}, indent=2))
+    print(
+      f"checkpoints: {metrics['checkpoint_dir']}\nTensorBoard: "
+      f"tensorboard --logdir {metrics['tensorboard_dir']}\n"
+      f"metrics: {os.path.join(os.path.abspath(args.workdir), 'metrics.json')}"
+    )
+  return 0
 
 
-def validate_config(config: ml_collections.ConfigDict, devices: int | None = None) -> None:
-  """Clear errors for values that would fail later or silently train badly."""
-  def need(ok, message):
-    if not ok:
-      raise ValueError(f"invalid config: {message}")
-  need(config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}")
-  need(config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}")
-  smoothing = config.get("label_smoothing", 0.0)
-  need(0 <= smoothing < 1, f"label_smoothing must be in [0, 1), got {smoothing}")
-  need(config.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
-  need(config.batch_size > 0, f"batch_size must be > 0, got {config.batch_size}")
-  need(config.num_train_steps > 0 or config.num_epochs > 0,
-       "set num_epochs > 0 or num_train_steps > 0")
-  accum = config.get("grad_accum_steps", 1)
-  need(accum >= 1, f"grad_accum_steps must be >= 1, got {accum}")
-  devices = devices or jax.device_count()
-  for name in ("batch_size", "eval_batch_size"):
-    size = config[name]
-    need(size % (devices * (accum if name == "batch_size" else 1)) == 0,
-         f"{name}={size} must be divisible by the {devices} device(s)"
-         + (f" x grad_accum_steps={accum}" if name == "batch_size" and accum > 1 else "")
-         + f" (try {max(1, size // devices) * devices})")
-
-
-class _Batches:
-  """Local batches from a grain iterator -> global arrays sharded over the mesh."""
-
-  def __init__(self, iterator, sharding: NamedSharding):
-    self.iterator, self.sharding = iterator, sharding
-
-  def __next__(self) -> dict:
-    local = next(self.iterator)
-    return {k: jax.make_array_from_process_local_data(self.sharding, np.asarray(v))
-            for k, v in local.items()}
-
-
-def _initialise_from(state, weights: str, task, sharding, verbose: bool):
-  """Fresh state with pretrained weights (checkpoint, .pth or .pdparams) grafted in;
-  dense models take them into their backbone."""
-  from involution_jax.evaluate import load_weights
-  pretrained, _ = load_weights(weights)
-  into = None if task.name == "classification" else "backbone"
-  variables, skipped = checkpoints.graft(jax.device_get(state.variables()), pretrained, into)
-  if verbose:
-    print(f"initialised from {weights}" + (f"; kept as initialised: {', '.join(skipped)}"
-                                           if skipped else ""))
-  variables = jax.device_put(variables, sharding)
-  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
-
-
-def _write_scalars(writer, prefix: str, results: dict, step: int) -> None:
-  for name, value in results.items():
-    if isinstance(value, (int, float)):
-      writer.add_scalar(f"{prefix}/{name}", value, step)
-
-
-def _write_metrics(workdir: str, metrics: dict) -> None:
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       mesh: jax.sharding.Mesh | None = None) -> dict:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
-
-  `mesh`: a 1-D mesh with axis "data" (default: every device of every process).
-  Returns the final metrics, also written to `workdir/metrics.json` (process 0).
-  """
-  mesh = mesh or data_mesh()
-  validate_config(config, mesh.size)
-  start_time = time.time()
-  main_process = jax.process_index() == 0
-  replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  task = get_task(config)
-  train_set = task.dataset(config, config.get("train_split", "train"))
-  eval_set = task.dataset(config, config.eval_split)
-  steps_per_epoch = len(train_set.source) // config.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"invalid config: batch_size={config.batch_size} exceeds the "
-                     f"{len(train_set.source)} training examples")
-  total_steps = (config.num_train_steps if config.num_train_steps > 0
-                 else math.ceil(config.num_epochs * steps_per_epoch))
-  model = training.model_from_config(config, train_set.num_classes)
-  schedule = training.learning_rate_schedule(config, total_steps, steps_per_epoch)
-  tx = training.optimizer(config, schedule)
-  image_shape = task.input_shape(config)
-  init = jax.jit(lambda rng: training.init_state(model, tx, rng, image_shape),
-                 out_shardings=replicated)
-  preprocess = task.preprocess(config)
-  iterator = data.train_iterator(train_set, preprocess, global_batch=config.batch_size,
-                                 seed=config.seed, process_index=jax.process_index(),
-                                 process_count=jax.process_count(), workers=config.data_workers)
-  ckpt_dir = os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR)
-  mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
-  info = task.model_info(config, train_set)
-  state = None
-  if mngr.latest_step() is not None:
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
-    variables, train = checkpoints.restore_training(
-        mngr, mngr.latest_step(), variables=abstract.variables(),
-        train=dict(step=abstract.step, opt_state=abstract.opt_state), data_iterator=iterator)
-    state = training.TrainState(step=train["step"], opt_state=train["opt_state"], **variables)
-    if main_process:
-      print(f"resuming from {ckpt_dir} at step {int(state.step)} of {total_steps}")
-  else:
-    state = init(jax.random.PRNGKey(config.seed))
-    if config.get("init_from"):
-      state = _initialise_from(state, config.init_from, task, replicated, main_process)
-  start_step = int(state.step)
-
-  step_fn = jax.jit(training.bind_train_step(task.loss_fn(model, config), tx, schedule, config),
-                    in_shardings=(replicated, batch_sharding),
-                    out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_fn = make_eval_step(task, model, replicated, batch_sharding)
-  batches = _Batches(iterator, batch_sharding)
-  writer = None
-  if main_process:
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-  def save(step: int) -> None:
-    checkpoints.save(mngr, step, variables=state.variables(), model_info=info,
-                     train=dict(step=state.step, opt_state=state.opt_state),
-                     data_iterator=iterator)
-
-  def check_finite(step: int, metrics: dict) -> dict:
-    host = jax.device_get(metrics)
-    if not host["finite"]:
-      mngr.wait_until_finished()
-      last = mngr.latest_step()
-      raise FloatingPointError(
-          f"non-finite loss or gradients at step {step} (loss={float(host['loss'])}); the "
-          f"update was not applied and training stopped. The last checkpoint "
-          f"({'step ' + str(last) if last is not None else 'none'} in {ckpt_dir}) is intact: "
-          "lower learning_rate (or warm up longer) and rerun to resume from it.")
-    return host
-
-  history, pending, unreadable = [], None, 0
-  last_summary = {k: None for k in ("loss",) + task.train_metrics}
-  timed_steps, timed_seconds, tick = 0, 0.0, None
-  bar = tqdm(total=total_steps, initial=start_step, disable=not main_process, unit="step",
-             desc="train", dynamic_ncols=True, mininterval=0.5)
-  for step in range(start_step + 1, total_steps + 1):
-    batch = next(batches)
-    state, metrics = step_fn(state, batch)
-    if pending is not None:  # one step behind: keeps the device busy while we check
-      history.append(check_finite(step - 1, pending))
-    pending = metrics
-    bar.update(1)
-    if step == start_step + 1:
-      tick = time.time()  # exclude compilation from throughput
-    if step % config.log_every_steps == 0 or step == total_steps:
-      history.append(check_finite(step, pending))
-      pending = None
-      now = time.time()
-      if step > start_step + 1:
-        timed_steps, timed_seconds = step - start_step - 1, now - tick
-      images_per_second = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
-      summary = {k: float(np.mean([h[k] for h in history]))
-                 for k in ("loss",) + task.train_metrics}
-      unreadable += sum(int(config.batch_size - h["valid"]) for h in history)
-      bar.set_postfix(**{k: f"{v:.4f}" for k, v in summary.items()},
-                      img_s=f"{images_per_second:.0f}")
-      if writer:
-        scalars = dict(summary, learning_rate=float(history[-1]["learning_rate"]),
-                       images_per_second=images_per_second)
-        for name, value in scalars.items():
-          writer.add_scalar(f"train/{name}", value, step)
-      last_summary, history = summary, []
-    if step % config.checkpoint_every_steps == 0 or step == total_steps:
-      if pending is not None:
-        history.append(check_finite(step, pending))
-        pending = None
-      save(step)
-    if config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step < total_steps:
-      results = evaluate(task, eval_fn, state.variables(), eval_set, preprocess,
-                         config.eval_batch_size, batch_sharding)
-      if writer:
-        _write_scalars(writer, "eval", results, step)
-  bar.close()
-  mngr.wait_until_finished()
-  results = evaluate(task, eval_fn, state.variables(), eval_set, preprocess,
-                     config.eval_batch_size, batch_sharding)
-  trained = start_step < total_steps
-  final = {f"train_{k}": (v if trained else None) for k, v in last_summary.items()}
-  final.update({f"test_{k}": v for k, v in results.items() if k not in ("unreadable", "count")})
-  final.update(
-      steps=total_steps,
-      images_per_second=timed_steps * config.batch_size / timed_seconds if timed_seconds else None,
-      wall_time_s=time.time() - start_time, unreadable_train_images=unreadable,
-      unreadable_test_images=results["unreadable"], devices=jax.device_count(),
-      processes=jax.process_count(), checkpoint_dir=ckpt_dir,
-      tensorboard_dir=os.path.join(workdir, "tensorboard"))
-  if writer:
-    _write_scalars(writer, "eval", results, total_steps)
-    writer.close()
-  if main_process:
-    _write_metrics(workdir, final)
-  mngr.close()
-  return final
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,4 +1,4 @@
-"""Pictures: the kernels involution generates for an image; predicted masks and boxes.
+"""Pictures of the kernels involution generates for an image.
 
     involution-visualize --weights runs/default --image x.jpg --layer layer2_0/conv2 \
         --out kernels.png [--groups 0,1,2,3] [--pixels 3,4 5,5]
@@ -12,14 +12,14 @@ model's own forward pass (the layers sow them), not recomputed.
 
 from __future__ import annotations
 
-import argparse
-from typing import Sequence
+import sys
+from collections.abc import Sequence
 
 import numpy as np
 from flax import traverse_util
 
-from involution_jax.evaluate import load_weights, model_from_info
-from involution_jax.predict import preprocess_from_info
+from involution_jax import cli
+from involution_jax.weights import load_weights, model_from_info, preprocess_from_info
 
 PANEL_INCHES, DPI = 2.5, 100
 
@@ -28,40 +28,57 @@ def capture_kernels(model, variables: dict, images) -> dict[str, np.ndarray]:
   """{layer path ("layer2_0/conv2"): kernel (B, Ho, Wo, G, K, K)} for every involution."""
   _, state = model.apply(variables, images, train=False, mutable=["intermediates"])
   flat = traverse_util.flatten_dict(state["intermediates"])
-  return {"/".join(path[:-1]): np.asarray(value[0]) for path, value in flat.items()
-          if path[-1] == "kernel"}
+  return {
+    "/".join(path[:-1]): np.asarray(value[0])
+    for path, value in flat.items()
+    if path[-1] == "kernel"
+  }
 
 
 def _overlay(ax, image, heat, title):
   ax.imshow(image)
-  ax.imshow(heat, cmap="jet", alpha=0.5, extent=(-0.5, image.shape[1] - 0.5,
-                                                 image.shape[0] - 0.5, -0.5))
+  ax.imshow(
+    heat, cmap="jet", alpha=0.5, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5)
+  )
   ax.set_title(title, fontsize=8)
   ax.axis("off")
 
 
-def plot_kernels(image: np.ndarray, kernel: np.ndarray, out_path: str, *,
-                 groups: Sequence[int] = (0, 1, 2, 3),
-                 pixels: Sequence[tuple[int, int]] | None = None, layer: str = "") -> tuple[int, int]:
+def plot_kernels(
+  image: np.ndarray,
+  kernel: np.ndarray,
+  out_path: str,
+  *,
+  groups: Sequence[int] = (0, 1, 2, 3),
+  pixels: Sequence[tuple[int, int]] | None = None,
+  layer: str = "",
+) -> tuple[int, int]:
   """Draws one image's kernels (Ho, Wo, G, K, K) to a PNG; returns its (width, height).
 
   image: (H, W, 3) in [0, 1]. Groups beyond G are dropped; pixels default to
   four spread over the output grid.
   """
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   ho, wo, g, k, _ = kernel.shape
   groups = [i for i in groups if 0 <= i < g] or [0]
   if pixels is None:
-    pixels = [(ho // 4, wo // 4), (ho // 4, 3 * wo // 4), (3 * ho // 4, wo // 4),
-              (3 * ho // 4, 3 * wo // 4)]
+    pixels = [
+      (ho // 4, wo // 4),
+      (ho // 4, 3 * wo // 4),
+      (3 * ho // 4, wo // 4),
+      (3 * ho // 4, 3 * wo // 4),
+    ]
   for i, j in pixels:
     if not (0 <= i < ho and 0 <= j < wo):
       raise ValueError(f"pixel ({i}, {j}) is outside the layer's {ho} x {wo} output")
   cols = max(len(groups), len(pixels)) + 1
-  fig, axes = plt.subplots(2, cols, figsize=(cols * PANEL_INCHES, 2 * PANEL_INCHES), dpi=DPI,
-                           squeeze=False)
+  fig, axes = plt.subplots(
+    2, cols, figsize=(cols * PANEL_INCHES, 2 * PANEL_INCHES), dpi=DPI, squeeze=False
+  )
   for ax in axes.ravel():
     ax.axis("off")
   scale = (image.shape[0] / ho, image.shape[1] / wo)
@@ -74,8 +91,9 @@ def plot_kernels(image: np.ndarray, kernel: np.ndarray, out_path: str, *,
   for col, (i, j) in enumerate(pixels, start=1):
     y, x = (i + 0.5) * scale[0] - 0.5, (j + 0.5) * scale[1] - 0.5
     axes[1, 0].plot(x, y, "o", ms=6, mfc="none", mec="yellow")
-    axes[1, 0].annotate(str(col), (x, y), xytext=(4, 4), textcoords="offset points",
-                        color="yellow", fontsize=8)
+    axes[1, 0].annotate(
+      str(col), (x, y), xytext=(4, 4), textcoords="offset points", color="yellow", fontsize=8
+    )
     ax = axes[1, col]
     taps = kernel[i, j, groups[0]]
     bound = float(np.abs(taps).max()) or 1.0
@@ -88,72 +106,65 @@ def plot_kernels(image: np.ndarray, kernel: np.ndarray, out_path: str, *,
   return cols * int(PANEL_INCHES * DPI), 2 * int(PANEL_INCHES * DPI)
 
 
-def palette(num_classes: int) -> np.ndarray:
-  """A fixed, distinguishable RGB colour per class: (num_classes, 3) uint8."""
-  import matplotlib
-  colours = matplotlib.colormaps["tab20"].resampled(max(num_classes, 2))(np.arange(num_classes))
-  return (colours[:, :3] * 255).astype(np.uint8)
-
-
-def overlay_mask(image: np.ndarray, mask: np.ndarray, num_classes: int,
-                 alpha: float = 0.55) -> np.ndarray:
-  """image (H, W, 3) uint8 with each labelled pixel tinted by its class (255: untouched)."""
-  colours = palette(num_classes)
-  labelled = mask < num_classes
-  tint = colours[np.where(labelled, mask, 0)].astype(np.float32)
-  out = image.astype(np.float32)
-  out[labelled] = (1 - alpha) * out[labelled] + alpha * tint[labelled]
-  return out.round().astype(np.uint8)
-
-
-def draw_boxes(image: np.ndarray, detections: Sequence[dict],
-               num_classes: int | None = None) -> np.ndarray:
-  """image (H, W, 3) uint8 with [{"box", "class", "index", "score"}] drawn and labelled."""
-  from PIL import Image, ImageDraw
-  picture = Image.fromarray(image).convert("RGB")
-  draw = ImageDraw.Draw(picture)
-  colours = palette(max([d["index"] + 1 for d in detections] + [num_classes or 1]))
-  for d in detections:
-    colour = tuple(int(c) for c in colours[d["index"]])
-    draw.rectangle(d["box"], outline=colour, width=max(1, min(picture.size) // 100))
-    draw.text((d["box"][0] + 2, d["box"][1] + 1), f"{d['class']} {d['score']:.2f}", fill=colour)
-  return np.asarray(picture)
-
-
 def _pixel(text: str) -> tuple[int, int]:
-  i, j = text.split(",")
-  return int(i), int(j)
+  try:
+    i, j = text.split(",")
+    return int(i), int(j)
+  except ValueError:
+    raise ValueError(f"--pixels: expected i,j (two integers), got {text!r}") from None
 
 
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="involution-visualize",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--weights", default="runs/default",
-                      help="training workdir / checkpoint folder, or .pth / .pdparams")
+@cli.command("involution-visualize")
+def main(argv: list[str] | None = None) -> int:
+  """`involution-visualize --image X`: a PNG of the kernels a model generates for X."""
+  parser = cli.parser(
+    "involution-visualize",
+    "Draw the kernels a model's involution layers generate for an image (a PNG).",
+    [
+      "involution-visualize --weights runs/default --image docs/digit7.png --layer "
+      "layer1_0/conv2 --out kernels.png --pixels 2,3 4,4 6,5"
+    ],
+  )
+  parser.add_argument(
+    "--weights",
+    default="runs/default",
+    help="training workdir / checkpoint folder, or .pth / .pdparams (default: runs/default)",
+  )
   parser.add_argument("--image", required=True)
-  parser.add_argument("--layer", default=None, help="involution layer path (default: the "
-                      "first); an unknown name lists the available ones")
+  parser.add_argument(
+    "--layer",
+    default=None,
+    help="involution layer path (default: the first); an unknown name lists the available ones",
+  )
   parser.add_argument("--out", default="kernels.png")
   parser.add_argument("--groups", default="0,1,2,3", help="comma-separated group indices")
-  parser.add_argument("--pixels", nargs="*", type=_pixel, default=None,
-                      help="output pixels i,j for the K x K panels")
+  parser.add_argument(
+    "--pixels", nargs="*", default=None, help="output pixels i,j for the K x K panels"
+  )
   args = parser.parse_args(argv)
+  pixels = [_pixel(p) for p in args.pixels] if args.pixels else None
+  try:
+    groups = [int(g) for g in args.groups.split(",")]
+  except ValueError:
+    parser.error(f"--groups: expected comma-separated integers, got {args.groups!r}")
   variables, info = load_weights(args.weights)
   preprocess = preprocess_from_info(info)
   example = preprocess.eval({"path": args.image, "label": 0})
   if not example["valid"]:
-    parser.error(f"cannot read image {args.image}")
+    raise ValueError(f"cannot read image {args.image}")
   kernels = capture_kernels(model_from_info(info), variables, example["image"][None])
+  if not kernels:
+    raise ValueError(f"the model in {args.weights} has no involution layers")
   layer = args.layer or next(iter(kernels))
   if layer not in kernels:
-    parser.error(f"unknown layer {layer!r}; involution layers: {', '.join(kernels)}")
-  shown = np.clip(example["image"] * np.array(preprocess.std) + np.array(preprocess.mean),
-                  0, 255) / 255
-  size = plot_kernels(shown, kernels[layer][0], args.out,
-                      groups=[int(g) for g in args.groups.split(",")], pixels=args.pixels,
-                      layer=layer)
+    raise ValueError(f"unknown layer {layer!r}; involution layers: {', '.join(kernels)}")
+  shown = (
+    np.clip(example["image"] * np.array(preprocess.std) + np.array(preprocess.mean), 0, 255) / 255
+  )
+  size = plot_kernels(shown, kernels[layer][0], args.out, groups=groups, pixels=pixels, layer=layer)
   print(f"{layer}: kernels {kernels[layer].shape[1:]} -> {args.out} ({size[0]}x{size[1]})")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -24,8 +24,9 @@ def torch():
 
 @pytest.fixture
 def tfds(tmp_path, monkeypatch):
-  module = pytest.importorskip("tensorflow_datasets",
-                               reason="needs the tfds extra (pip install -e '.[tfds]')")
+  module = pytest.importorskip(
+    "tensorflow_datasets", reason="needs the tfds extra (pip install -e '.[tfds]')"
+  )
   # TFDS makes an empty temporary directory whenever it looks for a dataset's
   # metadata outside data_dir (mock data, unprepared datasets): keep them here.
   monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -34,4 +35,6 @@ def tfds(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def pycocotools():
-  return pytest.importorskip("pycocotools", reason="needs the coco extra (pip install -e '.[coco]')")
+  return pytest.importorskip(
+    "pycocotools", reason="needs the coco extra (pip install -e '.[coco]')"
+  )

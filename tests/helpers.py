@@ -1,7 +1,7 @@
 """Helpers shared by the tests: configs, subprocess runs."""
 
+import importlib
 import os
-import runpy
 import subprocess
 import sys
 
@@ -9,9 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str = "default", *args, **overrides):
-  """experiments/configs/<name>.py's config with fields overridden."""
-  config = runpy.run_path(os.path.join(ROOT, "experiments", "configs", f"{name}.py"))[
-      "get_config"](*args)
+  """The shipped config `name` (involution_jax/configs/<name>.py) with fields overridden."""
+  config = importlib.import_module(f"involution_jax.configs.{name}").get_config(*args)
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split(".")
@@ -22,8 +21,15 @@ def load_config(name: str = "default", *args, **overrides):
 
 
 # The default digits run, shrunk to a few steps of seconds.
-TINY = dict(image_size=8, batch_size=16, eval_batch_size=64, num_train_steps=4,
-            log_every_steps=2, checkpoint_every_steps=2, warmup_epochs=0.0)
+TINY = dict(
+  image_size=8,
+  batch_size=16,
+  eval_batch_size=64,
+  num_train_steps=4,
+  log_every_steps=2,
+  checkpoint_every_steps=2,
+  warmup_epochs=0.0,
+)
 
 
 def tiny_digits_config(**overrides):
@@ -45,14 +51,22 @@ def python_env(devices: int = 1) -> dict:
 
 
 def train_command(workdir: str, *flags: str) -> list[str]:
-  return [sys.executable, os.path.join(ROOT, "experiments", "main.py"), "--config",
-          os.path.join(ROOT, "experiments", "configs", "default.py"), "--workdir", workdir,
-          *flags]
+  return [
+    sys.executable,
+    "-m",
+    "involution_jax.train",
+    "--config",
+    "default",
+    "--workdir",
+    workdir,
+    *flags,
+  ]
 
 
 def run(cmd: list[str], devices: int = 1, timeout: float = 300) -> subprocess.CompletedProcess:
-  return subprocess.run(cmd, env=python_env(devices), capture_output=True, text=True,
-                        timeout=timeout, cwd=ROOT)
+  return subprocess.run(
+    cmd, env=python_env(devices), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+  )
 
 
 def save_random_checkpoint(path: str, image_size: int = 8, seed: int = 0, config=None) -> tuple:
@@ -63,18 +77,22 @@ def save_random_checkpoint(path: str, image_size: int = 8, seed: int = 0, config
   """
   import jax
   import jax.numpy as jnp
+
   from involution_jax import checkpoints
-  from involution_jax.evaluate import model_from_info
   from involution_jax.tasks import get_task
+  from involution_jax.weights import model_from_info
+
   config = config or tiny_digits_config(image_size=image_size)
   task = get_task(config)
   info = task.model_info(config, task.dataset(config, "train"))
   model = model_from_info(info)
   variables = jax.jit(model.init, static_argnames="train")(
-      jax.random.PRNGKey(seed), jnp.zeros((1, *task.input_shape(config))), train=False)
+    jax.random.PRNGKey(seed), jnp.zeros((1, *task.input_shape(config))), train=False
+  )
   # Non-trivial BatchNorm statistics and last-BN scales, so every layer matters.
-  variables = jax.tree.map(lambda a: a + 0.1 * jnp.cos(jnp.arange(a.size).reshape(a.shape)),
-                           variables)
+  variables = jax.tree.map(
+    lambda a: a + 0.1 * jnp.cos(jnp.arange(a.size).reshape(a.shape)), variables
+  )
   mngr = checkpoints.manager(path, async_save=False)
   checkpoints.save(mngr, 1, variables=variables, model_info=info)
   mngr.close()

@@ -18,7 +18,7 @@ def involution_reference(x, kernel, stride=1, dilation=1):
     for v in range(k):
       rows = np.arange(ho) * stride + (u - k // 2) * dilation
       cols = np.arange(wo) * stride + (v - k // 2) * dilation
-      valid = (((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :])
+      valid = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
       picked = x[:, np.clip(rows, 0, h - 1)][:, :, np.clip(cols, 0, w - 1)]
       picked = picked * valid[None, :, :, None]
       out += picked * kernel[:, :, :, group_of_channel, u, v]

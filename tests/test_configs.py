@@ -1,26 +1,28 @@
 """Every shipped config loads, validates and builds its model."""
 
-import glob
-import os
-
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers import load_config
 
-from helpers import ROOT, load_config
-from involution_jax import training
+from involution_jax import configs, train_step
 from involution_jax.tasks import get_task
-from involution_jax.train import validate_config
+from involution_jax.trainer import validate_config
 
-CONFIGS = sorted(os.path.basename(p)[:-3]
-                 for p in glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py")))
+CONFIGS = configs.names()
 NUM_CLASSES = {"classification": 1000, "segmentation": 19, "detection": 80}
 
 
 def test_the_expected_configs_exist():
-  assert {"default", "imagenet", "cifar", "digitscenes_seg", "digitscenes_det",
-          "cityscapes_fpn_red50", "coco_retinanet_red50"} | {
-              f"rednet{d}_imagenet" for d in (26, 38, 50, 101, 152)} <= set(CONFIGS)
+  assert {
+    "default",
+    "imagenet",
+    "cifar",
+    "digitscenes_seg",
+    "digitscenes_det",
+    "cityscapes_fpn_red50",
+    "coco_retinanet_red50",
+  } | {f"rednet{d}_imagenet" for d in (26, 38, 50, 101, 152)} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -28,10 +30,11 @@ def test_config_validates_and_builds_its_model(name):
   config = load_config(name)
   validate_config(config, devices=8)
   task = get_task(config)
-  model = training.model_from_config(config, NUM_CLASSES[task.name])
+  model = train_step.model_from_config(config, NUM_CLASSES[task.name])
   shape = task.input_shape(config)
   small = (1, min(shape[0], 96), min(shape[1], 128), 3)  # shapes only; any size works
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(small),
-                                                train=False))
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(small), train=False)
+  )
   assert "params" in variables and "batch_stats" in variables
   assert config.get("init_from") is None  # a field, overridable from the command line

@@ -10,8 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="weight conversion tests need the torch extra")
 
-from involution_jax import convert, create_model  # noqa: E402
 from torch_rednet import Classifier, randomise_  # noqa: E402
+
+from involution_jax import convert, create_model  # noqa: E402
 
 # The official checkpoints' keys and shapes (copied from shared/reference): the contract.
 KEY_LISTS = os.path.join(os.path.dirname(__file__), "data")
@@ -55,8 +56,9 @@ def test_eval_logits_match_float32(official):
   depth, model, state = official
   x = _images()
   variables = convert.from_torch_state_dict(state)
-  np.testing.assert_allclose(_flax_apply(depth, variables, x, train=False),
-                             _torch_logits(model, x), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    _flax_apply(depth, variables, x, train=False), _torch_logits(model, x), rtol=1e-4, atol=1e-4
+  )
 
 
 def test_train_mode_forward_and_statistics_match(official):
@@ -68,10 +70,12 @@ def test_train_mode_forward_and_statistics_match(official):
   with torch.no_grad():
     want = model(torch.from_numpy(x).double().permute(0, 3, 1, 2)).numpy()
   with jax.enable_x64(True):
-    variables = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
-                             convert.from_torch_state_dict(state))
-    got, updates = _flax_apply(depth, variables, x.astype(np.float64), train=True,
-                               param_dtype=jnp.float64)
+    variables = jax.tree.map(
+      lambda a: jnp.asarray(a, jnp.float64), convert.from_torch_state_dict(state)
+    )
+    got, updates = _flax_apply(
+      depth, variables, x.astype(np.float64), train=True, param_dtype=jnp.float64
+    )
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-8)
     updated = convert.to_torch_state_dict({"params": variables["params"], **updates})
   for key, value in model.state_dict().items():
@@ -104,8 +108,9 @@ def test_round_trip_is_exact_and_loads_strictly(official):
 def test_checkpoint_wrapper_prefixes_and_inference(official):
   depth, _, state = official
   wrapped = {"meta": {"epoch": 1}, "state_dict": {f"module.{k}": v for k, v in state.items()}}
-  assert convert.infer_model_config(wrapped) == dict(depth=depth, stem_kernel_size=3,
-                                                     num_classes=1000)
+  assert convert.infer_model_config(wrapped) == dict(
+    depth=depth, stem_kernel_size=3, num_classes=1000
+  )
   a = convert.from_torch_state_dict(wrapped)
   b = convert.from_torch_state_dict(state, depth=depth)
   jax.tree.map(np.testing.assert_array_equal, a, b)
@@ -120,8 +125,11 @@ def test_stem_kernel_seven_and_headless_are_inferred():
   variables = convert.from_torch_state_dict(state)
   x = _images()
   np.testing.assert_allclose(
-      _flax_apply(26, variables, x, train=False, stem_kernel_size=7, num_classes=10),
-      _torch_logits(model, x), rtol=1e-4, atol=1e-4)
+    _flax_apply(26, variables, x, train=False, stem_kernel_size=7, num_classes=10),
+    _torch_logits(model, x),
+    rtol=1e-4,
+    atol=1e-4,
+  )
   headless = {k: v for k, v in state.items() if not k.startswith("head.")}
   assert convert.infer_model_config(headless)["num_classes"] == 0
   assert "fc" not in convert.from_torch_state_dict(headless)["params"]
@@ -137,10 +145,15 @@ def test_corrupted_state_dicts_list_every_problem(official):
   with pytest.raises(ValueError) as info:
     convert.from_torch_state_dict(broken)
   message = str(info.value)
-  for expected in ("missing keys (2)", "backbone.layer1.0.conv2.conv1.conv.weight",
-                   "head.fc.bias", "unexpected keys (1)", "backbone.extra.weight",
-                   "wrongly shaped keys (1)",
-                   "backbone.stem.0.bn.weight: got (31,), expected (32,)"):
+  for expected in (
+    "missing keys (2)",
+    "backbone.layer1.0.conv2.conv1.conv.weight",
+    "head.fc.bias",
+    "unexpected keys (1)",
+    "backbone.extra.weight",
+    "wrongly shaped keys (1)",
+    "backbone.stem.0.bn.weight: got (31,), expected (32,)",
+  ):
     assert expected in message
   with pytest.raises(ValueError, match="cannot infer the RedNet depth"):
     convert.from_torch_state_dict({k: v for k, v in state.items() if "layer3" not in k})
@@ -154,10 +167,11 @@ def _paddle_state(state):
       continue
     value = value.numpy()
     if key.startswith("head."):
-      key, value = key[len("head."):], (value.T if key.endswith("weight") else value)
+      key, value = key[len("head.") :], (value.T if key.endswith("weight") else value)
     else:
-      key = key[len("backbone."):].replace("running_mean", "_mean").replace("running_var",
-                                                                            "_variance")
+      key = (
+        key[len("backbone.") :].replace("running_mean", "_mean").replace("running_var", "_variance")
+      )
     out[key] = value
   return out
 
@@ -167,14 +181,16 @@ def test_pdparams_load_without_paddle(official, tmp_path, protocol):
   depth, model, state = official
   paddle = _paddle_state(state)
   if depth == 26:
-    assert sorted((k, str(v.shape)) for k, v in paddle.items() if isinstance(v, np.ndarray)) == \
-        sorted(_official_keys(26, "paddle"))
+    assert sorted(
+      (k, str(v.shape)) for k, v in paddle.items() if isinstance(v, np.ndarray)
+    ) == sorted(_official_keys(26, "paddle"))
   path = tmp_path / f"rednet{depth}.pdparams"
   path.write_bytes(pickle.dumps(paddle, protocol=protocol))
   variables = convert.from_paddle_state_dict(convert.load_pdparams(str(path)))
   x = _images()
-  np.testing.assert_allclose(_flax_apply(depth, variables, x, train=False),
-                             _torch_logits(model, x), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    _flax_apply(depth, variables, x, train=False), _torch_logits(model, x), rtol=1e-4, atol=1e-4
+  )
   del paddle["layer1.0.bn1._mean"]
   with pytest.raises(ValueError, match=r"missing keys \(1\):\n  layer1.0.bn1._mean"):
     convert.from_paddle_state_dict(paddle)
@@ -188,7 +204,9 @@ class _Exploit:
 def test_pdparams_with_non_numpy_globals_is_refused(tmp_path):
   path = tmp_path / "evil.pdparams"
   path.write_bytes(pickle.dumps({"fc.weight": np.zeros(2), "payload": _Exploit()}))
-  with pytest.raises(convert.UnsafePickleError, match=r"refusing to load global (posix|os)\.system"):
+  with pytest.raises(
+    convert.UnsafePickleError, match=r"refusing to load global (posix|os)\.system"
+  ):
     convert.load_pdparams(str(path))
   garbage = tmp_path / "garbage.pdparams"
   garbage.write_bytes(b"not a pickle")
@@ -198,6 +216,7 @@ def test_pdparams_with_non_numpy_globals_is_refused(tmp_path):
 
 def test_cli_writes_a_checkpoint_that_loads(official, tmp_path, capsys):
   from involution_jax import checkpoints
+
   depth, _, state = official
   weights = tmp_path / f"rednet{depth}.pth"
   torch.save({"meta": {}, "state_dict": state}, weights)

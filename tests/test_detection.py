@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from involution_jax import detection
-from involution_jax.rednet import count_params
+from involution_jax.models import detection
+from involution_jax.models.rednet import count_params
 
 
 def _random_boxes(rng, n, size=100.0):
@@ -40,7 +40,7 @@ def test_nms_matches_plain_greedy_nms(seed):
   expected = list(np.flatnonzero(valid)[expected])
   indices, kept = jax.jit(detection.nms, static_argnums=(3, 4))(boxes, scores, valid, 0.5, 80)
   assert list(np.asarray(indices)[np.asarray(kept)]) == expected
-  assert not np.asarray(kept)[len(expected):].any()
+  assert not np.asarray(kept)[len(expected) :].any()
   top, kept = detection.nms(boxes, scores, valid, 0.5, 5)  # truncated to the 5 best
   assert list(np.asarray(top)) == expected[:5] and np.asarray(kept).all()
 
@@ -48,8 +48,9 @@ def test_nms_matches_plain_greedy_nms(seed):
 def test_batched_nms_keeps_overlapping_boxes_of_other_classes():
   boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10]], np.float32)
   scores = np.array([0.9, 0.8, 0.7], np.float32)
-  indices, kept = detection.batched_nms(boxes, scores, np.array([0, 0, 1]), np.ones(3, bool),
-                                        0.5, 3)
+  indices, kept = detection.batched_nms(
+    boxes, scores, np.array([0, 0, 1]), np.ones(3, bool), 0.5, 3
+  )
   assert list(np.asarray(indices)[np.asarray(kept)]) == [0, 2]
 
 
@@ -70,8 +71,9 @@ def test_focal_loss_matches_numpy():
   ce = -(targets * np.log(p) + (1 - targets) * np.log(1 - p))
   p_t = np.where(targets == 1, p, 1 - p)
   alpha_t = np.where(targets == 1, 0.25, 0.75)
-  np.testing.assert_allclose(detection.focal_loss(logits, targets),
-                             alpha_t * (1 - p_t) ** 2 * ce, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    detection.focal_loss(logits, targets), alpha_t * (1 - p_t) ** 2 * ce, rtol=1e-5, atol=1e-7
+  )
 
 
 def test_anchors_follow_the_head_outputs_and_mmdet_layout():
@@ -80,23 +82,31 @@ def test_anchors_follow_the_head_outputs_and_mmdet_layout():
   # First location (0, 0): ratio 0.5 then 1 then 2, scales 32, 40.3, 50.8 each.
   widths = anchors[:9, 2] - anchors[:9, 0]
   heights = anchors[:9, 3] - anchors[:9, 1]
-  np.testing.assert_allclose(widths * heights, np.tile(np.array([32.0, 40.32, 50.80]) ** 2, 3),
-                             rtol=1e-3)
+  np.testing.assert_allclose(
+    widths * heights, np.tile(np.array([32.0, 40.32, 50.80]) ** 2, 3), rtol=1e-3
+  )
   np.testing.assert_allclose(heights[3:6] / widths[3:6], 1.0)
   np.testing.assert_allclose(anchors[9, [0, 2]].mean(), 8.0)  # next location: x + stride
-  model = detection.RetinaNet(3, backbone=dict(stage_sizes=(1, 1, 1, 1), base_width=8,
-                                               stem_width=16, group_channels=8, kernel_size=3),
-                              neck_channels=32, head_channels=32, stacked_convs=1)
+  model = detection.RetinaNet(
+    3,
+    backbone=dict(
+      stage_sizes=(1, 1, 1, 1), base_width=8, stem_width=16, group_channels=8, kernel_size=3
+    ),
+    neck_channels=32,
+    head_channels=32,
+    stacked_convs=1,
+  )
   for size in ((64, 64), (97, 131)):
     x = jnp.zeros((1, *size, 3))
-    (cls, reg), _ = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), x,
-                                                                  train=False))
+    (cls, reg), _ = jax.eval_shape(
+      lambda: model.init_with_output(jax.random.PRNGKey(0), x, train=False)
+    )
     assert cls.shape == (1, len(model.anchors(size)), 3) and reg.shape[1] == cls.shape[1]
 
 
 def test_assignment_thresholds_and_low_quality_matches():
-  anchors = jnp.array([[0, 0, 10, 10], [0, 0, 10, 12], [20, 20, 30, 30], [50, 50, 60, 60.]])
-  gts = jnp.array([[0, 0, 10, 11], [21, 21, 35, 35], [0, 0, 0, 0.]])
+  anchors = jnp.array([[0, 0, 10, 10], [0, 0, 10, 12], [20, 20, 30, 30], [50, 50, 60, 60.0]])
+  gts = jnp.array([[0, 0, 10, 11], [21, 21, 35, 35], [0, 0, 0, 0.0]])
   index, label = detection.assign(anchors, gts, jnp.array([True, True, False]))
   # anchor 0: IoU 10/11 > 0.5 -> gt 0; anchor 1: 11/12 -> gt 0; anchor 2: best of gt 1
   # (IoU 81/215 < 0.4, kept as that gt's best anchor); anchor 3: nothing -> negative.
@@ -112,8 +122,9 @@ def test_loss_is_finite_without_objects_and_positive_with():
   classes = jnp.array([[2, -1], [-1, -1]])
   loss, parts = detection.retinanet_loss(cls, reg, anchors, boxes, classes)
   assert np.isfinite(float(loss)) and int(parts["positives"]) >= 1
-  grads = jax.grad(lambda c, r: detection.retinanet_loss(c, r, anchors, boxes, classes)[0],
-                   argnums=(0, 1))(cls, reg)
+  grads = jax.grad(
+    lambda c, r: detection.retinanet_loss(c, r, anchors, boxes, classes)[0], argnums=(0, 1)
+  )(cls, reg)
   assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 
 
@@ -122,9 +133,11 @@ def test_postprocess_returns_fixed_size_detections():
   cls = jnp.full((len(anchors), 3), -10.0).at[5, 1].set(5.0).at[6, 1].set(4.0)
   reg = jnp.zeros((len(anchors), 4))
   out = jax.jit(lambda c, r: detection.postprocess(c, r, anchors, (32, 32), max_detections=7))(
-      cls, reg)
-  chex.assert_shape([out["boxes"], out["scores"], out["classes"], out["valid"]],
-                    [(7, 4), (7,), (7,), (7,)])
+    cls, reg
+  )
+  chex.assert_shape(
+    [out["boxes"], out["scores"], out["classes"], out["valid"]], [(7, 4), (7,), (7,), (7,)]
+  )
   assert int(out["valid"].sum()) >= 1 and int(out["classes"][0]) == 1
   assert float(out["scores"][0]) == pytest.approx(float(jax.nn.sigmoid(5.0)))
 
@@ -132,10 +145,12 @@ def test_postprocess_returns_fixed_size_detections():
 def test_published_parameter_counts():
   def params(neck):
     model = detection.RetinaNet(80, neck=neck)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 128, 128, 3)),
-                                               train=False))["params"]
+    shapes = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 128, 128, 3)), train=False)
+    )["params"]
     frozen = {k: v for k, v in shapes["backbone"].items() if k.startswith(("stem", "layer1_"))}
     return count_params(shapes), count_params(shapes) - count_params(frozen)
+
   # Published (mmdet counts trainable parameters; RetinaNet freezes stem and stage 1):
   # 27.8M with the conv neck, 26.3M with the involution neck.
   total, trainable = params("conv")

@@ -5,8 +5,8 @@ import sys
 
 import jax
 import numpy as np
-
 from helpers import python_env, save_random_checkpoint
+
 from involution_jax import export
 
 
@@ -19,8 +19,9 @@ def test_export_round_trip_matches_apply(tmp_path):
   rng = np.random.default_rng(0)
   for batch in (1, 5):
     x = rng.normal(size=(batch, 8, 8, 3)).astype(np.float32)
-    np.testing.assert_allclose(call(x), model.apply(variables, x, train=False),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+      call(x), model.apply(variables, x, train=False), rtol=1e-5, atol=1e-5
+    )
   # A fresh interpreter with jax only: the package is not importable there.
   script = f"""
 import sys, numpy as np, jax
@@ -31,12 +32,19 @@ np.save({str(tmp_path / "logits.npy")!r}, np.asarray(exported.call(x)))
 """
   env = python_env()
   env["PYTHONPATH"] = ""
-  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=str(tmp_path))
+  result = subprocess.run(
+    [sys.executable, "-c", script],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=str(tmp_path),
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   x = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype(np.float32)
-  np.testing.assert_allclose(np.load(tmp_path / "logits.npy"),
-                             model.apply(variables, x, train=False), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.load(tmp_path / "logits.npy"), model.apply(variables, x, train=False), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_exported_program_has_a_symbolic_batch(tmp_path):

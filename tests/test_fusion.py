@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.test_util import check_grads
 
-from involution_jax.fusion import computed_once
+from involution_jax.ops import computed_once
 
 
 def test_computed_once_is_exact():
@@ -15,8 +15,9 @@ def test_computed_once_is_exact():
     a = jnp.asarray(special, dtype)
     out = jax.jit(computed_once)(a)
     chex.assert_type(out, dtype)
-    np.testing.assert_array_equal(np.asarray(out, np.float32).view(np.uint32),
-                                  np.asarray(a, np.float32).view(np.uint32))
+    np.testing.assert_array_equal(
+      np.asarray(out, np.float32).view(np.uint32), np.asarray(a, np.float32).view(np.uint32)
+    )
 
 
 def test_computed_once_differentiates_as_the_identity():
@@ -38,6 +39,7 @@ def test_a_residual_chain_is_not_recomputed_by_each_block():
     return inner @ a, middle @ a, wrap(jax.nn.relu(a + middle)) @ a
 
   args = [jnp.ones((64, 64))] * 4
-  adds = lambda once: jax.jit(lambda *a: chain(*a, once)).lower(*args).compile().as_text().count(
-      " add(")
+  adds = lambda once: (
+    jax.jit(lambda *a: chain(*a, once)).lower(*args).compile().as_text().count(" add(")
+  )
   assert adds(True) < adds(False)

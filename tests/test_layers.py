@@ -7,11 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from reference import involution_reference
 
 from involution_jax import Involution
-from involution_jax.layers import (BatchNorm, ConvModule, PointwiseConv, avg_pool_ceil,
-                                   batch_norm_train, conv_nhwc, max_pool)
-from reference import involution_reference
+from involution_jax.models.layers import (
+  BatchNorm,
+  ConvModule,
+  PointwiseConv,
+  avg_pool_ceil,
+  batch_norm_train,
+  conv_nhwc,
+  max_pool,
+)
 
 
 def _numpy_layer(params, stats, x, kernel_size, stride, group_channels, train, eps=1e-5):
@@ -40,9 +47,15 @@ def _numpy_layer(params, stats, x, kernel_size, stride, group_channels, train, e
 def _randomise(tree, seed):
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-  return jax.tree.unflatten(treedef, [
-      0.5 + jax.random.uniform(k, l.shape) if l.ndim == 1 else jax.random.normal(k, l.shape) * 0.3
-      for k, l in zip(keys, leaves)])
+  return jax.tree.unflatten(
+    treedef,
+    [
+      0.5 + jax.random.uniform(k, leaf.shape)
+      if leaf.ndim == 1
+      else jax.random.normal(k, leaf.shape) * 0.3
+      for k, leaf in zip(keys, leaves)
+    ],
+  )
 
 
 def test_parameter_names_and_shapes():
@@ -50,17 +63,22 @@ def test_parameter_names_and_shapes():
   variables = layer.init(jax.random.PRNGKey(0), jnp.ones((1, 8, 8, 64)), train=False)
   shapes = jax.tree.map(jnp.shape, variables)
   assert shapes == {
-      "params": {
-          "conv1": {"conv": {"kernel": (64, 16)}, "bn": {"scale": (16,), "bias": (16,)}},
-          "conv2": {"conv": {"kernel": (16, 196), "bias": (196,)}},
-      },
-      "batch_stats": {"conv1": {"bn": {"mean": (16,), "var": (16,)}}},
+    "params": {
+      "conv1": {"conv": {"kernel": (64, 16)}, "bn": {"scale": (16,), "bias": (16,)}},
+      "conv2": {"conv": {"kernel": (16, 196), "bias": (196,)}},
+    },
+    "batch_stats": {"conv1": {"bn": {"mean": (16,), "var": (16,)}}},
   }
 
 
 def test_defaults_are_the_papers():
   layer = Involution()
-  assert (layer.kernel_size, layer.group_channels, layer.reduction_ratio, layer.stride) == (7, 16, 4, 1)
+  assert (layer.kernel_size, layer.group_channels, layer.reduction_ratio, layer.stride) == (
+    7,
+    16,
+    4,
+    1,
+  )
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -72,8 +90,9 @@ def test_layer_matches_numpy_official_layer(train, stride):
   params = _randomise(variables["params"], 2)
   stats = {"mean": jnp.linspace(-0.2, 0.2, 8), "var": jnp.linspace(0.5, 1.5, 8)}
   batch_stats = {"conv1": {"bn": stats}}
-  out, updates = layer.apply({"params": params, "batch_stats": batch_stats}, x, train=train,
-                             mutable=["batch_stats"])
+  out, updates = layer.apply(
+    {"params": params, "batch_stats": batch_stats}, x, train=train, mutable=["batch_stats"]
+  )
   chex.assert_shape(out, (2, 8 // stride, 12 // stride, 16))
   expected = _numpy_layer(params, stats, x, 5, stride, 4, train)
   np.testing.assert_allclose(out, expected, rtol=2e-4, atol=2e-4)
@@ -123,8 +142,9 @@ def test_batchnorm_updates_running_stats_like_pytorch():
   y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
   xn = np.asarray(x, np.float64).reshape(-1, 6)
   n = xn.shape[0]
-  np.testing.assert_allclose(y.reshape(-1, 6), (xn - xn.mean(0)) / np.sqrt(xn.var(0) + 1e-5),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    y.reshape(-1, 6), (xn - xn.mean(0)) / np.sqrt(xn.var(0) + 1e-5), rtol=1e-5, atol=1e-5
+  )
   stats = updates["batch_stats"]
   np.testing.assert_allclose(stats["mean"], 0.1 * xn.mean(0), rtol=1e-5)
   # PyTorch: running_var <- 0.9 * running_var + 0.1 * unbiased batch variance.
@@ -144,8 +164,11 @@ def test_batch_norm_train_gradients(x64):
     y = (x - mean) / jnp.sqrt(jnp.mean(jnp.square(x - mean), (0, 1, 2)) + 1e-5) * s + b
     return jnp.vdot(y, cotangent)
 
-  chex.assert_trees_all_close(jax.grad(loss, (0, 1, 2))(x, scale, bias),
-                              jax.grad(autodiff_loss, (0, 1, 2))(x, scale, bias), rtol=1e-10)
+  chex.assert_trees_all_close(
+    jax.grad(loss, (0, 1, 2))(x, scale, bias),
+    jax.grad(autodiff_loss, (0, 1, 2))(x, scale, bias),
+    rtol=1e-10,
+  )
   _, mean, var = batch_norm_train(x, scale, bias, 1e-5)
   np.testing.assert_allclose(var, np.var(np.asarray(x).reshape(-1, 6), 0), rtol=1e-12)
   np.testing.assert_allclose(mean, np.mean(np.asarray(x).reshape(-1, 6), 0), rtol=1e-12)
@@ -159,16 +182,20 @@ def test_pointwise_conv_is_a_dense_layer(use_bias):
   variables = layer.init(jax.random.PRNGKey(1), x)
   if use_bias:  # a non-zero bias, so that it is seen
     variables = jax.tree.map(lambda a: a + 0.5, variables)
-  chex.assert_trees_all_equal(variables, jax.tree.map(lambda a: a + 0.5 * use_bias,
-                                                      dense.init(jax.random.PRNGKey(1), x)))
-  chex.assert_trees_all_close(layer.apply(variables, x), dense.apply(variables, x), rtol=1e-6,
-                              atol=1e-6)
+  chex.assert_trees_all_equal(
+    variables, jax.tree.map(lambda a: a + 0.5 * use_bias, dense.init(jax.random.PRNGKey(1), x))
+  )
+  chex.assert_trees_all_close(
+    layer.apply(variables, x), dense.apply(variables, x), rtol=1e-6, atol=1e-6
+  )
   out16 = PointwiseConv(7, use_bias, dtype=jnp.bfloat16).apply(variables, x)
   chex.assert_type(out16, jnp.bfloat16)
 
 
-@pytest.mark.parametrize("shape,kernel_size,stride", [
-    ((2, 9, 7, 3), 3, 1), ((2, 9, 7, 3), 3, 2), ((1, 8, 11, 4), 5, 2), ((1, 6, 5, 2), 7, 1)])
+@pytest.mark.parametrize(
+  "shape,kernel_size,stride",
+  [((2, 9, 7, 3), 3, 1), ((2, 9, 7, 3), 3, 2), ((1, 8, 11, 4), 5, 2), ((1, 6, 5, 2), 7, 1)],
+)
 def test_conv_nhwc_matches_lax_values_and_gradients(x64, shape, kernel_size, stride):
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   x = jax.random.normal(keys[0], shape, jnp.float64)
@@ -176,8 +203,13 @@ def test_conv_nhwc_matches_lax_values_and_gradients(x64, shape, kernel_size, str
   pad = ((kernel_size // 2,) * 2,) * 2
   ours = lambda x, kernel: conv_nhwc(x, kernel, stride, pad)
   out, vjp = jax.vjp(ours, x, kernel)
-  want, want_vjp = jax.vjp(lambda x, kernel: jax.lax.conv_general_dilated(
-      x, kernel, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")), x, kernel)
+  want, want_vjp = jax.vjp(
+    lambda x, kernel: jax.lax.conv_general_dilated(
+      x, kernel, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ),
+    x,
+    kernel,
+  )
   cotangent = jax.random.normal(keys[2], out.shape, jnp.float64)
   np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
   for grad, want_grad in zip(vjp(cotangent), want_vjp(cotangent)):
@@ -187,11 +219,14 @@ def test_conv_nhwc_matches_lax_values_and_gradients(x64, shape, kernel_size, str
 
 def test_conv_nhwc_kernel_gradient_by_taps_on_cpu_only():
   """Cross-lowered: matmuls per tap for CPU; XLA's convolution (cuDNN's) for GPUs and TPUs."""
-  grads = jax.jit(jax.grad(lambda x, kernel: conv_nhwc(x, kernel, 1, ((1, 1), (1, 1))).sum(),
-                           argnums=(0, 1)))
+  grads = jax.jit(
+    jax.grad(lambda x, kernel: conv_nhwc(x, kernel, 1, ((1, 1), (1, 1))).sum(), argnums=(0, 1))
+  )
   traced = grads.trace(jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 5)))
-  convolutions = {platform: traced.lower(lowering_platforms=(platform,)).as_text().count(
-      "stablehlo.convolution") for platform in ("cpu", "cuda", "tpu")}
+  convolutions = {
+    platform: traced.lower(lowering_platforms=(platform,)).as_text().count("stablehlo.convolution")
+    for platform in ("cpu", "cuda", "tpu")
+  }
   assert convolutions == {"cpu": 1, "cuda": 2, "tpu": 2}  # input gradient (+ kernel gradient)
 
 
@@ -201,16 +236,22 @@ def test_conv_module_is_flax_conv_with_bfloat16_gradients():
   flax_conv = nn.Conv(6, (3, 3), (2, 2), padding=((1, 1), (1, 1)), use_bias=True)
   variables = module.init(jax.random.PRNGKey(1), x, train=False)
   variables = jax.tree.map(lambda a: a + 0.5, variables)  # a non-zero bias
-  chex.assert_trees_all_equal_shapes(variables["params"]["conv"],
-                                     flax_conv.init(jax.random.PRNGKey(1), x)["params"])
-  np.testing.assert_allclose(module.apply(variables, x, train=False),
-                             flax_conv.apply({"params": variables["params"]["conv"]}, x),
-                             rtol=1e-6, atol=1e-6)
-  module16 = ConvModule(6, kernel_size=3, norm=False, act=False, dtype=jnp.bfloat16,
-                        param_dtype=jnp.bfloat16)
+  chex.assert_trees_all_equal_shapes(
+    variables["params"]["conv"], flax_conv.init(jax.random.PRNGKey(1), x)["params"]
+  )
+  np.testing.assert_allclose(
+    module.apply(variables, x, train=False),
+    flax_conv.apply({"params": variables["params"]["conv"]}, x),
+    rtol=1e-6,
+    atol=1e-6,
+  )
+  module16 = ConvModule(
+    6, kernel_size=3, norm=False, act=False, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16
+  )
   params16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), variables["params"])
-  grads = jax.grad(lambda p: module16.apply({"params": p}, x, train=False).astype(
-      jnp.float32).sum())(params16)
+  grads = jax.grad(
+    lambda p: module16.apply({"params": p}, x, train=False).astype(jnp.float32).sum()
+  )(params16)
   chex.assert_trees_all_equal_dtypes(grads, params16)
 
 
@@ -235,13 +276,16 @@ def test_kernel_is_sown():
   chex.assert_shape(kernel, (2, 4, 4, 2, 3, 3))
 
 
-@pytest.mark.parametrize("kwargs,x_shape,message", [
+@pytest.mark.parametrize(
+  "kwargs,x_shape,message",
+  [
     (dict(group_channels=16), (1, 8, 8, 24), "C=24 must be divisible by group_channels=16"),
     (dict(kernel_size=4), (1, 8, 8, 16), "kernel_size must be odd"),
     (dict(stride=0), (1, 8, 8, 16), "stride must be >= 1"),
     (dict(reduction_ratio=0), (1, 8, 8, 16), "reduction_ratio must be in"),
     (dict(), (8, 8, 16), "rank 4"),
-])
+  ],
+)
 def test_layer_errors(kwargs, x_shape, message):
   with pytest.raises(ValueError, match=message):
     Involution(**kwargs).init(jax.random.PRNGKey(0), jnp.ones(x_shape), train=False)

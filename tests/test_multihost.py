@@ -9,8 +9,8 @@ import time
 
 import jax
 import numpy as np
-
 from helpers import ROOT, python_env, run, tiny_flags, train_command
+
 from involution_jax import checkpoints
 
 FLAGS = tiny_flags(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=3)
@@ -28,8 +28,7 @@ class _Process:
   def __init__(self, cmd, devices, log_prefix):
     self.out, self.err = f"{log_prefix}.out", f"{log_prefix}.err"
     with open(self.out, "w") as out, open(self.err, "w") as err:
-      self.popen = subprocess.Popen(cmd, env=python_env(devices), cwd=ROOT, stdout=out,
-                                    stderr=err)
+      self.popen = subprocess.Popen(cmd, env=python_env(devices), cwd=ROOT, stdout=out, stderr=err)
 
   def wait(self, timeout):
     self.popen.wait(timeout=timeout)
@@ -38,10 +37,21 @@ class _Process:
 
 def _launch(workdir, *extra, processes=2, devices=2, heartbeat=100):
   port = _free_port()
-  return [_Process(train_command(workdir, *extra, f"--coordinator_address=127.0.0.1:{port}",
-                                 f"--num_processes={processes}", f"--process_id={i}",
-                                 f"--heartbeat_timeout={heartbeat}"),
-                   devices, f"{workdir}-process{i}") for i in range(processes)]
+  return [
+    _Process(
+      train_command(
+        workdir,
+        *extra,
+        f"--coordinator_address=127.0.0.1:{port}",
+        f"--num_processes={processes}",
+        f"--process_id={i}",
+        f"--heartbeat_timeout={heartbeat}",
+      ),
+      devices,
+      f"{workdir}-process{i}",
+    )
+    for i in range(processes)
+  ]
 
 
 def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
@@ -50,14 +60,18 @@ def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   procs = _launch(multi, *FLAGS)
   outputs = [p.wait(timeout=300) for p in procs]
-  for p, (out, err) in zip(procs, outputs):
+  for p, (_, err) in zip(procs, outputs):
     assert p.popen.returncode == 0, err[-3000:]
   assert "2 processes, 4 devices (2 per process)" in outputs[0][0]
   assert "test_accuracy" in outputs[0][0] and "test_accuracy" not in outputs[1][0]
-  metrics = json.loads(open(os.path.join(multi, "metrics.json")).read())
+  with open(os.path.join(multi, "metrics.json")) as f:
+    metrics = json.load(f)
   assert (metrics["processes"], metrics["devices"], metrics["steps"]) == (2, 4, 6)
   assert sorted(os.listdir(os.path.join(multi, "checkpoints", "6", "data"))) == [
-      "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+    "commit_success.txt",
+    "process_0-of-2.json",
+    "process_1-of-2.json",
+  ]
   a, _ = checkpoints.load_for_inference(single)
   b, _ = checkpoints.load_for_inference(multi)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
@@ -65,18 +79,24 @@ def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
 
 def test_a_dead_process_stops_the_other_with_a_clear_error(tmp_path):
   workdir = str(tmp_path / "run")
-  procs = _launch(workdir, *tiny_flags(num_train_steps=100000, checkpoint_every_steps=5,
-                                       log_every_steps=5), heartbeat=10)
+  procs = _launch(
+    workdir,
+    *tiny_flags(num_train_steps=100000, checkpoint_every_steps=5, log_every_steps=5),
+    heartbeat=10,
+  )
   ckpt = os.path.join(workdir, "checkpoints")
   deadline = time.time() + 240
   while not (os.path.isdir(ckpt) and any(s.isdigit() for s in os.listdir(ckpt))):
-    assert time.time() < deadline and all(p.popen.poll() is None for p in procs), \
-        "training did not start"
+    assert time.time() < deadline and all(p.popen.poll() is None for p in procs), (
+      "training did not start"
+    )
     time.sleep(0.2)
   procs[1].popen.send_signal(signal.SIGKILL)
   killed_at = time.time()
   _, err = procs[0].wait(timeout=10 + 60)  # bounded: heartbeat timeout + slack
   assert procs[0].popen.returncode != 0
   assert time.time() - killed_at < 10 + 60
-  assert ("Another process has most likely died" in err
-          or "JAX distributed service detected fatal errors" in err), err[-3000:]
+  assert (
+    "Another process has most likely died" in err
+    or "JAX distributed service detected fatal errors" in err
+  ), err[-3000:]

@@ -6,28 +6,28 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from reference import involution_reference
 
 from involution_jax import involution
 from involution_jax.ops import output_size, patch_tensor_bytes, resolve_method
-from reference import involution_reference
 
 METHODS = ["patches", "shift"]
 
 # (B, H, W, C, G, K, stride, dilation): K 1/3/5/7, stride 1/2/3, dilation 1/2,
 # G = 1, several, C (depthwise), odd and even H / W.
 CASES = [
-    (2, 8, 8, 16, 1, 3, 1, 1),
-    (1, 7, 9, 12, 3, 5, 1, 1),
-    (2, 9, 6, 8, 8, 3, 2, 1),
-    (1, 10, 11, 6, 2, 7, 1, 2),  # halo > 3x the map: the input gradient shifts in place
-    (1, 11, 7, 4, 4, 5, 2, 2),
-    (2, 6, 6, 8, 2, 1, 1, 1),
-    (1, 9, 9, 6, 3, 1, 2, 1),
-    (1, 12, 13, 8, 2, 3, 3, 1),
-    (1, 5, 4, 96, 2, 3, 1, 1),  # 48 channels per group: the chunked channel sum
-    # Larger maps: most pixels away from the borders.
-    (1, 20, 18, 8, 2, 3, 2, 1),
-    (1, 24, 22, 4, 1, 5, 1, 2),
+  (2, 8, 8, 16, 1, 3, 1, 1),
+  (1, 7, 9, 12, 3, 5, 1, 1),
+  (2, 9, 6, 8, 8, 3, 2, 1),
+  (1, 10, 11, 6, 2, 7, 1, 2),  # halo > 3x the map: the input gradient shifts in place
+  (1, 11, 7, 4, 4, 5, 2, 2),
+  (2, 6, 6, 8, 2, 1, 1, 1),
+  (1, 9, 9, 6, 3, 1, 2, 1),
+  (1, 12, 13, 8, 2, 3, 3, 1),
+  (1, 5, 4, 96, 2, 3, 1, 1),  # 48 channels per group: the chunked channel sum
+  # Larger maps: most pixels away from the borders.
+  (1, 20, 18, 8, 2, 3, 2, 1),
+  (1, 24, 22, 4, 1, 5, 1, 2),
 ]
 
 
@@ -51,17 +51,25 @@ def test_matches_numpy_reference_float64(x64, case, method):
 
 @pytest.mark.parametrize("case", CASES[:5])
 def test_float32_methods_agree_values_and_gradients(case):
-  x, kernel, s, d = (jnp.asarray(a) if isinstance(a, np.ndarray) else a
-                     for a in make_inputs(case, np.float32))
-  cotangent = jax.random.normal(jax.random.PRNGKey(0), (x.shape[0], kernel.shape[1],
-                                                        kernel.shape[2], x.shape[3]))
+  x, kernel, s, d = (
+    jnp.asarray(a) if isinstance(a, np.ndarray) else a for a in make_inputs(case, np.float32)
+  )
+  cotangent = jax.random.normal(
+    jax.random.PRNGKey(0), (x.shape[0], kernel.shape[1], kernel.shape[2], x.shape[3])
+  )
 
   def loss(x, kernel, method):
     return jnp.vdot(involution(x, kernel, stride=s, dilation=d, method=method), cotangent)
 
-  results = {m: (jax.jit(involution, static_argnames=("stride", "dilation", "method"))(
-      x, kernel, stride=s, dilation=d, method=m),
-                 jax.grad(loss, argnums=(0, 1))(x, kernel, m)) for m in METHODS}
+  results = {
+    m: (
+      jax.jit(involution, static_argnames=("stride", "dilation", "method"))(
+        x, kernel, stride=s, dilation=d, method=m
+      ),
+      jax.grad(loss, argnums=(0, 1))(x, kernel, m),
+    )
+    for m in METHODS
+  }
   (out_p, grads_p), (out_s, grads_s) = results["patches"], results["shift"]
   np.testing.assert_allclose(out_s, out_p, rtol=1e-5, atol=1e-5)
   for gs, gp in zip(grads_s, grads_p):
@@ -95,8 +103,7 @@ def test_vmap_matches_loop_and_vmap_of_grad(x64, method):
     np.testing.assert_allclose(batched[i], involution_reference(xs[i], ks[i], s, d), rtol=1e-12)
   # One argument unbatched, vmapped axis not leading.
   shared = jax.vmap(f, in_axes=(3, None), out_axes=3)(jnp.stack([x, x], axis=3), kernel)
-  np.testing.assert_allclose(shared[:, :, :, 1], involution_reference(x, kernel, s, d),
-                             rtol=1e-12)
+  np.testing.assert_allclose(shared[:, :, :, 1], involution_reference(x, kernel, s, d), rtol=1e-12)
   # Per-example gradients.
   loss = lambda x, k: jnp.sum(f(x, k) ** 2)
   per_example = jax.vmap(jax.grad(loss, argnums=(0, 1)))(xs, ks)
@@ -109,8 +116,10 @@ def test_vmap_matches_loop_and_vmap_of_grad(x64, method):
 def test_auto_is_shift_and_equal():
   assert resolve_method("auto") == "shift"
   x, kernel, s, d = make_inputs(CASES[0], np.float32)
-  np.testing.assert_array_equal(involution(x, kernel, stride=s, dilation=d),
-                                involution(x, kernel, stride=s, dilation=d, method="shift"))
+  np.testing.assert_array_equal(
+    involution(x, kernel, stride=s, dilation=d),
+    involution(x, kernel, stride=s, dilation=d, method="shift"),
+  )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -126,22 +135,30 @@ def test_bfloat16_returns_bfloat16_accumulated_in_float32(method):
   np.testing.assert_allclose(np.float32(out), expected, rtol=2**-8)
   # And random data: close to the float64 result at bf16 precision.
   xr, kr, s, d = make_inputs(CASES[3], np.float32)
-  out = involution(jnp.asarray(xr, jnp.bfloat16), jnp.asarray(kr, jnp.bfloat16),
-                   stride=s, dilation=d, method=method)
+  out = involution(
+    jnp.asarray(xr, jnp.bfloat16),
+    jnp.asarray(kr, jnp.bfloat16),
+    stride=s,
+    dilation=d,
+    method=method,
+  )
   chex.assert_type(out, jnp.bfloat16)
-  want = involution_reference(np.float32(jnp.asarray(xr, jnp.bfloat16)),
-                              np.float32(jnp.asarray(kr, jnp.bfloat16)), s, d)
+  want = involution_reference(
+    np.float32(jnp.asarray(xr, jnp.bfloat16)), np.float32(jnp.asarray(kr, jnp.bfloat16)), s, d
+  )
   np.testing.assert_allclose(np.float32(out), want, rtol=2e-2, atol=5e-2)
 
 
 def test_bfloat16_gradients_have_input_dtypes():
   x, kernel, s, d = make_inputs(CASES[2], np.float32)
   x, kernel = jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16)
-  gx, gk = jax.grad(lambda x, k: jnp.sum(involution(x, k, stride=s).astype(jnp.float32)),
-                    argnums=(0, 1))(x, kernel)
+  gx, gk = jax.grad(
+    lambda x, k: jnp.sum(involution(x, k, stride=s).astype(jnp.float32)), argnums=(0, 1)
+  )(x, kernel)
   chex.assert_type([gx, gk], jnp.bfloat16)
   gx32, gk32 = jax.grad(lambda x, k: jnp.sum(involution(x, k, stride=s)), argnums=(0, 1))(
-      x.astype(jnp.float32), kernel.astype(jnp.float32))
+    x.astype(jnp.float32), kernel.astype(jnp.float32)
+  )
   np.testing.assert_allclose(np.float32(gx), gx32, rtol=2e-2, atol=5e-2)
   np.testing.assert_allclose(np.float32(gk), gk32, rtol=2e-2, atol=5e-2)
 
@@ -164,8 +181,7 @@ def test_shift_never_materialises_the_patch_tensor(stride):
 
   def forward_backward(method):
     # The cotangent is an argument: closed over, XLA would fold it into constants.
-    return jax.grad(lambda x, kernel, y: jnp.vdot(forward(method)(x, kernel), y),
-                    argnums=(0, 1))
+    return jax.grad(lambda x, kernel, y: jnp.vdot(forward(method)(x, kernel), y), argnums=(0, 1))
 
   # The measurement can see a patch tensor: the reference formulation has one.
   assert _temp_bytes(forward("patches"), x, kernel) >= patch
@@ -194,18 +210,27 @@ def test_shift_output_is_summed_once_for_all_its_consumers():
 
 
 BAD_INPUTS = [
-    (dict(x=(2, 8, 8), kernel=(2, 8, 8, 1, 3, 3)), "rank 4"),
-    (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 3, 3)), "rank 6"),
-    (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 4, 4)), "K must be odd, got K=4"),
-    (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 5)), "square"),
-    (dict(x=(2, 8, 8, 4), kernel=(3, 8, 8, 1, 3, 3)), "batch 3 != x batch 2"),
-    (dict(x=(2, 8, 8, 4), kernel=(2, 8, 7, 1, 3, 3)), r"expected \(ceil\(H/s\), ceil\(W/s\)\) = \(8, 8\)"),
-    (dict(x=(2, 9, 9, 4), kernel=(2, 4, 4, 1, 3, 3), stride=2), r"= \(5, 5\)"),
-    (dict(x=(2, 8, 8, 6), kernel=(2, 8, 8, 4, 3, 3)), "C=6 must be divisible by .* G=4"),
-    (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), stride=0), "stride must be an int >= 1, got 0"),
-    (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), dilation=-1), "dilation must be an int >= 1, got -1"),
-    (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), stride=1.5), "stride must be an int >= 1, got 1.5"),
-    (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), method="unfold"), "unknown method 'unfold'"),
+  (dict(x=(2, 8, 8), kernel=(2, 8, 8, 1, 3, 3)), "rank 4"),
+  (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 3, 3)), "rank 6"),
+  (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 4, 4)), "K must be odd, got K=4"),
+  (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 5)), "square"),
+  (dict(x=(2, 8, 8, 4), kernel=(3, 8, 8, 1, 3, 3)), "batch 3 != x batch 2"),
+  (
+    dict(x=(2, 8, 8, 4), kernel=(2, 8, 7, 1, 3, 3)),
+    r"expected \(ceil\(H/s\), ceil\(W/s\)\) = \(8, 8\)",
+  ),
+  (dict(x=(2, 9, 9, 4), kernel=(2, 4, 4, 1, 3, 3), stride=2), r"= \(5, 5\)"),
+  (dict(x=(2, 8, 8, 6), kernel=(2, 8, 8, 4, 3, 3)), "C=6 must be divisible by .* G=4"),
+  (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), stride=0), "stride must be an int >= 1, got 0"),
+  (
+    dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), dilation=-1),
+    "dilation must be an int >= 1, got -1",
+  ),
+  (
+    dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), stride=1.5),
+    "stride must be an int >= 1, got 1.5",
+  ),
+  (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), method="unfold"), "unknown method 'unfold'"),
 ]
 
 
@@ -230,8 +255,12 @@ PALLAS_CASES = [c for c in CASES if (c[3] // c[4]) & (c[3] // c[4] - 1) == 0][:5
 def test_pallas_matches_reference_and_gradients(x64, case):
   x, kernel, s, d = make_inputs(case)
   f = lambda x, kernel: involution(x, kernel, stride=s, dilation=d, method="pallas")
-  np.testing.assert_allclose(f(jnp.asarray(x), jnp.asarray(kernel)),
-                             involution_reference(x, kernel, s, d), rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(
+    f(jnp.asarray(x), jnp.asarray(kernel)),
+    involution_reference(x, kernel, s, d),
+    rtol=1e-12,
+    atol=1e-12,
+  )
   check_grads(f, (jnp.asarray(x), jnp.asarray(kernel)), order=1, modes=("fwd", "rev"))
 
 
@@ -239,12 +268,12 @@ def test_pallas_float32_bfloat16_and_vmap():
   x, kernel, s, d = make_inputs((2, 9, 10, 32, 2, 5, 1, 1), np.float32)
   shift = involution(x, kernel, method="shift")
   np.testing.assert_allclose(involution(x, kernel, method="pallas"), shift, rtol=1e-5, atol=1e-5)
-  out = involution(jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16),
-                   method="pallas")
+  out = involution(jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16), method="pallas")
   chex.assert_type(out, jnp.bfloat16)
   np.testing.assert_allclose(np.float32(out), shift, rtol=5e-2, atol=1e-1)
   batched = jax.vmap(lambda a, b: involution(a, b, method="pallas"))(
-      jnp.stack([x, -x]), jnp.stack([kernel, kernel]))
+    jnp.stack([x, -x]), jnp.stack([kernel, kernel])
+  )
   np.testing.assert_allclose(batched[1], -shift, rtol=1e-5, atol=1e-5)
 
 
@@ -254,8 +283,9 @@ def test_pallas_kernels_lower_to_triton_for_cuda(stride, kernels):
   x = jnp.ones((2, 14, 14, 64))
   kernel = jnp.ones((2, 14 // stride, 14 // stride, 4, 7, 7))
   loss = lambda x, k: jnp.sum(involution(x, k, stride=stride, method="pallas") ** 2)
-  lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(x, kernel).lower(
-      lowering_platforms=("cuda",))
+  lowered = (
+    jax.jit(jax.grad(loss, argnums=(0, 1))).trace(x, kernel).lower(lowering_platforms=("cuda",))
+  )
   # Forward, kernel gradient and (stride 1) input gradient are Triton kernels.
   assert lowered.as_text().count("xla.gpu.triton") == kernels
 

@@ -6,10 +6,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import save_random_checkpoint
 from PIL import Image
 
-from helpers import save_random_checkpoint
-from involution_jax import data, predict
+from involution_jax import predict, weights
+from involution_jax.data.classification import IMAGE_EXTENSIONS
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +39,14 @@ def test_predictions_match_the_model_and_pad_batches(checkpoint, image_folder):
   folder, images = image_folder
   predictor = predict.Predictor.load(path, batch_size=4)
   results = predictor.classify(images, top_k=3)
-  prep = predict.preprocess_from_info(info)
+  prep = weights.preprocess_from_info(info)
   x = np.stack([prep.eval({"path": p, "label": 0})["image"] for p in images])
   probs = np.asarray(jax.nn.softmax(model.apply(variables, x, train=False)))
   for r, p in zip(results, probs):
     assert [t["index"] for t in r["top"]] == list(np.argsort(-p)[:3])
-    np.testing.assert_allclose([t["probability"] for t in r["top"]], np.sort(p)[::-1][:3],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+      [t["probability"] for t in r["top"]], np.sort(p)[::-1][:3], rtol=1e-5, atol=1e-6
+    )
     assert r["top"][0]["class"] == str(r["top"][0]["index"])
   assert predictor._predict._cache_size() == 1  # 5 images, batches of 4: one compile
 
@@ -69,6 +71,7 @@ def test_cli_reports_the_corrupt_file_and_classifies_the_rest(checkpoint, image_
 
 def test_official_weights_predict_imagenet_classes(tmp_path, torch):
   from torch_rednet import Classifier, randomise_
+
   model = randomise_(Classifier(26)).eval()
   weights = tmp_path / "rednet26.pth"
   torch.save({"meta": {}, "state_dict": model.state_dict()}, weights)
@@ -90,12 +93,13 @@ def test_image_files_expands_folders_in_order(image_folder):
   folder, images = image_folder
   found = predict.image_files([str(folder)])
   assert sorted(f for f in found if not f.endswith("corrupt.jpg")) == images
-  assert all(f.lower().endswith(data.IMAGE_EXTENSIONS) for f in found)
+  assert all(f.lower().endswith(IMAGE_EXTENSIONS) for f in found)
 
 
 @pytest.mark.parametrize("name", ["digitscenes_seg", "digitscenes_det"])
 def test_dense_models_predict_and_draw(name, tmp_path, capsys):
   from helpers import load_config
+
   config = load_config(name, num_train_scenes=4)
   save_random_checkpoint(str(tmp_path / "ckpt"), config=config)
   rng = np.random.default_rng(0)
@@ -116,8 +120,12 @@ def test_dense_models_predict_and_draw(name, tmp_path, capsys):
         assert 0 <= x1 <= x2 <= size[1] + 0.01 and 0 <= y1 <= y2 <= size[0] + 0.01
         assert d["class"] == str(d["index"]) and 0 < d["score"] <= 1
   out = tmp_path / "drawn"
-  assert predict.main([str(tmp_path / "ckpt"), *paths, "--out-dir", str(out), "--json",
-                       "--min-score", "0.1"]) == 0
+  assert (
+    predict.main(
+      [str(tmp_path / "ckpt"), *paths, "--out-dir", str(out), "--json", "--min-score", "0.1"]
+    )
+    == 0
+  )
   printed = json.loads(capsys.readouterr().out)
   assert len(printed) == 2 and all("mask" not in r for r in printed)
   if name.endswith("det"):

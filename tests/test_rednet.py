@@ -9,7 +9,7 @@ import pytest
 from flax import traverse_util
 
 from involution_jax import RedNet, create_model, rednet26, rednet50
-from involution_jax.rednet import count_params
+from involution_jax.models.rednet import count_params
 from involution_jax.summary import PUBLISHED, summarize
 
 # Official parameter counts (1000 classes; shared/reference/rednet.md).
@@ -18,8 +18,9 @@ BACKBONE = {26: 7_184_166, 38: 10_337_986, 50: 13_491_806, 101: 23_603_950, 152:
 
 
 def shapes(model, size=(64, 64)):
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3)),
-                                           train=False))
+  return jax.eval_shape(
+    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *size, 3)), train=False)
+  )
 
 
 @pytest.mark.parametrize("depth", sorted(OFFICIAL))
@@ -30,11 +31,14 @@ def test_parameter_counts_equal_official(depth):
   assert count_params(shapes(RedNet(depth, stem_kernel_size=7))["params"]) == OFFICIAL[depth] + 720
 
 
-@pytest.mark.parametrize("size,stages", [
+@pytest.mark.parametrize(
+  "size,stages",
+  [
     ((224, 224), [(56, 56), (28, 28), (14, 14), (7, 7)]),
     ((225, 225), [(57, 57), (29, 29), (15, 15), (8, 8)]),
     ((97, 131), [(25, 33), (13, 17), (7, 9), (4, 5)]),
-])
+  ],
+)
 def test_backbone_stages_and_odd_sizes(size, stages):
   model = rednet26(features_only=True)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 3))
@@ -49,21 +53,32 @@ def test_backbone_stages_and_odd_sizes(size, stages):
 def test_head_and_headless_outputs():
   x = jnp.ones((3, 32, 32, 3))
   for model, shape in ((rednet26(num_classes=10), (3, 10)), (rednet26(num_classes=0), (3, 2048))):
-    out = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False), x,
-                                        train=False))(x)
+    out = jax.jit(
+      lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False), x, train=False)
+    )(x)
     chex.assert_shape(out, shape)
     chex.assert_type(out, jnp.float32)
 
 
 def test_small_configuration_fields():
-  model = RedNet(stage_sizes=(1, 1), stem_width=16, base_width=8, kernel_size=3,
-                 group_channels=8, stem_pool=False, num_classes=10)
+  model = RedNet(
+    stage_sizes=(1, 1),
+    stem_width=16,
+    base_width=8,
+    kernel_size=3,
+    group_channels=8,
+    stem_pool=False,
+    num_classes=10,
+  )
   x = jnp.ones((2, 16, 16, 3))
   shapes_ = jax.tree.map(jnp.shape, shapes(model, (16, 16))["params"])
   assert set(shapes_) == {"stem_0", "stem_1", "stem_2", "stem_4", "layer1_0", "layer2_0", "fc"}
   assert shapes_["layer2_0"]["conv2"]["conv2"]["conv"]["kernel"] == (4, 9 * 2)
-  out = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False), x,
-                                      train=True, mutable=["batch_stats"])[0])(x)
+  out = jax.jit(
+    lambda x: model.apply(
+      model.init(jax.random.PRNGKey(0), x, train=False), x, train=True, mutable=["batch_stats"]
+    )[0]
+  )(x)
   chex.assert_shape(out, (2, 10))
 
 
@@ -72,15 +87,17 @@ def test_bfloat16_compute_float32_params():
   x = jnp.ones((2, 32, 32, 3))
   variables = shapes(model, (32, 32))
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
-  logits = jax.jit(lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False), x,
-                                         train=False))(x)
+  logits = jax.jit(
+    lambda x: model.apply(model.init(jax.random.PRNGKey(0), x, train=False), x, train=False)
+  )(x)
   chex.assert_type(logits, jnp.float32)
 
 
 def test_initialisation_matches_official():
   model = rednet50()
-  variables = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(0),
-                                                           jnp.ones((1, 32, 32, 3)), train=False)
+  variables = jax.jit(model.init, static_argnames="train")(
+    jax.random.PRNGKey(0), jnp.ones((1, 32, 32, 3)), train=False
+  )
   flat = traverse_util.flatten_dict(variables["params"], sep="/")
   for path, value in flat.items():
     value = np.asarray(value)
@@ -125,19 +142,30 @@ def test_remat_policies_give_the_same_gradients():
   labels = jnp.arange(4) % 10
 
   def grads(remat):
-    model = RedNet(stage_sizes=(1, 1), stem_width=16, base_width=16, kernel_size=3,
-                   group_channels=8, stem_pool=False, num_classes=10, remat=remat)
+    model = RedNet(
+      stage_sizes=(1, 1),
+      stem_width=16,
+      base_width=16,
+      kernel_size=3,
+      group_channels=8,
+      stem_pool=False,
+      num_classes=10,
+      remat=remat,
+    )
     variables = model.init(jax.random.PRNGKey(1), x, train=False)
 
     def loss(params):
-      logits, _ = model.apply({**variables, "params": params}, x, train=True,
-                              mutable=["batch_stats"])
+      logits, _ = model.apply(
+        {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+      )
       return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
     return jax.jit(jax.grad(loss))(variables["params"])
 
   reference = grads("none")
   for remat in ("kernels", "blocks"):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 grads(remat), reference)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads(remat), reference
+    )
   with pytest.raises(ValueError, match="unknown remat 'all'"):
     grads("all")

@@ -6,17 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from involution_jax import fpn, segmentation
-from involution_jax.rednet import count_params
+from involution_jax.models import fpn, segmentation
+from involution_jax.models.rednet import count_params
 
 
 def test_miou_on_a_hand_worked_example():
-  labels = np.array([[[0, 0, 1, 1],
-                      [0, 0, 1, 1],
-                      [2, 2, 255, 255]]])
-  predicted = np.array([[[0, 1, 1, 1],
-                         [0, 0, 1, 2],
-                         [2, 0, 0, 1]]])
+  labels = np.array([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255]]])
+  predicted = np.array([[[0, 1, 1, 1], [0, 0, 1, 2], [2, 0, 0, 1]]])
   logits = jax.nn.one_hot(predicted, 4) * 10  # class 3 never occurs anywhere
   matrix = np.asarray(segmentation.confusion_matrix(logits, jnp.asarray(labels), 4))
   # rows: true, columns: predicted; ignored pixels left out.
@@ -32,29 +28,44 @@ def test_miou_on_a_hand_worked_example():
 def test_loss_ignores_label_255_and_upsamples_logits():
   labels = jnp.array([[[0, 1], [255, 1]]])
   logits = jnp.zeros((1, 1, 1, 3)).at[..., 1].set(2.0)  # 1 x 1, upsampled to 2 x 2
-  expected = np.mean([-np.log(np.exp(0) / (2 + np.exp(2))),
-                      -np.log(np.exp(2) / (2 + np.exp(2))),
-                      -np.log(np.exp(2) / (2 + np.exp(2)))])
+  expected = np.mean(
+    [
+      -np.log(np.exp(0) / (2 + np.exp(2))),
+      -np.log(np.exp(2) / (2 + np.exp(2))),
+      -np.log(np.exp(2) / (2 + np.exp(2))),
+    ]
+  )
   assert float(segmentation.segmentation_loss(logits, labels)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_bilinear_resize_matches_pytorch_align_corners_false(torch):
   x = np.random.default_rng(0).normal(size=(1, 5, 7, 2)).astype(np.float32)
-  want = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=(10, 14),
-                                         mode="bilinear", align_corners=False)
-  np.testing.assert_allclose(segmentation.resize_bilinear(jnp.asarray(x), (10, 14)),
-                             want.permute(0, 2, 3, 1).numpy(), rtol=1e-5, atol=1e-5)
-  nearest = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2),
-                                            size=(11, 13), mode="nearest")
-  np.testing.assert_array_equal(fpn.resize_nearest(jnp.asarray(x), (11, 13)),
-                                nearest.permute(0, 2, 3, 1).numpy())
+  want = torch.nn.functional.interpolate(
+    torch.from_numpy(x).permute(0, 3, 1, 2), size=(10, 14), mode="bilinear", align_corners=False
+  )
+  np.testing.assert_allclose(
+    segmentation.resize_bilinear(jnp.asarray(x), (10, 14)),
+    want.permute(0, 2, 3, 1).numpy(),
+    rtol=1e-5,
+    atol=1e-5,
+  )
+  nearest = torch.nn.functional.interpolate(
+    torch.from_numpy(x).permute(0, 3, 1, 2), size=(11, 13), mode="nearest"
+  )
+  np.testing.assert_array_equal(
+    fpn.resize_nearest(jnp.asarray(x), (11, 13)), nearest.permute(0, 2, 3, 1).numpy()
+  )
 
 
 def test_published_parameter_counts():
   def params(neck):
     model = segmentation.SemanticFPN(19, neck=neck)
-    return count_params(jax.eval_shape(lambda: model.init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False))["params"])
+    return count_params(
+      jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
+      )["params"]
+    )
+
   # Published: 18.5M (conv neck), 16.4M (involution neck).
   assert params("conv") == 18_463_169 and abs(params("conv") - 18.5e6) < 0.1e6
   assert params("involution") == 16_372_737 and abs(params("involution") - 16.4e6) < 0.1e6
@@ -63,9 +74,14 @@ def test_published_parameter_counts():
 @pytest.mark.parametrize("neck", ["conv", "involution"])
 def test_small_model_shapes_odd_sizes_and_train_mode(neck):
   model = segmentation.SemanticFPN(
-      5, neck=neck, neck_channels=32, head_channels=16,
-      backbone=dict(stage_sizes=(1, 1, 1, 1), base_width=8, stem_width=16, group_channels=8,
-                    kernel_size=3))
+    5,
+    neck=neck,
+    neck_channels=32,
+    head_channels=16,
+    backbone=dict(
+      stage_sizes=(1, 1, 1, 1), base_width=8, stem_width=16, group_channels=8, kernel_size=3
+    ),
+  )
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 70, 90, 3))
   variables = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(0), x, train=False)
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
@@ -74,9 +90,9 @@ def test_small_model_shapes_odd_sizes_and_train_mode(neck):
   assert {"lateral_convs_0", "fpn_convs_3"} <= names
   inner = variables["params"]["neck"]["fpn_convs_0"]
   assert ("conv2" in inner) == (neck == "involution")
-  out, updates = jax.jit(lambda v, x, r: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                                     rngs={"dropout": r}))(
-      variables, x, jax.random.PRNGKey(1))
+  out, updates = jax.jit(
+    lambda v, x, r: model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": r})
+  )(variables, x, jax.random.PRNGKey(1))
   chex.assert_tree_all_finite(out)
 
 

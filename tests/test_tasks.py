@@ -6,29 +6,39 @@ import jax
 import numpy as np
 import optax
 import pytest
-
 from helpers import load_config
-from involution_jax import data, tasks, training
-from involution_jax.train import train_and_evaluate
 
-SMALL = dict(num_train_scenes=64, num_eval_scenes=16, batch_size=16, eval_batch_size=16,
-             num_train_steps=3, log_every_steps=1, checkpoint_every_steps=3,
-             warmup_epochs=0.0)
+from involution_jax import tasks, train_step
+from involution_jax.data import pipeline
+from involution_jax.trainer import train_and_evaluate
+
+SMALL = dict(
+  num_train_scenes=64,
+  num_eval_scenes=16,
+  batch_size=16,
+  eval_batch_size=16,
+  num_train_steps=3,
+  log_every_steps=1,
+  checkpoint_every_steps=3,
+  warmup_epochs=0.0,
+)
 
 
-@pytest.mark.parametrize("name,neck", [("digitscenes_seg", "involution"),
-                                       ("digitscenes_det", "conv")])
+@pytest.mark.parametrize(
+  "name,neck", [("digitscenes_seg", "involution"), ("digitscenes_det", "conv")]
+)
 def test_steps_on_a_batch_lower_the_loss(name, neck):
   config = load_config(name, neck)
   task = tasks.get_task(config)
   dataset = task.dataset(config, "train")
-  model = training.model_from_config(config, dataset.num_classes)
+  model = train_step.model_from_config(config, dataset.num_classes)
   schedule = optax.constant_schedule(config.learning_rate)
-  tx = training.optimizer(config, schedule)
-  state = jax.jit(lambda: training.init_state(model, tx, jax.random.PRNGKey(0),
-                                              task.input_shape(config)))()
-  step = jax.jit(training.bind_train_step(task.loss_fn(model, config), tx, schedule, config))
-  batch = next(data.train_iterator(dataset, task.preprocess(config), global_batch=16, seed=0))
+  tx = train_step.optimizer(config, schedule)
+  state = jax.jit(
+    lambda: train_step.init_state(model, tx, jax.random.PRNGKey(0), task.input_shape(config))
+  )()
+  step = jax.jit(train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config))
+  batch = next(pipeline.train_iterator(dataset, task.preprocess(config), global_batch=16, seed=0))
   losses = []
   for _ in range(8):
     state, metrics = step(state, batch)

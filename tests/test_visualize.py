@@ -3,9 +3,9 @@
 import jax
 import numpy as np
 import pytest
+from helpers import save_random_checkpoint
 from PIL import Image
 
-from helpers import save_random_checkpoint
 from involution_jax import visualize
 
 
@@ -21,8 +21,9 @@ def test_captured_kernels_equal_the_layer_computed_directly(checkpoint):
   kernels = visualize.capture_kernels(model, variables, x)
   assert set(kernels) == {"stem_1", "layer1_0/conv2", "layer2_0/conv2", "layer3_0/conv2"}
   # stem_1's input is stem_0's output; its kernel is conv2(relu(bn(conv1(input)))).
-  _, state = model.apply(variables, x, train=False, capture_intermediates=True,
-                         mutable=["intermediates"])
+  _, state = model.apply(
+    variables, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+  )
   stem_out = np.asarray(state["intermediates"]["stem_0"]["__call__"][0], np.float64)
   params = variables["params"]["stem_1"]
   stats = variables["batch_stats"]["stem_1"]["conv1"]["bn"]
@@ -40,8 +41,24 @@ def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
   image = tmp_path / "seven.png"
   Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), np.uint8)).save(image)
   out = tmp_path / "kernels.png"
-  visualize.main(["--weights", path, "--image", str(image), "--layer", "stem_1",
-                  "--out", str(out), "--groups", "0,1", "--pixels", "1,1", "6,2", "7,7"])
+  visualize.main(
+    [
+      "--weights",
+      path,
+      "--image",
+      str(image),
+      "--layer",
+      "stem_1",
+      "--out",
+      str(out),
+      "--groups",
+      "0,1",
+      "--pixels",
+      "1,1",
+      "6,2",
+      "7,7",
+    ]
+  )
   with Image.open(out) as png:
     png.verify()
   with Image.open(out) as png:
@@ -51,5 +68,6 @@ def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
     visualize.main(["--weights", path, "--image", str(image), "--layer", "nope"])
   assert "involution layers: stem_1, layer1_0/conv2" in capsys.readouterr().err
   with pytest.raises(ValueError, match=r"pixel \(9, 0\) is outside the layer's 8 x 8 output"):
-    visualize.plot_kernels(np.zeros((16, 16, 3)), np.zeros((8, 8, 2, 3, 3)),
-                           str(tmp_path / "x.png"), pixels=[(9, 0)])
+    visualize.plot_kernels(
+      np.zeros((16, 16, 3)), np.zeros((8, 8, 2, 3, 3)), str(tmp_path / "x.png"), pixels=[(9, 0)]
+    )

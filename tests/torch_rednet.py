@@ -9,8 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-STAGE_SIZES = {26: (1, 2, 4, 1), 38: (2, 3, 5, 2), 50: (3, 4, 6, 3),
-               101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+STAGE_SIZES = {
+  26: (1, 2, 4, 1),
+  38: (2, 3, 5, 2),
+  50: (3, 4, 6, 3),
+  101: (3, 4, 23, 3),
+  152: (3, 8, 36, 3),
+}
 
 
 class ConvModule(nn.Module):
@@ -33,8 +38,9 @@ def involution_unfold(x, kernel, kernel_size, stride=1, dilation=1):
   """The official aggregation. x: (B, C, H, W); kernel: (B, G, K*K, Ho, Wo) -> (B, C, Ho, Wo)."""
   b, c = x.shape[:2]
   _, groups, _, ho, wo = kernel.shape
-  patches = F.unfold(x, kernel_size, dilation=dilation, padding=dilation * (kernel_size // 2),
-                     stride=stride)
+  patches = F.unfold(
+    x, kernel_size, dilation=dilation, padding=dilation * (kernel_size // 2), stride=stride
+  )
   patches = patches.view(b, groups, c // groups, kernel_size * kernel_size, ho, wo)
   return (kernel.unsqueeze(2) * patches).sum(dim=3).view(b, c, ho, wo)
 
@@ -59,7 +65,6 @@ class Involution(nn.Module):
 
 
 class Bottleneck(nn.Module):
-
   def __init__(self, cin, mid, stride):
     super().__init__()
     self.conv1 = nn.Conv2d(cin, mid, 1, bias=False)
@@ -70,8 +75,9 @@ class Bottleneck(nn.Module):
     self.bn3 = nn.BatchNorm2d(mid * 4)
     self.downsample = None
     if stride != 1 or cin != mid * 4:
-      self.downsample = nn.Sequential(nn.Conv2d(cin, mid * 4, 1, stride, bias=False),
-                                      nn.BatchNorm2d(mid * 4))
+      self.downsample = nn.Sequential(
+        nn.Conv2d(cin, mid * 4, 1, stride, bias=False), nn.BatchNorm2d(mid * 4)
+      )
 
   def forward(self, x):
     out = torch.relu(self.bn1(self.conv1(x)))
@@ -82,11 +88,15 @@ class Bottleneck(nn.Module):
 
 
 class Backbone(nn.Module):
-
   def __init__(self, depth, stem_kernel_size=3):
     super().__init__()
-    self.stem = nn.Sequential(ConvModule(3, 32, 3, 2), Involution(32, stem_kernel_size, 1),
-                              nn.BatchNorm2d(32), nn.ReLU(), ConvModule(32, 64, 3))
+    self.stem = nn.Sequential(
+      ConvModule(3, 32, 3, 2),
+      Involution(32, stem_kernel_size, 1),
+      nn.BatchNorm2d(32),
+      nn.ReLU(),
+      ConvModule(32, 64, 3),
+    )
     self.maxpool = nn.MaxPool2d(3, 2, 1)
     cin = 64
     for i, blocks in enumerate(STAGE_SIZES[depth]):
@@ -103,7 +113,6 @@ class Backbone(nn.Module):
 
 
 class Head(nn.Module):
-
   def __init__(self, num_classes):
     super().__init__()
     self.fc = nn.Linear(2048, num_classes)

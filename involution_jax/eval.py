@@ -1,0 +1,56 @@
+"""`involution-eval`: a task's metrics (top-1 / top-5, mIoU, AP) of weights on a dataset.
+
+    involution-eval --config rednet50_imagenet --weights RedNet50_pretrained.pdparams \\
+        --config.dataset=folder --config.data_dir=/data/imagenet
+    involution-eval --weights runs/digits                          # the default digits test set
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+
+from involution_jax import cli, configs
+from involution_jax.evaluator import evaluate_weights
+
+PROG = "involution-eval"
+
+
+@cli.command(PROG)
+def main(argv: list[str] | None = None) -> int:
+  """Parses `argv` (default: the command line), evaluates, prints the metrics as JSON."""
+  parser = cli.parser(
+    PROG,
+    "Evaluate a checkpoint or official weights on a config's evaluation split.",
+    [
+      "involution-eval --weights runs/digits",
+      "involution-eval --config rednet50_imagenet --weights "
+      "RedNet50_pretrained.pdparams --config.dataset=folder "
+      "--config.data_dir=/data/imagenet",
+    ],
+  )
+  cli.add_config_arguments(parser, default="default")
+  parser.add_argument(
+    "--weights",
+    required=True,
+    help="a training workdir, a checkpoint folder, or official .pth / .pdparams weights",
+  )
+  rest, overrides = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
+  args = parser.parse_args(rest)
+  config = configs.get_config(args.config, overrides)
+  cli.start(args)
+  try:
+    results = evaluate_weights(config, args.weights)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    cli.peer_failed(e)
+  if jax.process_index() == 0:
+    print(json.dumps(results, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,80 @@
+"""Evaluation: a task's metrics of a model on a dataset, sharded like training.
+
+`evaluate_weights` scores a training checkpoint, a converted checkpoint, or
+official weights (`.pth` / `.pdparams`, converted on the fly).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import NamedSharding
+
+from involution_jax import sharding
+from involution_jax.data.pipeline import Dataset, Preprocessor, eval_batches
+from involution_jax.tasks import get_task
+from involution_jax.weights import load_weights, model_from_info
+
+
+def make_eval_step(task, model, replicated: NamedSharding, batch_sharding: NamedSharding):
+  """The task's evaluation of one batch, jitted; outputs replicated (every process sees all)."""
+  inner = task.eval_fn(model)
+  step = lambda variables, batch: dict(inner(variables, batch), examples=jnp.sum(batch["valid"]))
+  return jax.jit(step, in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+
+
+def evaluate(
+  task,
+  eval_fn,
+  variables: dict,
+  dataset: Dataset,
+  preprocess: Preprocessor,
+  global_batch: int,
+  batch_sharding: NamedSharding,
+) -> dict:
+  """The task's metrics over every example once, plus how many could not be read."""
+  batches = eval_batches(
+    dataset,
+    preprocess,
+    global_batch=global_batch,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
+  outputs = [
+    jax.device_get(eval_fn(variables, sharding.global_batch(local, batch_sharding)))
+    for local in batches
+  ]
+  results = task.summarize(outputs, dataset)
+  results["unreadable"] = len(dataset.source) - int(sum(o["examples"] for o in outputs))
+  return results
+
+
+def evaluate_weights(config: ml_collections.ConfigDict, weights: str) -> dict:
+  """Scores `weights` on `config.dataset` / `config.eval_split` with the config's input."""
+  task = get_task(config)
+  variables, info = load_weights(weights)
+  dataset = task.dataset(config, config.eval_split)
+  if info["num_classes"] != dataset.num_classes:
+    raise ValueError(
+      f"{weights} has {info['num_classes']} classes but {config.dataset} has {dataset.num_classes}"
+    )
+  if config.eval_batch_size % jax.device_count():
+    raise ValueError(
+      f"eval_batch_size={config.eval_batch_size} must be divisible by the "
+      f"{jax.device_count()} device(s)"
+    )
+  mesh = sharding.data_mesh()
+  replicated = sharding.replicated(mesh)
+  batch_sharding = sharding.batch_sharded(mesh)
+  model = model_from_info(info)
+  variables = jax.device_put(variables, replicated)
+  return evaluate(
+    task,
+    make_eval_step(task, model, replicated, batch_sharding),
+    variables,
+    dataset,
+    task.preprocess(config),
+    config.eval_batch_size,
+    batch_sharding,
+  )

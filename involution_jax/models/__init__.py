@@ -1,0 +1,25 @@
+"""Flax (linen) models: layers, RedNet, FPN necks, RetinaNet, Semantic FPN, the registry.
+
+- `layers`: the involution layer and the PyTorch-exact pieces it needs.
+- `rednet`: RedNet-26 ... -152 (`rednet50()`, ...), classifiers and backbones.
+- `fpn`: the FPN neck (conv or involution) on a RedNet backbone.
+- `detection`: RetinaNet with anchors, box coding, losses, NMS.
+- `segmentation`: Semantic FPN with its loss and mIoU.
+- `registry`: `create_model(name, **fields)` for configs and checkpoints.
+"""
+
+from involution_jax.models.layers import Involution
+from involution_jax.models.rednet import RedNet, rednet26, rednet38, rednet50, rednet101, rednet152
+from involution_jax.models.registry import MODELS, create_model
+
+__all__ = [
+  "MODELS",
+  "Involution",
+  "RedNet",
+  "create_model",
+  "rednet26",
+  "rednet38",
+  "rednet50",
+  "rednet101",
+  "rednet152",
+]

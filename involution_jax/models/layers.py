@@ -1,0 +1,436 @@
+"""Flax linen layers: the involution layer and the PyTorch-exact pieces it needs.
+
+Sub-module names follow the official RedNet code one to one (`conv1.conv`,
+`conv1.bn`, `conv2.conv`), so official checkpoints convert by name.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+from jax import lax
+from jax.ad_checkpoint import checkpoint_name
+
+from involution_jax.ops import involution, output_size
+from involution_jax.ops.xla import accumulation_dtype, pad_hw, tap_window
+
+Dtype = Any
+
+# Names of the kernel-generation branch's outputs, for `jax.checkpoint` policies
+# (e.g. `jax.checkpoint_policies.save_anything_except_these_names(*KERNEL_BRANCH)`).
+KERNEL_BRANCH = ("involution_hidden", "involution_kernel")
+
+# PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu"): untruncated.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BatchNorm(nn.Module):
+  """Batch normalisation over all axes but the last, as PyTorch computes it.
+
+  Train mode normalises with the batch's biased variance and updates the
+  running variance with the unbiased one (n / (n - 1)), like `torch.nn.BatchNorm2d`
+  (Flax's BatchNorm keeps the biased one). Under `jax.jit` with the batch
+  sharded over devices the statistics are those of the global batch (SyncBN),
+  and the backward pass is `batch_norm_train`'s closed form (reverse mode;
+  forward-mode differentiation of train mode is not defined). `momentum` is
+  Flax's: running = momentum * running + (1 - momentum) * batch, so PyTorch's
+  default 0.1 is 0.9 here.
+  """
+
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  scale_init: nn.initializers.Initializer = nn.initializers.ones
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param("scale", self.scale_init, (features,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+    stats_dtype = jnp.promote_types(self.param_dtype, jnp.float32)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), stats_dtype)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (features,), stats_dtype)
+    compute = jnp.promote_types(x.dtype, stats_dtype)
+    xf, scale, bias = (a.astype(compute) for a in (x, scale, bias))
+    if not train:
+      y = _normalize(
+        xf, scale, bias, running_mean.value, jax.lax.rsqrt(running_var.value + self.epsilon)
+      )
+      return y.astype(self.dtype or x.dtype)
+    y, mean, var = batch_norm_train(xf, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      n = x.size // features
+      m = self.momentum
+      running_mean.value = m * running_mean.value + (1 - m) * mean
+      running_var.value = m * running_var.value + (1 - m) * var * (n / max(n - 1, 1))
+    return y.astype(self.dtype or x.dtype)
+
+
+def _normalize(x, scale, bias, mean, inv_std):
+  mul = scale * inv_std
+  return x * mul + (bias - mean * mul)
+
+
+def _batch_norm_forward(x, scale, bias, epsilon):
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  var = jnp.mean(jnp.square(x - mean), axes)
+  inv_std = jax.lax.rsqrt(var + epsilon)
+  return _normalize(x, scale, bias, mean, inv_std), mean, var, inv_std
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(
+  x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Batch normalisation with the batch's statistics; x: (..., C), scale, bias: (C,).
+
+  Returns y (x's shape), the batch mean and the biased variance (C,); the two
+  statistics are outputs only (not differentiated). Its backward pass is the
+  closed form, two reductions and one elementwise pass,
+  dx = scale / std * (g - mean(g) - x_hat * mean(g * x_hat)),
+  where autodiff of the forward would store x - mean and reduce once more.
+  """
+  y, mean, var, _ = _batch_norm_forward(x, scale, bias, epsilon)
+  return y, mean, var
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon):
+  y, mean, var, inv_std = _batch_norm_forward(x, scale, bias, epsilon)
+  return (y, mean, var), (x, scale, mean, inv_std)
+
+
+def _batch_norm_train_bwd(_epsilon, residuals, cotangents):
+  x, scale, mean, inv = residuals
+  g = cotangents[0]
+  axes = tuple(range(x.ndim - 1))
+  # Only reductions of g and g * x, and x_hat inside the elementwise pass:
+  # XLA would otherwise store x_hat (or x - mean) from the forward pass.
+  d_bias = jnp.sum(g, axes)
+  d_scale = inv * (jnp.sum(g * x, axes) - mean * d_bias)
+  n = x.size // x.shape[-1]
+  x_hat = x * inv - mean * inv
+  d_x = (scale * inv) * (g - d_bias / n - x_hat * (d_scale / n))
+  return d_x, d_scale, d_bias
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+
+
+class ConvModule(nn.Module):
+  """Conv (no bias when normalised) -> optional BatchNorm -> optional ReLU.
+
+  Children `conv` and `bn`, as mmcv's ConvModule. A 1x1 convolution is a
+  `Dense` on the channel axis (a matmul, XLA's fast path), after subsampling
+  for a stride; wider kernels are `nn.Conv` with PyTorch's symmetric padding.
+  """
+
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  norm: bool = True
+  act: bool = True
+  kernel_init: nn.initializers.Initializer = kaiming_fan_out
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = conv(
+      x,
+      self.features,
+      self.kernel_size,
+      self.stride,
+      use_bias=not self.norm,
+      kernel_init=self.kernel_init,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="conv",
+    )
+    if self.norm:
+      x = BatchNorm(
+        self.bn_momentum, self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name="bn"
+      )(x, train)
+    return nn.relu(x) if self.act else x
+
+
+class PointwiseConv(nn.Module):
+  """A 1x1 convolution on rows, x: (N, C) -> (N, features); parameters as `nn.Dense`.
+
+  The bias is one more row of the matmul's weights against a column of ones:
+  XLA's CPU matmuls do not fuse a bias add, which costs another pass over the
+  output (for the involution kernels, the largest tensor of the block).
+  """
+
+  features: int
+  use_bias: bool = False
+  kernel_init: nn.initializers.Initializer = kaiming_fan_out
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+    if not self.use_bias:
+      x, kernel = promote_dtype(x, kernel, dtype=self.dtype)
+      return x @ kernel
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x = jnp.concatenate([x, jnp.ones(x.shape[:-1] + (1,), x.dtype)], axis=-1)
+    return x @ jnp.concatenate([kernel, bias[None]], axis=0)
+
+
+def conv(
+  x: jax.Array,
+  features: int,
+  kernel_size: int,
+  stride: int = 1,
+  *,
+  use_bias: bool = False,
+  kernel_init=kaiming_fan_out,
+  dtype=None,
+  param_dtype=jnp.float32,
+  name: str | None = None,
+) -> jax.Array:
+  """PyTorch-style Conv2d(padding=k//2) on NHWC; 1x1 as a Dense matmul.
+
+  Must be called inside a compact module (it creates the submodule `name`).
+  Output spatial size: ceil(H / stride) for odd kernel sizes.
+  """
+  if kernel_size == 1:
+    x = x[:, ::stride, ::stride] if stride > 1 else x
+    # A 2-D matmul: with (B, H, W) as three contracting axes the weight gradient
+    # would make XLA transpose the activation gradient (a full strided copy).
+    out = PointwiseConv(features, use_bias, kernel_init, dtype, param_dtype, name=name)(
+      x.reshape(-1, x.shape[-1])
+    )
+    return out.reshape(x.shape[:-1] + (features,))
+  pad = kernel_size // 2
+  return nn.Conv(
+    features,
+    (kernel_size, kernel_size),
+    (stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=use_bias,
+    kernel_init=kernel_init,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    conv_general_dilated=_conv_for_flax,
+    name=name,
+  )(x)
+
+
+def _conv_for_flax(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  *,
+  lhs_dilation,
+  rhs_dilation,
+  dimension_numbers,
+  feature_group_count,
+  precision,
+):
+  """`nn.Conv`'s convolution, as `conv` configures it: NHWC, HWIO, no dilation."""
+  del dimension_numbers  # flax's for channels-last inputs: NHWC, HWIO, NHWC.
+  if (
+    set(lhs_dilation or (1,)) | set(rhs_dilation or (1,)) != {1}
+    or feature_group_count != 1
+    or window_strides[0] != window_strides[1]
+  ):
+    raise NotImplementedError("conv: dilated, grouped or unevenly strided convolutions")
+  return conv_nhwc(lhs, rhs, window_strides[0], tuple(map(tuple, padding)), precision)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_nhwc(
+  x: jax.Array,
+  kernel: jax.Array,
+  stride: int,
+  padding: tuple[tuple[int, int], tuple[int, int]],
+  precision=None,
+) -> jax.Array:
+  """`lax.conv_general_dilated` on x: (B, H, W, I), kernel: (kh, kw, I, O) -> (B, Ho, Wo, O).
+
+  The same values and gradients. On CPU the kernel gradient is computed per
+  tap, as kh * kw matmuls (B*Ho*Wo, I)^T @ (B*Ho*Wo, O): XLA's CPU backend
+  computes it as a convolution over transposed copies of x and the output
+  gradient, and per tap a RedNet-50 training step is ~1-3% faster (its stem's
+  3x3 convolutions at 112 x 112), a ResNet-50 step as fast. Other backends
+  keep XLA's own (cuDNN's on GPUs).
+  """
+  return _lax_conv_nhwc(x, kernel, stride, padding, precision)
+
+
+def _lax_conv_nhwc(x, kernel, stride, padding, precision):
+  return lax.conv_general_dilated(
+    x,
+    kernel,
+    (stride, stride),
+    padding,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    precision=precision,
+  )
+
+
+def _conv_nhwc_fwd(x, kernel, stride, padding, precision):
+  return conv_nhwc(x, kernel, stride, padding, precision), (x, kernel)
+
+
+def _conv_nhwc_bwd(stride, padding, precision, residuals, dy):
+  x, kernel = residuals
+  forward = lambda x, kernel: _lax_conv_nhwc(x, kernel, stride, padding, precision)
+  input_grad = jax.vjp(lambda x: forward(x, kernel), x)[1](dy)[0]
+  kernel_grad = lax.platform_dependent(
+    x,
+    kernel,
+    cpu=partial(_kernel_grad_by_taps, dy, stride, padding, precision),
+    default=lambda x, kernel: jax.vjp(lambda kernel: forward(x, kernel), kernel)[1](dy)[0],
+  )
+  return input_grad, kernel_grad
+
+
+def _kernel_grad_by_taps(dy, stride, padding, precision, x, kernel):
+  """d conv_nhwc / d kernel: (kh, kw, I, O), one matmul per tap."""
+  xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  kh, kw = kernel.shape[:2]
+  out_hw = dy.shape[1:3]
+  rows_shape = (xp.shape[0], (out_hw[0] - 1) * stride + 1) + xp.shape[2:]
+
+  # A loop over the kernel's rows: each matmul reads a copy of its tap's
+  # window, and unrolled, XLA kept all kh * kw copies alive at once.
+  def row_grad(_, u):
+    rows = lax.dynamic_slice(xp, (0, u, 0, 0), rows_shape)
+    return None, jnp.stack(
+      [
+        jnp.einsum(
+          "bhwi,bhwo->io",
+          tap_window(rows, 0, v, out_hw, stride, 1),
+          dy,
+          precision=precision,
+          preferred_element_type=accumulation_dtype(kernel.dtype),
+        )
+        for v in range(kw)
+      ]
+    )
+
+  _, kernel_grad = lax.scan(row_grad, None, jnp.arange(kh))
+  return kernel_grad.astype(kernel.dtype)
+
+
+conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+def avg_pool_ceil(x: jax.Array, stride: int) -> jax.Array:
+  """AvgPool2d(stride, stride) whose output is ceil(H / stride) x ceil(W / stride).
+
+  The last, partial window (only when the size is not a multiple of the
+  stride) averages the pixels it has; otherwise identical to PyTorch's.
+  """
+  h, w = x.shape[1:3]
+  pad = ((0, output_size(h, stride) * stride - h), (0, output_size(w, stride) * stride - w))
+  return nn.avg_pool(x, (stride, stride), (stride, stride), padding=pad, count_include_pad=False)
+
+
+def max_pool(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
+  """PyTorch's MaxPool2d(window, stride, pad) on NHWC.
+
+  x: (B, H, W, C) -> (B, (H + 2 pad - window) // stride + 1, (same for W), C).
+  The running max of the window's strided slices of the (-inf)-padded input:
+  the gradient goes to the first maximum of each window in row-major order, as
+  in PyTorch, and NaN propagates. XLA's CPU backend differentiates this ~6x
+  faster than `reduce_window` (select-and-scatter).
+  """
+  h, w = x.shape[1:3]
+  out_hw = ((h + 2 * pad - window) // stride + 1, (w + 2 * pad - window) // stride + 1)
+  xp = pad_hw(x, pad, value=-jnp.inf)
+  out = None
+  for u in range(window):
+    for v in range(window):
+      tap = tap_window(xp, u, v, out_hw, stride, dilation=1)
+      out = tap if out is None else jnp.where((tap > out) | jnp.isnan(tap), tap, out)
+  return out
+
+
+class Involution(nn.Module):
+  """Involution layer with its kernel-generation branch (official RedNet layer).
+
+  kernel = conv2(relu(bn(conv1(avg_pool(x))))): a 1x1 conv C -> C // r (no
+  bias) with BatchNorm and ReLU, then a 1x1 conv -> K*K*G (with bias), whose
+  channel g*K*K + u*K + v is tap (u, v) of group g; G = C // group_channels.
+  The average pool (window = stride) runs only for stride > 1.
+
+  Attributes:
+    kernel_size: K, odd.
+    stride: output subsampling; output is ceil(H / stride) x ceil(W / stride).
+      For H, W divisible by the stride this equals the official layer; for
+      other sizes (where the official layer fails) the pool's last window is
+      partial and averages only the pixels inside the image.
+    group_channels: channels sharing one kernel (16 in the paper).
+    reduction_ratio: r of the kernel-generation bottleneck.
+    dilation: spacing of the taps.
+    method: the involution formulation, see `involution_jax.involution`.
+
+  The generated kernel (B, Ho, Wo, G, K, K) is sown as
+  `intermediates/kernel` for inspection (`mutable=["intermediates"]`), and the
+  branch's outputs are named (`KERNEL_BRANCH`) for rematerialisation policies.
+  """
+
+  kernel_size: int = 7
+  stride: int = 1
+  group_channels: int = 16
+  reduction_ratio: int = 4
+  dilation: int = 1
+  method: str = "auto"
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """x: (B, H, W, C) -> (B, ceil(H / stride), ceil(W / stride), C)."""
+    if x.ndim != 4:
+      raise ValueError(f"Involution expects x of rank 4 (B, H, W, C), got shape {x.shape}")
+    channels = x.shape[-1]
+    if self.group_channels < 1 or channels % self.group_channels:
+      raise ValueError(
+        f"Involution: channels C={channels} must be divisible by "
+        f"group_channels={self.group_channels}"
+      )
+    if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+      raise ValueError(f"Involution: kernel_size must be odd and >= 1, got {self.kernel_size}")
+    if self.stride < 1:
+      raise ValueError(f"Involution: stride must be >= 1, got {self.stride}")
+    if not 1 <= self.reduction_ratio <= channels:
+      raise ValueError(
+        f"Involution: reduction_ratio must be in [1, C={channels}], got {self.reduction_ratio}"
+      )
+    groups = channels // self.group_channels
+    k = self.kernel_size
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
+    pooled = avg_pool_ceil(x, self.stride) if self.stride > 1 else x
+    common = dict(
+      bn_momentum=self.bn_momentum,
+      bn_epsilon=self.bn_epsilon,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+    )
+    hidden = ConvModule(channels // self.reduction_ratio, name="conv1", **common)(pooled, train)
+    hidden = checkpoint_name(hidden, KERNEL_BRANCH[0])
+    kernel = ConvModule(k * k * groups, norm=False, act=False, name="conv2", **common)(
+      hidden, train
+    )
+    kernel = checkpoint_name(kernel.reshape(kernel.shape[:3] + (groups, k, k)), KERNEL_BRANCH[1])
+    self.sow("intermediates", "kernel", kernel)
+    return involution(x, kernel, stride=self.stride, dilation=self.dilation, method=self.method)

@@ -1,0 +1,25 @@
+"""The involution operator in pure JAX (no Flax): checks, dispatch and implementations.
+
+- `dispatch`: `involution(x, kernel, ...)`, argument checks, the method `auto` picks.
+- `patches`: the unfold formulation, the reference.
+- `primitive`: the JAX primitive behind the memory-lean methods (any order of
+  differentiation, vmap, export).
+- `xla`: the shift-and-accumulate implementation in plain XLA (every backend).
+- `pallas`: the Triton kernels for GPUs.
+- `fusion`: steering XLA's fusion (`computed_once`).
+"""
+
+from involution_jax.ops.dispatch import METHODS, involution, resolve_method, validate
+from involution_jax.ops.fusion import computed_once
+from involution_jax.ops.patches import involution_patches, output_size, patch_tensor_bytes
+
+__all__ = [
+  "METHODS",
+  "computed_once",
+  "involution",
+  "involution_patches",
+  "output_size",
+  "patch_tensor_bytes",
+  "resolve_method",
+  "validate",
+]

@@ -1,0 +1,120 @@
+"""Involution as a JAX primitive: any order of differentiation, vmap, jit, export.
+
+Involution is one trilinear form in the input x, the kernel and the output
+cotangent y:
+
+    T(x, kernel, y) = sum y[b,i,j,c] kernel[b,i,j,g(c),u,v] x[b, i*s+(u-K//2)*d, j*s+(v-K//2)*d, c]
+
+The forward pass is dT/dy, the input gradient dT/dx and the kernel gradient
+dT/dkernel. One primitive, `involution_partial_p`, computes any of the three
+from the other two arrays. Since the form is trilinear, the transpose and JVP
+of each partial are again partials, which gives reverse and forward mode to
+any order without autodiff ever seeing the implementation (whose own autodiff
+would materialise K*K copies of the input). A batching rule folds vmapped
+axes into the batch.
+
+`impl` picks the implementation: "xla" (`xla.py`, plain HLO: every
+backend, sharding, export) or "pallas" (`pallas.py`, Triton kernels on
+GPUs, Pallas' interpreter elsewhere).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from involution_jax.ops import pallas, xla
+
+# Canonical order of the three arrays of the trilinear form.
+_NAMES = ("x", "kernel", "out")
+_STATIC = ("result", "stride", "dilation", "avals", "impl")
+
+
+def _partial_impl(a, b, *, result, stride, dilation, avals, impl, interpret=True):
+  """Computes the partial of T named `result` from the other two arrays."""
+  (x_shape, _), (k_shape, _), _ = avals
+  dtype = avals[_NAMES.index(result)][1]
+  if impl == "pallas":
+    extra = dict(interpret=interpret)
+    module = pallas
+  else:
+    extra, module = {}, xla
+  if result == "out":
+    return module.aggregate(a, b, stride, dilation, dtype, **extra)
+  if result == "x":
+    return module.aggregate_grad_x(a, b, x_shape[1:3], stride, dilation, dtype, **extra)
+  return module.aggregate_grad_kernel(
+    a, b, k_shape[-1], k_shape[3], stride, dilation, dtype, **extra
+  )
+
+
+involution_partial_p = Primitive("involution_partial")
+involution_partial_p.def_impl(jax.jit(_partial_impl, static_argnames=_STATIC))
+mlir.register_lowering(involution_partial_p, mlir.lower_fun(_partial_impl, multiple_results=False))
+for _platform in ("cuda", "rocm"):  # Pallas compiles (Triton) on GPUs, interprets elsewhere
+  mlir.register_lowering(
+    involution_partial_p,
+    mlir.lower_fun(partial(_partial_impl, interpret=False), multiple_results=False),
+    platform=_platform,
+  )
+
+
+@involution_partial_p.def_abstract_eval
+def _partial_abstract_eval(a, b, *, result, avals, **_):
+  shape, dtype = avals[_NAMES.index(result)]
+  return jax.core.ShapedArray(shape, dtype)
+
+
+def _bind(operands: dict, result: str, **params) -> jax.Array:
+  """Binds the partial `result` with the two other arrays from `operands`."""
+  a, b = (operands[n] for n in _NAMES if n != result)
+  return involution_partial_p.bind(a, b, result=result, **params)
+
+
+def _transpose_rule(position: int, cotangent, a, b, *, result, **params):
+  """Transpose w.r.t. operand `position`: the partial for that array's slot."""
+  others = [n for n in _NAMES if n != result]
+  wanted, kept = others[position], others[1 - position]
+  return _bind({result: cotangent, kept: (b, a)[position]}, wanted, **params)
+
+
+ad.defbilinear(involution_partial_p, partial(_transpose_rule, 0), partial(_transpose_rule, 1))
+
+
+def _batch_rule(args, dims, *, avals, **params):
+  """Folds the vmapped axis into the batch axis B (axis 0 of every array)."""
+  size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+  folded = []
+  for a, d in zip(args, dims):
+    a = jnp.broadcast_to(a, (size,) + a.shape) if d is None else jnp.moveaxis(a, d, 0)
+    folded.append(a.reshape((size * a.shape[1],) + a.shape[2:]))
+  avals = tuple(((size * s[0],) + tuple(s[1:]), t) for s, t in avals)
+  out = involution_partial_p.bind(*folded, avals=avals, **params)
+  return out.reshape((size, -1) + out.shape[1:]), 0
+
+
+batching.primitive_batchers[involution_partial_p] = _batch_rule
+
+
+def involution_primitive(
+  x: jax.Array, kernel: jax.Array, stride: int, dilation: int, impl: str = "xla"
+) -> jax.Array:
+  """x: (B, H, W, C), kernel: (B, Ho, Wo, G, K, K) -> (B, Ho, Wo, C) in x's dtype.
+
+  Accumulated in float32 (float64 for float64 input); `impl` "xla" or "pallas".
+  """
+  b, _, _, c = x.shape
+  ho, wo = kernel.shape[1:3]
+  avals = (
+    (tuple(x.shape), np.dtype(x.dtype)),
+    (tuple(kernel.shape), np.dtype(kernel.dtype)),
+    ((b, ho, wo, c), np.dtype(x.dtype)),
+  )
+  return _bind(
+    {"x": x, "kernel": kernel}, "out", stride=stride, dilation=dilation, avals=avals, impl=impl
+  )

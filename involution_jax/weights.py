@@ -1,0 +1,57 @@
+"""Weights from wherever they are: training checkpoints, converted or official files.
+
+The one place that turns a weights path into (variables, model info), a model
+and its input preparation; training (`init_from`), evaluation, prediction,
+export and the kernel pictures all load through it.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from involution_jax import checkpoints, convert
+from involution_jax.data.classification import Preprocess
+from involution_jax.data.dense import DensePreprocess
+from involution_jax.models import create_model
+
+
+def load_weights(path: str) -> tuple[dict, dict]:
+  """(variables, model info) from a checkpoint folder or an official `.pth` / `.pdparams`.
+
+  `path` may be a training workdir, a checkpoint folder (its latest step) or
+  one step folder. Raises FileNotFoundError naming the path when there is
+  nothing to load there.
+  """
+  if path.endswith(convert.OFFICIAL_SUFFIXES):
+    variables, config = convert.load_official(path)
+    return variables, convert.official_model_info(config)
+  return checkpoints.load_for_inference(path)
+
+
+def model_from_info(info: dict, dtype=None) -> nn.Module:
+  """The model a checkpoint's info describes (lists in the JSON back to tuples)."""
+  kwargs = {
+    k: tuple(v) if isinstance(v, list) else v for k, v in info.get("model_kwargs", {}).items()
+  }
+  if dtype is not None:
+    kwargs["dtype"] = dtype
+  return create_model(info["model"], num_classes=info["num_classes"], **kwargs)
+
+
+def preprocess_from_info(info: dict) -> Preprocess | DensePreprocess:
+  """The evaluation preprocessing a checkpoint's model was trained with."""
+  task = info.get("task", "classification")
+  if task == "classification":
+    return Preprocess(
+      info["image_size"],
+      tuple(info["mean"]),
+      tuple(info["std"]),
+      eval_crop=info.get("eval_crop", 1.0),
+    )
+  size = info["image_size"]
+  return DensePreprocess(
+    task,
+    (size, size) if isinstance(size, int) else tuple(size),
+    tuple(info["mean"]),
+    tuple(info["std"]),
+  )
