@@ -347,7 +347,11 @@ def load_official(path: str) -> tuple[dict, dict]:
   if not path.endswith((".pth", ".pt")):
     raise ValueError(f"unknown weights format {path!r}; expected one of {OFFICIAL_SUFFIXES}")
   torch = _import_torch("reading .pth files")
-  state = _strip(torch.load(path, map_location="cpu", weights_only=True))
+  try:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # truncated, not a checkpoint, or objects weights_only refuses
+    raise ValueError(f"{path} is not a readable .pth checkpoint: {cli.one_line(e)}") from e
+  state = _strip(loaded)
   return _convert(state, None, {}, display=lambda k: k), infer_model_config(state)
 
 

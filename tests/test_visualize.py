@@ -64,8 +64,7 @@ def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
   with Image.open(out) as png:
     assert png.format == "PNG" and png.size == (4 * 250, 2 * 250)  # 3 pixels + the input
   assert "stem_1" in capsys.readouterr().out
-  with pytest.raises(SystemExit):
-    visualize.main(["--weights", path, "--image", str(image), "--layer", "nope"])
+  assert visualize.main(["--weights", path, "--image", str(image), "--layer", "nope"]) == 1
   assert "involution layers: stem_1, layer1_0/conv2" in capsys.readouterr().err
   with pytest.raises(ValueError, match=r"pixel \(9, 0\) is outside the layer's 8 x 8 output"):
     visualize.plot_kernels(

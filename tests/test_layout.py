@@ -1,0 +1,154 @@
+"""The package's imports point one way (docs/architecture.md): read from the source with ast."""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "involution_jax"
+
+# Lowest first. A module may import its own unit (sub-package or module) and units
+# of lower layers, never a unit of its own layer or of a higher one.
+LAYERS = [
+  ("cli", "ops"),  # cli: command-line conventions, nothing of the package
+  ("models", "data"),
+  ("configs", "checkpoints", "drawing", "sharding"),
+  ("convert",),
+  ("weights", "tasks", "train_step"),
+  ("evaluator",),
+  ("trainer",),
+  ("train", "eval", "predict", "export", "visualize", "summary"),  # the tools
+]
+ROOT_MAY_IMPORT = {"models", "ops"}  # involution_jax/__init__.py: the public API
+# Optional extras may be imported where they are used, with a clear error if missing.
+LAZY_ALLOWED = {"torch", "matplotlib", "pycocotools", "tensorflow_datasets"}
+
+
+def _modules() -> dict[str, ast.Module]:
+  out = {}
+  for path in sorted(PACKAGE.rglob("*.py")):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    out[name] = ast.parse(path.read_text(), str(path))
+  return out
+
+
+MODULES = _modules()
+
+
+def _imported(module: str, node: ast.AST) -> list[str]:
+  """Fully qualified names an import statement brings in."""
+  if isinstance(node, ast.Import):
+    return [a.name for a in node.names]
+  if node.level:
+    package = module.split(".")
+    is_package = (PACKAGE.parent / pathlib.Path(*package) / "__init__.py").exists()
+    base = package[: len(package) - node.level + (1 if is_package else 0)]
+    prefix = ".".join(base + ([node.module] if node.module else []))
+  else:
+    prefix = node.module or ""
+  return [prefix] + [f"{prefix}.{a.name}" for a in node.names]
+
+
+def _package_imports(module: str, tree: ast.Module) -> set[str]:
+  """Modules of the package that `module` imports, anywhere in its file."""
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      for name in _imported(module, node):
+        while name and name not in MODULES:
+          name = name.rpartition(".")[0]
+        if name and name != module and not module.startswith(name + "."):
+          found.add(name)
+  return found
+
+
+GRAPH = {m: _package_imports(m, tree) for m, tree in MODULES.items()}
+
+
+def _unit(module: str) -> str:
+  return module.split(".")[1] if "." in module else ""
+
+
+def _layer(unit: str) -> int:
+  for i, units in enumerate(LAYERS):
+    if unit in units:
+      return i
+  raise AssertionError(
+    f"involution_jax.{unit} is in no layer: add it to LAYERS and to docs/architecture.md"
+  )
+
+
+def test_every_unit_has_a_layer():
+  for module in MODULES:
+    if _unit(module):
+      _layer(_unit(module))
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down(module):
+  unit = _unit(module)
+  for target in sorted(GRAPH[module]):
+    other = _unit(target)
+    if not unit:
+      assert other in ROOT_MAY_IMPORT, f"involution_jax/__init__.py imports {target}"
+    elif other != unit:
+      assert other and _layer(other) < _layer(unit), (
+        f"{module} (layer {_layer(unit)}) imports {target} (layer {_layer(other)}): "
+        "imports must point to lower layers"
+      )
+
+
+def test_no_import_circles():
+  state = {}
+
+  def visit(module, path):
+    state[module] = "open"
+    for target in GRAPH[module]:
+      assert state.get(target) != "open", f"import circle: {' -> '.join(path + [target])}"
+      if target not in state:
+        visit(target, path + [target])
+    state[module] = "done"
+
+  for module in MODULES:
+    if module not in state:
+      visit(module, [module])
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_at_the_top_except_optional_extras(module):
+  top_level = {id(node) for node in MODULES[module].body}
+  for node in ast.walk(MODULES[module]):
+    if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top_level:
+      names = _imported(module, node)
+      assert names[0].split(".")[0] in LAZY_ALLOWED, (
+        f"{module} line {node.lineno}: import {names[0]} inside a function or block; "
+        "only optional extras may be imported lazily"
+      )
+
+
+def test_the_checks_see_an_upward_import():
+  """The graph reader itself: a models module importing the trainer would be caught."""
+  tree = ast.parse("from involution_jax import trainer\nfrom . import layers\n")
+  found = _package_imports("involution_jax.models.rednet", tree)
+  assert found == {"involution_jax.trainer", "involution_jax.models.layers"}
+  assert _layer("trainer") > _layer("models")
+
+
+def test_the_public_api_imports_from_the_package_root():
+  from involution_jax import (  # noqa: F401
+    Involution,
+    RedNet,
+    convert,
+    create_model,
+    involution,
+    rednet26,
+    rednet38,
+    rednet50,
+    rednet101,
+    rednet152,
+  )
+
+  assert callable(convert.from_torch_state_dict) and callable(convert.load_pdparams)
+  assert rednet101().depth == 101 and create_model("rednet152").depth == 152
+  assert isinstance(rednet50(), RedNet) and Involution().kernel_size == 7
