@@ -16,9 +16,9 @@ from involution_jax.models.layers import (
   PointwiseConv,
   avg_pool_ceil,
   batch_norm_train,
-  conv_nhwc,
   max_pool,
 )
+from involution_jax.ops.conv import conv_nhwc
 
 
 def _numpy_layer(params, stats, x, kernel_size, stride, group_channels, train, eps=1e-5):

@@ -7,6 +7,7 @@
 - `xla`: the shift-and-accumulate implementation in plain XLA (every backend).
 - `pallas`: the Triton kernels for GPUs.
 - `fusion`: steering XLA's fusion (`computed_once`).
+- `conv`: the 3x3 convolutions' op (a per-tap kernel gradient on CPU).
 """
 
 from involution_jax.ops.dispatch import METHODS, involution, resolve_method, validate
