@@ -213,7 +213,7 @@ BAD_INPUTS = [
   (dict(x=(2, 8, 8), kernel=(2, 8, 8, 1, 3, 3)), "rank 4"),
   (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 3, 3)), "rank 6"),
   (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 4, 4)), "K must be odd, got K=4"),
-  (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 5)), "square"),
+  (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 4)), "K must be odd, got K=4"),
   (dict(x=(2, 8, 8, 4), kernel=(3, 8, 8, 1, 3, 3)), "batch 3 != x batch 2"),
   (
     dict(x=(2, 8, 8, 4), kernel=(2, 8, 7, 1, 3, 3)),

@@ -1,52 +1,78 @@
 """The unfold formulation of involution: the reference, and the size of its patch tensor.
 
-Shapes: x (B, H, W, C), kernel (B, Ho, Wo, G, K, K), out (B, Ho, Wo, C).
+Shapes: x (B, *S, C), kernel (B, *O, G, *W), out (B, *O, C), for N = len(S)
+spatial dimensions; padding is N explicit (low, high) pairs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from involution_jax.ops.xla import accumulation_dtype
 
+# Dimension names of conv_general_dilated_patches for 1-, 2- and 3-D inputs.
+_LAYOUTS = {1: ("NWC", "OIW"), 2: ("NHWC", "OIHW"), 3: ("NDHWC", "OIDHW")}
+
 
 def output_size(size: int, stride: int) -> int:
-  """Output extent of an involution with this stride: ceil(size / stride)."""
+  """Output extent of a SAME or CAUSAL involution with this stride: ceil(size / stride)."""
   return -(-size // stride)
 
 
-def involution_patches(x: jax.Array, kernel: jax.Array, stride: int, dilation: int) -> jax.Array:
-  """Reference formulation: extract (B, Ho, Wo, C*K*K) patches, then einsum."""
-  b, h, w, c = x.shape
-  _, ho, wo, groups, k, _ = kernel.shape
-  pad = dilation * (k // 2)
-  acc = accumulation_dtype(x.dtype)
+def padded_output_size(
+  size: int, window: int, stride: int, dilation: int, low: int, high: int
+) -> int:
+  """Output extent with explicit padding: floor((size + low + high - d*(K-1) - 1) / s) + 1."""
+  return (size + low + high - dilation * (window - 1) - 1) // stride + 1
+
+
+def involution_patches(
+  x: jax.Array,
+  kernel: jax.Array,
+  stride: Sequence[int],
+  dilation: Sequence[int],
+  padding: Sequence[tuple[int, int]],
+) -> jax.Array:
+  """Reference formulation: extract (B, *O, C * prod(W)) patches, then einsum."""
+  n = x.ndim - 2
+  b, c = x.shape[0], x.shape[-1]
+  out_shape, groups, window = kernel.shape[1 : n + 1], kernel.shape[n + 1], kernel.shape[n + 2 :]
+  lhs, rhs = _LAYOUTS[n]
   patches = lax.conv_general_dilated_patches(
     x,
-    filter_shape=(k, k),
-    window_strides=(stride, stride),
-    padding=((pad, pad), (pad, pad)),
-    rhs_dilation=(dilation, dilation),
-    dimension_numbers=("NHWC", "OIHW", "NHWC"),
+    filter_shape=window,
+    window_strides=tuple(stride),
+    padding=tuple(map(tuple, padding)),
+    rhs_dilation=tuple(dilation),
+    dimension_numbers=(lhs, rhs, lhs),
     precision=lax.Precision.HIGHEST,
   )  # an identity filter: keep it exact
-  # Patch features are ordered (channel, u, v).
-  patches = patches.reshape(b, ho, wo, groups, c // groups, k, k)
+  # Patch features are ordered (channel, *window).
+  patches = patches.reshape(b, *out_shape, groups, c // groups, int(np.prod(window)))
   out = jnp.einsum(
-    "bhwgcuv,bhwguv->bhwgc",
+    "b...gcw,b...gw->b...gc",
     patches,
-    kernel,
+    kernel.reshape(kernel.shape[: n + 2] + (-1,)),
     precision=lax.Precision.HIGHEST,
-    preferred_element_type=acc,
+    preferred_element_type=accumulation_dtype(x.dtype),
   )
-  return out.reshape(b, ho, wo, c).astype(x.dtype)
+  return out.reshape(b, *out_shape, c).astype(x.dtype)
 
 
 def patch_tensor_bytes(
-  x_shape: tuple[int, ...], kernel_size: int, stride: int, itemsize: int = 4
+  x_shape: tuple[int, ...],
+  kernel_size: int | Sequence[int],
+  stride: int | Sequence[int],
+  itemsize: int = 4,
 ) -> int:
-  """Size of the (B, Ho, Wo, C*K*K) patch tensor the unfold formulation builds."""
-  b, h, w, c = x_shape
-  return b * output_size(h, stride) * output_size(w, stride) * c * kernel_size**2 * itemsize
+  """Size of the (B, *O, C * prod(W)) patch tensor the unfold formulation builds (SAME)."""
+  n = len(x_shape) - 2
+  window = (kernel_size,) * n if isinstance(kernel_size, int) else tuple(kernel_size)
+  strides = (stride,) * n if isinstance(stride, int) else tuple(stride)
+  positions = np.prod([output_size(s, st) for s, st in zip(x_shape[1:-1], strides)])
+  return int(x_shape[0] * positions * x_shape[-1] * np.prod(window) * itemsize)

@@ -3,19 +3,22 @@
 Involution is one trilinear form in the input x, the kernel and the output
 cotangent y:
 
-    T(x, kernel, y) = sum y[b,i,j,c] kernel[b,i,j,g(c),u,v] x[b, i*s+(u-K//2)*d, j*s+(v-K//2)*d, c]
+    T(x, kernel, y) = sum y[b,o,c] kernel[b,o,g(c),t] x[b, o*s + t*d - low, c]
+
+(per spatial dimension; in 2-D SAME, o = (i, j), t = (u, v), low = d*(K//2)).
 
 The forward pass is dT/dy, the input gradient dT/dx and the kernel gradient
 dT/dkernel. One primitive, `involution_partial_p`, computes any of the three
 from the other two arrays. Since the form is trilinear, the transpose and JVP
 of each partial are again partials, which gives reverse and forward mode to
 any order without autodiff ever seeing the implementation (whose own autodiff
-would materialise K*K copies of the input). A batching rule folds vmapped
+would materialise prod(W) copies of the input). A batching rule folds vmapped
 axes into the batch.
 
-`impl` picks the implementation: "xla" (`xla.py`, plain HLO: every
-backend, sharding, export) or "pallas" (`pallas.py`, Triton kernels on
-GPUs, Pallas' interpreter elsewhere).
+`impl` picks the implementation of 2-D SAME square windows: "xla" (`xla.py`,
+plain HLO: every backend, sharding, export) or "pallas" (`pallas.py`, Triton
+kernels on GPUs, Pallas' interpreter elsewhere). Every other case (1-D, 3-D,
+rectangular windows, causal or explicit padding) runs `xla_nd.py`.
 """
 
 from __future__ import annotations
@@ -28,17 +31,41 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from involution_jax.ops import pallas, xla
+from involution_jax.ops import pallas, xla, xla_nd
 
 # Canonical order of the three arrays of the trilinear form.
 _NAMES = ("x", "kernel", "out")
-_STATIC = ("result", "stride", "dilation", "avals", "impl")
+_STATIC = ("result", "stride", "dilation", "padding", "avals", "impl")
 
 
-def _partial_impl(a, b, *, result, stride, dilation, avals, impl, interpret=True):
+def _is_2d_same_square(k_shape, stride, dilation, padding) -> bool:
+  """The case `xla.py` (and the Pallas kernels) handle: 2-D, K x K odd, SAME, one stride."""
+  if len(stride) != 2 or len(k_shape) != 6:
+    return False
+  k = k_shape[-1]
+  return (
+    k_shape[-2] == k
+    and k % 2 == 1
+    and stride[0] == stride[1]
+    and dilation[0] == dilation[1]
+    and padding == ((dilation[0] * (k // 2),) * 2,) * 2
+  )
+
+
+def _partial_impl(a, b, *, result, stride, dilation, padding, avals, impl, interpret=True):
   """Computes the partial of T named `result` from the other two arrays."""
   (x_shape, _), (k_shape, _), _ = avals
   dtype = avals[_NAMES.index(result)][1]
+  if not _is_2d_same_square(k_shape, stride, dilation, padding):
+    n = len(stride)
+    if result == "out":
+      return xla_nd.aggregate(a, b, stride, dilation, padding, dtype)
+    if result == "x":
+      return xla_nd.aggregate_grad_x(a, b, x_shape[1:-1], stride, dilation, padding, dtype)
+    return xla_nd.aggregate_grad_kernel(
+      a, b, k_shape[n + 2 :], k_shape[n + 1], stride, dilation, padding, dtype
+    )
+  stride, dilation = stride[0], dilation[0]
   if impl == "pallas":
     extra = dict(interpret=interpret)
     module = pallas
@@ -102,19 +129,32 @@ batching.primitive_batchers[involution_partial_p] = _batch_rule
 
 
 def involution_primitive(
-  x: jax.Array, kernel: jax.Array, stride: int, dilation: int, impl: str = "xla"
+  x: jax.Array,
+  kernel: jax.Array,
+  stride: tuple[int, ...],
+  dilation: tuple[int, ...],
+  padding: tuple[tuple[int, int], ...],
+  impl: str = "xla",
 ) -> jax.Array:
-  """x: (B, H, W, C), kernel: (B, Ho, Wo, G, K, K) -> (B, Ho, Wo, C) in x's dtype.
+  """x: (B, *S, C), kernel: (B, *O, G, *W) -> (B, *O, C) in x's dtype.
 
-  Accumulated in float32 (float64 for float64 input); `impl` "xla" or "pallas".
+  `stride`, `dilation`: N ints; `padding`: N (low, high) pairs. Accumulated in
+  float32 (float64 for float64 input). `impl` "xla" or "pallas"; 2-D SAME square
+  windows run `xla.py`'s (or the Pallas) loops, every other case `xla_nd.py`'s.
   """
-  b, _, _, c = x.shape
-  ho, wo = kernel.shape[1:3]
+  n = len(stride)
+  out_shape = (x.shape[0], *kernel.shape[1 : n + 1], x.shape[-1])
   avals = (
     (tuple(x.shape), np.dtype(x.dtype)),
     (tuple(kernel.shape), np.dtype(kernel.dtype)),
-    ((b, ho, wo, c), np.dtype(x.dtype)),
+    (out_shape, np.dtype(x.dtype)),
   )
   return _bind(
-    {"x": x, "kernel": kernel}, "out", stride=stride, dilation=dilation, avals=avals, impl=impl
+    {"x": x, "kernel": kernel},
+    "out",
+    stride=tuple(stride),
+    dilation=tuple(dilation),
+    padding=tuple(map(tuple, padding)),
+    avals=avals,
+    impl=impl,
   )

@@ -1,0 +1,162 @@
+"""Memory-lean involution in XLA for any number of spatial dimensions and any padding.
+
+The three partials of the trilinear form (see `primitive.py`) for x (B, *S, C),
+kernel (B, *O, G, *W) and y / out (B, *O, C), with per-dimension stride s,
+dilation d and explicit padding (low, high): output position o reads input
+position o*s + t*d - low through tap t. Every pass is a sum over the taps of
+strided slices (forward, kernel gradient) or interior-padded placements (input
+gradient), which XLA fuses into one loop, so no (B, *O, C * prod(W)) patch
+tensor is ever built. `xla.py` keeps its tuned loops for 2-D SAME square
+windows; this module serves 1-D, 3-D, rectangular windows, causal and explicit
+padding.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from involution_jax.ops.fusion import computed_once
+from involution_jax.ops.xla import accumulation_dtype
+
+Pairs = Sequence[tuple[int, int]]
+
+
+def _grouped(a: jax.Array, groups: int) -> jax.Array:
+  """(B, *S, C) -> (B, *S, G, C // G): a group's channels are contiguous."""
+  return a.reshape(a.shape[:-1] + (groups, a.shape[-1] // groups))
+
+
+def _padded(x: jax.Array, padding: Pairs) -> jax.Array:
+  """(B, *S, G, Cg) padded with zeros on the spatial axes (group and channel axes as one)."""
+  flat = x.reshape(x.shape[: 1 + len(padding)] + (-1,))
+  out = lax.pad(
+    flat, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)]
+  )
+  return out.reshape(out.shape[:-1] + x.shape[-2:])
+
+
+def _window(
+  xp: jax.Array,
+  tap: Sequence[int],
+  out_shape: Sequence[int],
+  stride: Sequence[int],
+  dilation: Sequence[int],
+  channels: tuple[int, int] | None = None,
+) -> jax.Array:
+  """The strided window of padded `xp` (B, *Sp, G, Cg) that tap `tap` reads: (B, *O, G, Cg')."""
+  n = len(tap)
+  start = [0] + [t * d for t, d in zip(tap, dilation)] + [0, 0]
+  limit = (
+    [xp.shape[0]]
+    + [t * d + (o - 1) * s + 1 for t, d, o, s in zip(tap, dilation, out_shape, stride)]
+    + list(xp.shape[n + 1 :])
+  )
+  if channels is not None:
+    start[-1], limit[-1] = channels
+  return lax.slice(xp, start, limit, (1, *stride, 1, 1))
+
+
+def _taps(window: Sequence[int]):
+  return itertools.product(*(range(k) for k in window))
+
+
+def aggregate(
+  x: jax.Array,
+  kernel: jax.Array,
+  stride: Sequence[int],
+  dilation: Sequence[int],
+  padding: Pairs,
+  out_dtype,
+) -> jax.Array:
+  """dT/dy, the involution itself: (B, *O, C)."""
+  n = len(stride)
+  out_shape, groups, window = kernel.shape[1 : n + 1], kernel.shape[n + 1], kernel.shape[n + 2 :]
+  acc = accumulation_dtype(out_dtype)
+  xp = _padded(_grouped(x, groups), padding)
+  out = None
+  for tap in _taps(window):
+    term = _window(xp, tap, out_shape, stride, dilation).astype(acc) * kernel[
+      (..., *tap, None)
+    ].astype(acc)
+    out = term if out is None else out + term
+  return computed_once(out.reshape(out.shape[: n + 1] + (-1,))).astype(out_dtype)
+
+
+def aggregate_grad_x(
+  kernel: jax.Array,
+  y: jax.Array,
+  x_spatial: Sequence[int],
+  stride: Sequence[int],
+  dilation: Sequence[int],
+  padding: Pairs,
+  x_dtype,
+) -> jax.Array:
+  """dT/dx: (B, *S, C).
+
+  Each tap's product y * kernel[tap] lands on the input positions the tap read,
+  o*s + t*d - low: one interior-padded (stride) and shifted placement per tap,
+  cropped to the input, all summed in one fused loop.
+  """
+  n = len(stride)
+  out_shape, groups, window = kernel.shape[1 : n + 1], kernel.shape[n + 1], kernel.shape[n + 2 :]
+  acc = accumulation_dtype(x_dtype)
+  yg = _grouped(y, groups).astype(acc)
+  zero = jnp.zeros((), acc)
+  out = None
+  for tap in _taps(window):
+    config = [(0, 0, 0)]
+    for t, d, (low, _), o, s, size in zip(tap, dilation, padding, out_shape, stride, x_spatial):
+      first = t * d - low
+      config.append((first, size - (first + (o - 1) * s + 1), s - 1))
+    term = lax.pad(yg * kernel[(..., *tap, None)].astype(acc), zero, config + [(0, 0, 0)] * 2)
+    out = term if out is None else out + term
+  return computed_once(out.reshape(out.shape[: n + 1] + (-1,))).astype(x_dtype)
+
+
+def _channel_sum(xp: jax.Array, y: jax.Array, tap, stride, dilation, acc) -> jax.Array:
+  """sum_c window(xp, tap)[..., g, c] * y[..., g, c]: (B, *O, G, 1).
+
+  Slices and adds only, no `reduce`: XLA's CPU backend does not fuse a slice
+  into a reduction and would copy every tap's window. Chunks of channels are
+  added elementwise first, then the lanes of the chunk.
+  """
+  out_shape = y.shape[1:-2]
+  cg = y.shape[-1]
+  chunk = max(d for d in range(1, 17) if cg % d == 0 and d * d <= cg)
+  lanes = None
+  for start in range(0, cg, chunk):
+    x_c = _window(xp, tap, out_shape, stride, dilation, (start, start + chunk))
+    term = x_c.astype(acc) * lax.slice_in_dim(y, start, start + chunk, axis=-1).astype(acc)
+    lanes = term if lanes is None else lanes + term
+  out = None
+  for lane in range(chunk):
+    term = lax.slice_in_dim(lanes, lane, lane + 1, axis=-1)
+    out = term if out is None else out + term
+  return out
+
+
+def aggregate_grad_kernel(
+  x: jax.Array,
+  y: jax.Array,
+  window: Sequence[int],
+  groups: int,
+  stride: Sequence[int],
+  dilation: Sequence[int],
+  padding: Pairs,
+  kernel_dtype,
+) -> jax.Array:
+  """dT/dkernel: (B, *O, G, *W); per tap, a sum over a group's channels."""
+  acc = accumulation_dtype(kernel_dtype)
+  xp = _padded(_grouped(x, groups), padding)
+  yg = _grouped(y, groups)
+  taps = [_channel_sum(xp, yg, tap, stride, dilation, acc) for tap in _taps(window)]
+  # XLA's CPU backend fuses concatenations of <= 8 arrays: concatenate in rounds.
+  while len(taps) > 1:
+    taps = [jnp.concatenate(taps[i : i + 8], axis=-1) for i in range(0, len(taps), 8)]
+  flat = taps[0]
+  return flat.reshape(flat.shape[:-1] + tuple(window)).astype(kernel_dtype)
