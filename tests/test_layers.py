@@ -283,7 +283,7 @@ def test_kernel_is_sown():
     (dict(kernel_size=4), (1, 8, 8, 16), "kernel_size must be odd"),
     (dict(stride=0), (1, 8, 8, 16), "stride must be >= 1"),
     (dict(reduction_ratio=0), (1, 8, 8, 16), "reduction_ratio must be in"),
-    (dict(), (8, 8, 16), "rank 4"),
+    (dict(), (8, 16), "rank 3, 4 or 5"),
   ],
 )
 def test_layer_errors(kwargs, x_shape, message):

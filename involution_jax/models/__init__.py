@@ -1,6 +1,7 @@
 """Flax (linen) models: layers, RedNet, FPN necks, RetinaNet, Semantic FPN, the registry.
 
-- `layers`: the involution layer and the PyTorch-exact pieces it needs.
+- `involution`: the involution layer (1-3 dimensions, causal, decoding).
+- `layers`: the PyTorch-exact pieces it and RedNet need (BatchNorm, convs, pools).
 - `rednet`: RedNet-26 ... -152 (`rednet50()`, ...), classifiers and backbones.
 - `fpn`: the FPN neck (conv or involution) on a RedNet backbone.
 - `detection`: RetinaNet with anchors, box coding, losses, NMS.
@@ -8,7 +9,7 @@
 - `registry`: `create_model(name, **fields)` for configs and checkpoints.
 """
 
-from involution_jax.models.layers import Involution
+from involution_jax.models.involution import Involution
 from involution_jax.models.rednet import RedNet, rednet26, rednet38, rednet50, rednet101, rednet152
 from involution_jax.models.registry import MODELS, create_model
 

@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from involution_jax.models.layers import Involution, conv
+from involution_jax.models.involution import Involution
+from involution_jax.models.layers import conv
 from involution_jax.models.rednet import RedNet
 
 Dtype = Any

@@ -1,11 +1,11 @@
-"""Flax linen layers: the involution layer and the PyTorch-exact pieces it needs.
+"""Flax linen layers, PyTorch-exact: BatchNorm, convolutions, pooling.
 
-Sub-module names follow the official RedNet code one to one (`conv1.conv`,
-`conv1.bn`, `conv2.conv`), so official checkpoints convert by name.
+The pieces the involution layer (`involution.py`) and RedNet are built from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -13,17 +13,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
-from jax.ad_checkpoint import checkpoint_name
 
-from involution_jax.ops import involution, output_size
+from involution_jax.ops import output_size
 from involution_jax.ops.conv import conv_nhwc
 from involution_jax.ops.xla import pad_hw, tap_window
 
 Dtype = Any
-
-# Names of the kernel-generation branch's outputs, for `jax.checkpoint` policies
-# (e.g. `jax.checkpoint_policies.save_anything_except_these_names(*KERNEL_BRANCH)`).
-KERNEL_BRANCH = ("involution_hidden", "involution_kernel")
 
 # PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu"): untruncated.
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -124,17 +119,19 @@ batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 class ConvModule(nn.Module):
-  """Conv (no bias when normalised) -> optional BatchNorm -> optional ReLU.
+  """Conv (no bias when normalised) -> optional norm -> optional ReLU.
 
-  Children `conv` and `bn`, as mmcv's ConvModule. A 1x1 convolution is a
-  `Dense` on the channel axis (a matmul, XLA's fast path), after subsampling
-  for a stride; wider kernels are `nn.Conv` with PyTorch's symmetric padding.
+  Children `conv` and `bn` (or `ln`), as mmcv's ConvModule. A 1x1 convolution
+  is a `Dense` on the channel axis (a matmul, XLA's fast path; any rank), after
+  subsampling for a stride; wider kernels are `nn.Conv` with PyTorch's
+  symmetric padding. `norm`: True or "batch" (BatchNorm), "layer" (LayerNorm
+  over the channels of each position), False or None.
   """
 
   features: int
   kernel_size: int = 1
   stride: int = 1
-  norm: bool = True
+  norm: bool | str | None = True
   act: bool = True
   kernel_init: nn.initializers.Initializer = kaiming_fan_out
   bn_momentum: float = 0.9
@@ -155,7 +152,9 @@ class ConvModule(nn.Module):
       param_dtype=self.param_dtype,
       name="conv",
     )
-    if self.norm:
+    if self.norm == "layer":
+      x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype, name="ln")(x)
+    elif self.norm:
       x = BatchNorm(
         self.bn_momentum, self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name="bn"
       )(x, train)
@@ -251,15 +250,25 @@ def _conv_for_flax(
   return conv_nhwc(lhs, rhs, window_strides[0], tuple(map(tuple, padding)), precision)
 
 
-def avg_pool_ceil(x: jax.Array, stride: int) -> jax.Array:
-  """AvgPool2d(stride, stride) whose output is ceil(H / stride) x ceil(W / stride).
+def avg_pool_ceil(x: jax.Array, stride: int | Sequence[int]) -> jax.Array:
+  """AvgPool(stride, stride) on (B, *S, C) whose output is ceil(S / stride) per dimension.
 
-  The last, partial window (only when the size is not a multiple of the
-  stride) averages the pixels it has; otherwise identical to PyTorch's.
+  The last, partial window (only when a size is not a multiple of the stride)
+  averages the positions it has; otherwise identical to PyTorch's AvgPool2d.
   """
-  h, w = x.shape[1:3]
-  pad = ((0, output_size(h, stride) * stride - h), (0, output_size(w, stride) * stride - w))
-  return nn.avg_pool(x, (stride, stride), (stride, stride), padding=pad, count_include_pad=False)
+  n = x.ndim - 2
+  strides = (stride,) * n if isinstance(stride, int) else tuple(stride)
+  pad = tuple((0, output_size(size, s) * s - size) for size, s in zip(x.shape[1:-1], strides))
+  return nn.avg_pool(x, strides, strides, padding=pad, count_include_pad=False)
+
+
+def avg_pool_causal(x: jax.Array, stride: int) -> jax.Array:
+  """x: (B, T, C) -> (B, ceil(T / stride), C); output t averages inputs t*s - s + 1 ... t*s.
+
+  Only inputs up to the output's own position (the last tap of a causal
+  involution) and inside the sequence are averaged: nothing from the future.
+  """
+  return nn.avg_pool(x, (stride,), (stride,), padding=((stride - 1, 0),), count_include_pad=False)
 
 
 def max_pool(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
@@ -280,78 +289,3 @@ def max_pool(x: jax.Array, window: int, stride: int, pad: int) -> jax.Array:
       tap = tap_window(xp, u, v, out_hw, stride, dilation=1)
       out = tap if out is None else jnp.where((tap > out) | jnp.isnan(tap), tap, out)
   return out
-
-
-class Involution(nn.Module):
-  """Involution layer with its kernel-generation branch (official RedNet layer).
-
-  kernel = conv2(relu(bn(conv1(avg_pool(x))))): a 1x1 conv C -> C // r (no
-  bias) with BatchNorm and ReLU, then a 1x1 conv -> K*K*G (with bias), whose
-  channel g*K*K + u*K + v is tap (u, v) of group g; G = C // group_channels.
-  The average pool (window = stride) runs only for stride > 1.
-
-  Attributes:
-    kernel_size: K, odd.
-    stride: output subsampling; output is ceil(H / stride) x ceil(W / stride).
-      For H, W divisible by the stride this equals the official layer; for
-      other sizes (where the official layer fails) the pool's last window is
-      partial and averages only the pixels inside the image.
-    group_channels: channels sharing one kernel (16 in the paper).
-    reduction_ratio: r of the kernel-generation bottleneck.
-    dilation: spacing of the taps.
-    method: the involution formulation, see `involution_jax.involution`.
-
-  The generated kernel (B, Ho, Wo, G, K, K) is sown as
-  `intermediates/kernel` for inspection (`mutable=["intermediates"]`), and the
-  branch's outputs are named (`KERNEL_BRANCH`) for rematerialisation policies.
-  """
-
-  kernel_size: int = 7
-  stride: int = 1
-  group_channels: int = 16
-  reduction_ratio: int = 4
-  dilation: int = 1
-  method: str = "auto"
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
-  dtype: Dtype | None = None
-  param_dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """x: (B, H, W, C) -> (B, ceil(H / stride), ceil(W / stride), C)."""
-    if x.ndim != 4:
-      raise ValueError(f"Involution expects x of rank 4 (B, H, W, C), got shape {x.shape}")
-    channels = x.shape[-1]
-    if self.group_channels < 1 or channels % self.group_channels:
-      raise ValueError(
-        f"Involution: channels C={channels} must be divisible by "
-        f"group_channels={self.group_channels}"
-      )
-    if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-      raise ValueError(f"Involution: kernel_size must be odd and >= 1, got {self.kernel_size}")
-    if self.stride < 1:
-      raise ValueError(f"Involution: stride must be >= 1, got {self.stride}")
-    if not 1 <= self.reduction_ratio <= channels:
-      raise ValueError(
-        f"Involution: reduction_ratio must be in [1, C={channels}], got {self.reduction_ratio}"
-      )
-    groups = channels // self.group_channels
-    k = self.kernel_size
-    if self.dtype is not None:
-      x = x.astype(self.dtype)
-    pooled = avg_pool_ceil(x, self.stride) if self.stride > 1 else x
-    common = dict(
-      bn_momentum=self.bn_momentum,
-      bn_epsilon=self.bn_epsilon,
-      dtype=self.dtype,
-      param_dtype=self.param_dtype,
-    )
-    hidden = ConvModule(channels // self.reduction_ratio, name="conv1", **common)(pooled, train)
-    hidden = checkpoint_name(hidden, KERNEL_BRANCH[0])
-    kernel = ConvModule(k * k * groups, norm=False, act=False, name="conv2", **common)(
-      hidden, train
-    )
-    kernel = checkpoint_name(kernel.reshape(kernel.shape[:3] + (groups, k, k)), KERNEL_BRANCH[1])
-    self.sow("intermediates", "kernel", kernel)
-    return involution(x, kernel, stride=self.stride, dilation=self.dilation, method=self.method)

@@ -15,14 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from involution_jax.models.layers import (
-  KERNEL_BRANCH,
-  BatchNorm,
-  ConvModule,
-  Involution,
-  conv,
-  max_pool,
-)
+from involution_jax.models.involution import KERNEL_BRANCH, Involution
+from involution_jax.models.layers import BatchNorm, ConvModule, conv, max_pool
 from involution_jax.ops import computed_once
 
 Dtype = Any
