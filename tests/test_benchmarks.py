@@ -12,7 +12,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 @pytest.mark.parametrize(
   "script, rows",
   [
-    ("op_bench.py", ["shift", "patches"]),
+    ("op_bench.py", ["2-D", "1-D", "3-D", "shift", "patches", "causal", "K=3x3x3"]),
     ("net_bench.py", ["RedNet-50 (ours, JAX)", "ResNet-50 (JAX, same style)"]),
   ],
 )
