@@ -151,12 +151,24 @@ def aggregate_grad_kernel(
   kernel_dtype,
 ) -> jax.Array:
   """dT/dkernel: (B, *O, G, *W); per tap, a sum over a group's channels."""
+  n = len(window)
   acc = accumulation_dtype(kernel_dtype)
   xp = _padded(_grouped(x, groups), padding)
   yg = _grouped(y, groups)
-  taps = [_channel_sum(xp, yg, tap, stride, dilation, acc) for tap in _taps(window)]
-  # XLA's CPU backend fuses concatenations of <= 8 arrays: concatenate in rounds.
-  while len(taps) > 1:
-    taps = [jnp.concatenate(taps[i : i + 8], axis=-1) for i in range(0, len(taps), 8)]
-  flat = taps[0]
-  return flat.reshape(flat.shape[:-1] + tuple(window)).astype(kernel_dtype)
+  axis0 = yg.ndim - 1  # the first window axis of the result
+
+  # Taps concatenated along the last window axis, then those rows along the
+  # axis before, and so on: XLA's CPU backend fuses concatenations of <= 8
+  # arrays, so the whole gradient is one loop (a flat concatenation in rounds
+  # made one loop per round: 2x slower in 2-D).
+  def build(prefix: tuple[int, ...]) -> jax.Array:
+    dim = len(prefix)
+    if dim == n:
+      tap = _channel_sum(xp, yg, prefix, stride, dilation, acc)  # (B, *O, G, 1)
+      return tap.reshape(tap.shape + (1,) * (n - 1))
+    parts = [build(prefix + (i,)) for i in range(window[dim])]
+    while len(parts) > 1:  # windows wider than 8: in rounds
+      parts = [jnp.concatenate(parts[i : i + 8], axis=axis0 + dim) for i in range(0, len(parts), 8)]
+    return parts[0]
+
+  return build(()).astype(kernel_dtype)
