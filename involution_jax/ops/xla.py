@@ -12,6 +12,9 @@ Inputs are validated by :func:`involution_jax.ops.involution`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,16 +67,16 @@ def pad_hw(a: jax.Array, low: int, high: int | None = None, value: float = 0.0) 
   return out.reshape(out.shape[:3] + a.shape[3:])
 
 
-def _grouped(a: jax.Array, groups: int) -> jax.Array:
-  """(B, H, W, C) -> (B, H, W, G, C // G): a group's channels are contiguous."""
-  return a.reshape(a.shape[:3] + (groups, a.shape[3] // groups))
+def grouped(a: jax.Array, groups: int) -> jax.Array:
+  """(B, *S, C) -> (B, *S, G, C // G): a group's channels are contiguous."""
+  return a.reshape(a.shape[:-1] + (groups, a.shape[-1] // groups))
 
 
 def aggregate(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, out_dtype) -> jax.Array:
   """dT/dy, the involution itself: (B, Ho, Wo, C)."""
   _, ho, wo, g, k, _ = kernel.shape
   acc = accumulation_dtype(out_dtype)
-  xp = pad_hw(_grouped(x, g), dilation * (k // 2))
+  xp = pad_hw(grouped(x, g), dilation * (k // 2))
   out = None
   for u in range(k):
     for v in range(k):
@@ -155,7 +158,7 @@ def aggregate_grad_x(
     return aggregate(y, _transposed_kernel(kernel, dilation), 1, dilation, x_dtype)
   acc = accumulation_dtype(x_dtype)
   phases = [_phase_taps(k, stride, dilation, p) for p in range(stride)]
-  yg = _grouped(y, g)
+  yg = grouped(y, g)
   rows = []
   for row_taps in phases:
     cols = []
@@ -173,27 +176,27 @@ def aggregate_grad_x(
 
 
 def _channel_chunk(group_channels: int) -> int:
-  """Chunk width for `_tap_channel_sum`: the largest divisor d <= 16 of the
+  """Chunk width for `channel_sum`: the largest divisor d <= 16 of the
   group width with d * d <= group width (so chunks and lanes balance)."""
   return max(d for d in range(1, 17) if group_channels % d == 0 and d * d <= group_channels)
 
 
-def _tap_channel_sum(
-  xp: jax.Array, y: jax.Array, u: int, v: int, stride: int, dilation: int, acc
-) -> jax.Array:
-  """sum_c xp_tap(u, v)[..., g, c] * y[..., g, c]: (B, Ho, Wo, G, 1).
+def channel_sum(window: Callable[[tuple[int, int]], jax.Array], y: jax.Array, acc) -> jax.Array:
+  """sum_c window[..., g, c] * y[..., g, c]: (B, *O, G, 1), for one tap.
 
-  xp: padded (B, Hp, Wp, G, Cg); y: (B, Ho, Wo, G, Cg). Slices and adds only,
-  no `reduce`: XLA's CPU backend does not fuse a slice into a reduction and
-  would copy every tap's window (K*K copies of x). Chunks of channels are
-  added elementwise first, then the lanes of the chunk.
+  `window(channels)` is the tap's strided window of the padded input, (B, *O,
+  G, Cg) restricted to `channels` = (start, stop); y: (B, *O, G, Cg). Slices
+  and adds only, no `reduce`: XLA's CPU backend does not fuse a slice into a
+  reduction and would copy every tap's window (K*K copies of x). Chunks of
+  channels are added elementwise first, then the lanes of the chunk.
   """
   cg = y.shape[-1]
   chunk = _channel_chunk(cg)
   lanes = None
   for start in range(0, cg, chunk):
-    x_c = tap_window(xp, u, v, y.shape[1:3], stride, dilation, (start, start + chunk))
-    term = x_c.astype(acc) * lax.slice_in_dim(y, start, start + chunk, axis=-1).astype(acc)
+    term = window((start, start + chunk)).astype(acc) * lax.slice_in_dim(
+      y, start, start + chunk, axis=-1
+    ).astype(acc)
     lanes = term if lanes is None else lanes + term
   out = None
   for lane in range(chunk):
@@ -214,14 +217,20 @@ def aggregate_grad_kernel(
   """dT/dkernel: (B, Ho, Wo, G, K, K); per tap, a sum over a group's channels."""
   k = kernel_size
   acc = accumulation_dtype(kernel_dtype)
-  xp = pad_hw(_grouped(x, groups), dilation * (k // 2))
-  yg = _grouped(y, groups)
+  xp = pad_hw(grouped(x, groups), dilation * (k // 2))
+  yg = grouped(y, groups)
   # One row of taps per concatenation, then the rows on the non-minor axis:
   # XLA's CPU backend fuses concatenations of <= 8 arrays, so the whole
   # gradient is one loop instead of K*K passes over x and y.
   rows = [
     jnp.concatenate(
-      [_tap_channel_sum(xp, yg, u, v, stride, dilation, acc)[..., None] for v in range(k)], axis=-1
+      [
+        channel_sum(partial(tap_window, xp, u, v, yg.shape[1:3], stride, dilation), yg, acc)[
+          ..., None
+        ]
+        for v in range(k)
+      ],
+      axis=-1,
     )
     for u in range(k)
   ]

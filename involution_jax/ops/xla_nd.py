@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from involution_jax.ops.fusion import computed_once
-from involution_jax.ops.xla import accumulation_dtype
+from involution_jax.ops.xla import accumulation_dtype, channel_sum, grouped
 
 Pairs = Sequence[tuple[int, int]]
-
-
-def _grouped(a: jax.Array, groups: int) -> jax.Array:
-  """(B, *S, C) -> (B, *S, G, C // G): a group's channels are contiguous."""
-  return a.reshape(a.shape[:-1] + (groups, a.shape[-1] // groups))
 
 
 def _padded(x: jax.Array, padding: Pairs) -> jax.Array:
@@ -77,7 +73,7 @@ def aggregate(
   n = len(stride)
   out_shape, groups, window = kernel.shape[1 : n + 1], kernel.shape[n + 1], kernel.shape[n + 2 :]
   acc = accumulation_dtype(out_dtype)
-  xp = _padded(_grouped(x, groups), padding)
+  xp = _padded(grouped(x, groups), padding)
   out = None
   for tap in _taps(window):
     term = _window(xp, tap, out_shape, stride, dilation).astype(acc) * kernel[
@@ -105,7 +101,7 @@ def aggregate_grad_x(
   n = len(stride)
   out_shape, groups, window = kernel.shape[1 : n + 1], kernel.shape[n + 1], kernel.shape[n + 2 :]
   acc = accumulation_dtype(x_dtype)
-  yg = _grouped(y, groups).astype(acc)
+  yg = grouped(y, groups).astype(acc)
   zero = jnp.zeros((), acc)
   out = None
   for tap in _taps(window):
@@ -116,28 +112,6 @@ def aggregate_grad_x(
     term = lax.pad(yg * kernel[(..., *tap, None)].astype(acc), zero, config + [(0, 0, 0)] * 2)
     out = term if out is None else out + term
   return computed_once(out.reshape(out.shape[: n + 1] + (-1,))).astype(x_dtype)
-
-
-def _channel_sum(xp: jax.Array, y: jax.Array, tap, stride, dilation, acc) -> jax.Array:
-  """sum_c window(xp, tap)[..., g, c] * y[..., g, c]: (B, *O, G, 1).
-
-  Slices and adds only, no `reduce`: XLA's CPU backend does not fuse a slice
-  into a reduction and would copy every tap's window. Chunks of channels are
-  added elementwise first, then the lanes of the chunk.
-  """
-  out_shape = y.shape[1:-2]
-  cg = y.shape[-1]
-  chunk = max(d for d in range(1, 17) if cg % d == 0 and d * d <= cg)
-  lanes = None
-  for start in range(0, cg, chunk):
-    x_c = _window(xp, tap, out_shape, stride, dilation, (start, start + chunk))
-    term = x_c.astype(acc) * lax.slice_in_dim(y, start, start + chunk, axis=-1).astype(acc)
-    lanes = term if lanes is None else lanes + term
-  out = None
-  for lane in range(chunk):
-    term = lax.slice_in_dim(lanes, lane, lane + 1, axis=-1)
-    out = term if out is None else out + term
-  return out
 
 
 def aggregate_grad_kernel(
@@ -153,8 +127,8 @@ def aggregate_grad_kernel(
   """dT/dkernel: (B, *O, G, *W); per tap, a sum over a group's channels."""
   n = len(window)
   acc = accumulation_dtype(kernel_dtype)
-  xp = _padded(_grouped(x, groups), padding)
-  yg = _grouped(y, groups)
+  xp = _padded(grouped(x, groups), padding)
+  yg = grouped(y, groups)
   axis0 = yg.ndim - 1  # the first window axis of the result
 
   # Taps concatenated along the last window axis, then those rows along the
@@ -164,7 +138,8 @@ def aggregate_grad_kernel(
   def build(prefix: tuple[int, ...]) -> jax.Array:
     dim = len(prefix)
     if dim == n:
-      tap = _channel_sum(xp, yg, prefix, stride, dilation, acc)  # (B, *O, G, 1)
+      window_of = partial(_window, xp, prefix, yg.shape[1:-2], stride, dilation)
+      tap = channel_sum(window_of, yg, acc)  # (B, *O, G, 1)
       return tap.reshape(tap.shape + (1,) * (n - 1))
     parts = [build(prefix + (i,)) for i in range(window[dim])]
     while len(parts) > 1:  # windows wider than 8: in rounds
