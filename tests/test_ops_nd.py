@@ -214,33 +214,3 @@ def test_exports_with_a_symbolic_batch():
   np.testing.assert_allclose(
     exported.call(x, kernel), involution(x, kernel, **options), rtol=1e-6, atol=1e-6
   )
-
-
-BAD_INPUTS = [
-  (dict(x=(2, 8, 4), kernel=(2, 8, 1, 3, 3)), r"rank 4 \(B, To, G, K\)"),
-  (dict(x=(2, 8, 8, 8, 8, 8, 4), kernel=(2, 8, 1, 3)), "rank 3, 4 or 5"),
-  (dict(x=(2, 8, 4), kernel=(2, 8, 1, 4)), "K must be odd, got K=4"),
-  (
-    dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 3), padding="CAUSAL"),
-    "'CAUSAL' is for 1-D inputs, got 2",
-  ),
-  (dict(x=(2, 8, 4), kernel=(2, 8, 1, 3), stride=(1, 1)), r"stride must be an int or 1 ints"),
-  (
-    dict(x=(2, 4, 4, 4, 4), kernel=(2, 4, 4, 4, 1, 3, 3, 3), dilation=(1, 0, 1)),
-    "dilation must be an int >= 1, got 0",
-  ),
-  (dict(x=(2, 8, 4), kernel=(2, 8, 1, 3), padding=[(1, 1), (1, 1)]), "1 \\(low, high\\) pairs"),
-  (dict(x=(2, 8, 4), kernel=(2, 8, 1, 3), padding=[(-1, 3)]), "pairs of ints >= 0"),
-  (dict(x=(2, 8, 4), kernel=(2, 8, 1, 3), padding="VALID"), "unknown padding 'VALID'"),
-  (dict(x=(2, 8, 4), kernel=(2, 7, 1, 3), padding=[(0, 0)]), r"floor\(.* \+ 1 = \(6,\)"),
-  (dict(x=(2, 8, 4), kernel=(2, 8, 1, 3), method="pallas"), "'pallas' supports 2-D"),
-  (dict(x=(2, 8, 8, 4), kernel=(2, 8, 8, 1, 3, 5), method="pallas"), "square window"),
-]
-
-
-@pytest.mark.parametrize("spec,message", BAD_INPUTS)
-def test_bad_input_raises_clear_error(spec, message):
-  spec = dict(spec)
-  x, kernel = jnp.ones(spec.pop("x")), jnp.ones(spec.pop("kernel"))
-  with pytest.raises(ValueError, match=message):
-    involution(x, kernel, **spec)
