@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from involution_jax.ops import pallas
 from involution_jax.ops.patches import involution_patches, output_size, padded_output_size
-from involution_jax.ops.primitive import involution_primitive
+from involution_jax.ops.primitive import involution_primitive, is_square_same_2d
 
 METHODS = ("auto", "patches", "shift", "pallas")
 PADDINGS = ("SAME", "CAUSAL")
@@ -145,7 +145,7 @@ def validate(
       f"(x {x.shape}, kernel {kernel.shape})"
     )
   if method == "pallas":
-    if not _is_square_same_2d(window, stride, dilation, padding):
+    if not is_square_same_2d(kernel.shape, stride, dilation, pairs):
       raise ValueError(
         "method 'pallas' supports 2-D inputs with a square window, padding "
         "'SAME' and equal strides and dilations; use method 'shift'"
@@ -156,17 +156,6 @@ def validate(
     if jax.default_backend() == "tpu":
       raise ValueError("method 'pallas' targets GPUs (Triton kernels); on TPU use 'shift'")
   return stride, dilation, pairs, method
-
-
-def _is_square_same_2d(window, stride, dilation, padding) -> bool:
-  return (
-    len(window) == 2
-    and window[0] == window[1]
-    and isinstance(padding, str)
-    and padding == "SAME"
-    and len(set(stride)) == 1
-    and len(set(dilation)) == 1
-  )
 
 
 def resolve_method(method: str) -> str:

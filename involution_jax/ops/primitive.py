@@ -38,17 +38,20 @@ _NAMES = ("x", "kernel", "out")
 _STATIC = ("result", "stride", "dilation", "padding", "avals", "impl")
 
 
-def _is_2d_same_square(k_shape, stride, dilation, padding) -> bool:
-  """The case `xla.py` (and the Pallas kernels) handle: 2-D, K x K odd, SAME, one stride."""
-  if len(stride) != 2 or len(k_shape) != 6:
+def is_square_same_2d(kernel_shape, stride, dilation, padding) -> bool:
+  """The case `xla.py` (and the Pallas kernels) handle: 2-D, K x K odd, SAME, one stride.
+
+  `stride`, `dilation`: N ints; `padding`: N (low, high) pairs.
+  """
+  if len(stride) != 2 or len(kernel_shape) != 6:
     return False
-  k = k_shape[-1]
+  k = kernel_shape[-1]
   return (
-    k_shape[-2] == k
+    kernel_shape[-2] == k
     and k % 2 == 1
     and stride[0] == stride[1]
     and dilation[0] == dilation[1]
-    and padding == ((dilation[0] * (k // 2),) * 2,) * 2
+    and tuple(map(tuple, padding)) == ((dilation[0] * (k // 2),) * 2,) * 2
   )
 
 
@@ -56,7 +59,7 @@ def _partial_impl(a, b, *, result, stride, dilation, padding, avals, impl, inter
   """Computes the partial of T named `result` from the other two arrays."""
   (x_shape, _), (k_shape, _), _ = avals
   dtype = avals[_NAMES.index(result)][1]
-  if not _is_2d_same_square(k_shape, stride, dilation, padding):
+  if not is_square_same_2d(k_shape, stride, dilation, padding):
     n = len(stride)
     if result == "out":
       return xla_nd.aggregate(a, b, stride, dilation, padding, dtype)
