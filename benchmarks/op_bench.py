@@ -205,11 +205,12 @@ def main() -> None:
     "unfold MiB",
   ]
   methods = args.methods.split(",")
-  for n in (int(d) for d in args.dims.split(",")):
+  dims = [int(d) for d in args.dims.split(",")]
+  if "pallas" in methods and dims != [2]:
+    raise SystemExit("--methods pallas: the Pallas kernels are 2-D only; use --dims 2")
+  for n in dims:
     rows = []
     for x_shape, window, stride, padding in (QUICK if args.quick else SHAPES)[n]:
-      if "pallas" in methods and n != 2:
-        raise SystemExit("--methods pallas: the Pallas kernels are 2-D only; use --dims 2")
       rows += _rows(x_shape, window, stride, padding, methods, bandwidth, have_torch, args.repeats)
     print(f"\n{n}-D")
     print_table(header, rows)

@@ -61,6 +61,25 @@ def split_config_overrides(
   return rest, overrides
 
 
+def parse_with_config_overrides(
+  parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[argparse.Namespace, list[str]]:
+  """(parsed arguments, ["FIELD=VALUE", ...]) of `argv` (default: the command line)."""
+  rest, overrides = split_config_overrides(sys.argv[1:] if argv is None else argv)
+  return parser.parse_args(rest), overrides
+
+
+def run_collective(fn: Callable, *args):
+  """`fn(*args)`; in a multi-process run, a failed collective (a dead peer) stops this
+  process at once with `peer_failed`."""
+  try:
+    return fn(*args)
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    peer_failed(e)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
   """--config NAME[:ARG] | PATH.py[:ARG], and the multi-host options."""
   parser.add_argument(

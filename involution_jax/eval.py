@@ -37,16 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     required=True,
     help="a training workdir, a checkpoint folder, or official .pth / .pdparams weights",
   )
-  rest, overrides = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
-  args = parser.parse_args(rest)
+  args, overrides = cli.parse_with_config_overrides(parser, argv)
   config = configs.get_config(args.config, overrides)
   cli.start(args)
-  try:
-    results = evaluate_weights(config, args.weights)
-  except jax.errors.JaxRuntimeError as e:
-    if jax.process_count() == 1:
-      raise
-    cli.peer_failed(e)
+  results = cli.run_collective(evaluate_weights, config, args.weights)
   if jax.process_index() == 0:
     print(json.dumps(results, indent=2))
   return 0

@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     default=os.path.join("runs", "default"),
     help="checkpoints, TensorBoard logs and metrics.json go here (default: runs/default)",
   )
-  rest, overrides = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
-  args = parser.parse_args(rest)
+  args, overrides = cli.parse_with_config_overrides(parser, argv)
   config = configs.get_config(args.config, overrides)
   cli.start(args)
   if jax.process_index() == 0:
@@ -51,14 +50,10 @@ def main(argv: list[str] | None = None) -> int:
       f"{jax.devices()[0].platform} device(s); workdir {os.path.abspath(args.workdir)}"
     )
   try:
-    metrics = train_and_evaluate(config, args.workdir)
+    metrics = cli.run_collective(train_and_evaluate, config, args.workdir)
   except FloatingPointError as e:  # diverged: the message says what to do
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 1
-  except jax.errors.JaxRuntimeError as e:
-    if jax.process_count() == 1:
-      raise
-    cli.peer_failed(e)
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("_dir")}, indent=2))
     print(

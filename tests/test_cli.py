@@ -23,11 +23,20 @@ def _script(verb: str) -> str:
   return path
 
 
-def _run(cwd, verb: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _installed_env() -> dict:
   env = python_env()
   env.pop("PYTHONPATH")  # the installed package, not this checkout's folder on the path
+  return env
+
+
+def _run(cwd, verb: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
   return subprocess.run(
-    [_script(verb), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    [_script(verb), *args],
+    cwd=cwd,
+    env=_installed_env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
   )
 
 
@@ -44,12 +53,10 @@ def test_every_tool_has_help_with_an_example(outside, verb):
   result = _run(outside, verb, "--help", timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   assert f"usage: involution-{verb}" in result.stdout and "examples:\n" in result.stdout
-  env = python_env()
-  env.pop("PYTHONPATH")
   module = subprocess.run(
     [sys.executable, "-m", f"involution_jax.{verb}", "--help"],
     cwd=outside,
-    env=env,
+    env=_installed_env(),
     capture_output=True,
     text=True,
     timeout=120,
