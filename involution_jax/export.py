@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from involution_jax import cli
+from involution_jax import cli, portability
 from involution_jax.weights import load_weights, model_from_info
 
 METADATA_SUFFIX = ".json"
@@ -34,13 +34,35 @@ METADATA_SUFFIX = ".json"
 def export_model(
   variables: dict, info: dict, platforms: Sequence[str] | None = None
 ) -> jax.export.Exported:
-  """The eval-mode forward pass, weights embedded, batch dimension symbolic."""
+  """The eval-mode forward pass, weights embedded, batch dimension symbolic.
+
+  `platforms`: some of "cpu", "cuda", "rocm", "tpu" (default: this machine's);
+  one artifact then runs on each. The op runs its XLA formulation ("shift")
+  even in a model trained with method="pallas": Triton kernels cannot be
+  serialised, and the two agree to float rounding.
+
+  Raises:
+    ValueError: an unknown platform, or a program one of them cannot run.
+  """
+  if platforms is not None:
+    platforms = portability.check_platforms(platforms)
+  kwargs = dict(info.get("model_kwargs", {}))
+  if kwargs.get("method") == "pallas":
+    info = dict(info, model_kwargs=dict(kwargs, method="shift"))
   model = model_from_info(info)
   size = info["image_size"]
   batch = jax.export.symbolic_shape("batch")[0]
   spec = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
   forward = jax.jit(lambda x: model.apply(variables, x, train=False))
-  return jax.export.export(forward, platforms=platforms)(spec)
+  exported = jax.export.export(forward, platforms=platforms)(spec)
+  text = exported.mlir_module()
+  for platform in exported.platforms:
+    problems = portability.unportable_ops(text, platform)
+    if problems:
+      raise portability.PortabilityError(
+        f"the exported model cannot run on {platform}: {'; '.join(problems)}"
+      )
+  return exported
 
 
 def save(exported: jax.export.Exported, info: dict, path: str) -> None:
@@ -51,6 +73,7 @@ def save(exported: jax.export.Exported, info: dict, path: str) -> None:
     for k in ("image_size", "mean", "std", "eval_crop", "class_names", "num_classes", "model")
     if k in info
   }
+  metadata["platforms"] = list(exported.platforms)
   with open(path + METADATA_SUFFIX, "w") as f:
     json.dump(metadata, f, indent=2)
 
@@ -79,15 +102,19 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("weights", help="training workdir / checkpoint folder, or .pth / .pdparams")
   parser.add_argument("out", help="output file, e.g. model.jaxexport")
   parser.add_argument(
-    "--platforms", default=None, help="comma-separated, e.g. cpu,cuda,tpu (default: this machine's)"
+    "--platforms",
+    default=None,
+    help="comma-separated, some of cpu,cuda,rocm,tpu: one artifact that runs on each "
+    "(default: this machine's)",
   )
   args = parser.parse_args(argv)
+  platforms = portability.check_platforms(args.platforms.split(",")) if args.platforms else None
   variables, info = load_weights(args.weights)
-  platforms = args.platforms.split(",") if args.platforms else None
-  save(export_model(variables, info, platforms), info, args.out)
+  exported = export_model(variables, info, platforms)
+  save(exported, info, args.out)
   print(
-    f"exported {info['model']} ({info['image_size']}x{info['image_size']} input) to "
-    f"{args.out} (+ {args.out}{METADATA_SUFFIX})"
+    f"exported {info['model']} ({info['image_size']}x{info['image_size']} input) for "
+    f"{', '.join(exported.platforms)} to {args.out} (+ {args.out}{METADATA_SUFFIX})"
   )
   return 0
 

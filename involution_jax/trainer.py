@@ -9,11 +9,14 @@ stops the run naming the step, leaving the last checkpoint intact.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -57,6 +60,67 @@ def validate_config(config: ml_collections.ConfigDict, devices: int | None = Non
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """What a run compiles: the model and its jitted functions, sharded on a mesh."""
+
+  model: nn.Module
+  init: Callable  # rng -> TrainState, replicated
+  train_step: Callable  # (state, batch) -> (state, metrics); the state is donated
+  eval_step: Callable  # (variables, batch) -> the task's per-batch outputs
+  abstract_state: train_step.TrainState  # jax.ShapeDtypeStruct leaves, with shardings
+
+
+def check_num_classes(config: ml_collections.ConfigDict, dataset) -> None:
+  """`config.num_classes`, where a config sets it, must be the dataset's class count."""
+  expected = config.get("num_classes")
+  if expected is not None and expected != dataset.num_classes:
+    raise ValueError(
+      f"invalid config: num_classes={expected}, but {config.dataset} has "
+      f"{dataset.num_classes} classes (a partly copied dataset?); set "
+      f"--config.num_classes={dataset.num_classes} if that is what you want"
+    )
+
+
+def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """`num_train_steps` if set (> 0), else `num_epochs` worth of steps."""
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  return math.ceil(config.num_epochs * steps_per_epoch)
+
+
+def build_programs(
+  config: ml_collections.ConfigDict,
+  task,
+  num_classes: int,
+  total_steps: int,
+  steps_per_epoch: int,
+  mesh: jax.sharding.Mesh,
+) -> Programs:
+  """The configured model, optimiser and schedule, and the functions a run jits:
+  state replicated, batches split over the mesh's "data" axis."""
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  model = train_step.model_from_config(config, num_classes)
+  schedule = train_step.learning_rate_schedule(config, total_steps, steps_per_epoch)
+  tx = train_step.optimizer(config, schedule)
+  image_shape = task.input_shape(config)
+  init = jax.jit(
+    lambda rng: train_step.init_state(model, tx, rng, image_shape), out_shardings=replicated
+  )
+  abstract = jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+    jax.eval_shape(init, jax.random.PRNGKey(0)),
+  )
+  step = jax.jit(
+    train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config),
+    in_shardings=(replicated, batch_sharding),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
+  eval_step = make_eval_step(task, model, replicated, batch_sharding)
+  return Programs(model, init, step, eval_step, abstract)
+
+
 def _initialise_from(state, weights: str, task, target: NamedSharding, verbose: bool):
   """Fresh state with pretrained weights (checkpoint, .pth or .pdparams) grafted in;
   dense models take them into their backbone."""
@@ -98,6 +162,7 @@ def train_and_evaluate(
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   task = get_task(config)
   train_set = task.dataset(config, config.get("train_split", "train"))
+  check_num_classes(config, train_set)
   eval_set = task.dataset(config, config.eval_split)
   steps_per_epoch = len(train_set.source) // config.batch_size
   if steps_per_epoch == 0:
@@ -105,18 +170,8 @@ def train_and_evaluate(
       f"invalid config: batch_size={config.batch_size} exceeds the "
       f"{len(train_set.source)} training examples"
     )
-  total_steps = (
-    config.num_train_steps
-    if config.num_train_steps > 0
-    else math.ceil(config.num_epochs * steps_per_epoch)
-  )
-  model = train_step.model_from_config(config, train_set.num_classes)
-  schedule = train_step.learning_rate_schedule(config, total_steps, steps_per_epoch)
-  tx = train_step.optimizer(config, schedule)
-  image_shape = task.input_shape(config)
-  init = jax.jit(
-    lambda rng: train_step.init_state(model, tx, rng, image_shape), out_shardings=replicated
-  )
+  total_steps = total_train_steps(config, steps_per_epoch)
+  programs = build_programs(config, task, train_set.num_classes, total_steps, steps_per_epoch, mesh)
   preprocess = task.preprocess(config)
   iterator = train_iterator(
     train_set,
@@ -132,10 +187,7 @@ def train_and_evaluate(
   info = task.model_info(config, train_set)
   state = None
   if mngr.latest_step() is not None:
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-    abstract = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract
-    )
+    abstract = programs.abstract_state
     variables, train = checkpoints.restore_training(
       mngr,
       mngr.latest_step(),
@@ -147,18 +199,12 @@ def train_and_evaluate(
     if main_process:
       print(f"resuming from {ckpt_dir} at step {int(state.step)} of {total_steps}")
   else:
-    state = init(jax.random.PRNGKey(config.seed))
+    state = programs.init(jax.random.PRNGKey(config.seed))
     if config.get("init_from"):
       state = _initialise_from(state, config.init_from, task, replicated, main_process)
   start_step = int(state.step)
 
-  step_fn = jax.jit(
-    train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config),
-    in_shardings=(replicated, batch_sharding),
-    out_shardings=(replicated, replicated),
-    donate_argnums=0,
-  )
-  eval_fn = make_eval_step(task, model, replicated, batch_sharding)
+  step_fn, eval_fn = programs.train_step, programs.eval_step
   writer = None
   if main_process:
     writer = SummaryWriter(os.path.join(workdir, "tensorboard"))

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from helpers import python_env, save_random_checkpoint
 
-from involution_jax import export
+from involution_jax import export, portability
 
 
 def test_export_round_trip_matches_apply(tmp_path):
@@ -53,3 +53,30 @@ def test_exported_program_has_a_symbolic_batch(tmp_path):
   (spec,) = exported.in_avals
   assert str(spec.shape[0]) == "batch" and spec.shape[1:] == (8, 8, 3)
   assert exported.platforms == (jax.devices()[0].platform,)
+
+
+def test_one_artifact_for_cpu_cuda_and_tpu_runs_here_and_records_its_platforms(tmp_path):
+  model, variables, _ = save_random_checkpoint(str(tmp_path / "ckpt"))
+  out = str(tmp_path / "model.jaxexport")
+  assert export.main([str(tmp_path / "ckpt"), out, "--platforms", "cpu,cuda,tpu"]) == 0
+  call, metadata = export.load(out)
+  assert metadata["platforms"] == ["cpu", "cuda", "tpu"]
+  x = np.random.default_rng(1).normal(size=(3, 8, 8, 3)).astype(np.float32)
+  np.testing.assert_allclose(call(x), model.apply(variables, x, train=False), rtol=1e-5, atol=1e-5)
+
+
+def test_export_of_a_pallas_model_uses_the_xla_path(tmp_path):
+  _, variables, info = save_random_checkpoint(str(tmp_path / "ckpt"))
+  pallas_info = dict(info, model_kwargs=dict(info["model_kwargs"], method="pallas"))
+  exported = export.export_model(variables, pallas_info, ["cuda"])
+  assert exported.platforms == ("cuda",)
+  assert portability.TRITON_CALL not in portability.custom_calls(exported.mlir_module())
+  exported.serialize()  # Triton calls could not be serialised
+
+
+def test_unknown_platform_is_one_line_before_any_work(tmp_path, capsys):
+  assert export.main(["/nonexistent/weights", str(tmp_path / "m"), "--platforms", "cpu,gpu"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert (
+    err == "involution-export: error: unknown platform 'gpu'; expected some of cpu, cuda, rocm, tpu"
+  )

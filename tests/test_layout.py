@@ -12,11 +12,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "involution_jax"
 LAYERS = [
   ("cli", "ops"),  # cli: command-line conventions, nothing of the package
   ("models", "data"),
-  ("configs", "checkpoints", "drawing", "sharding"),
+  ("configs", "checkpoints", "drawing", "sharding", "portability"),
   ("convert",),
   ("weights", "tasks", "train_step"),
   ("evaluator",),
   ("trainer",),
+  ("preflight",),
   ("train", "eval", "predict", "export", "visualize", "summary"),  # the tools
 ]
 ROOT_MAY_IMPORT = {"models", "ops"}  # involution_jax/__init__.py: the public API

@@ -26,6 +26,7 @@ def get_config(kernel_size: str = "7") -> ml_collections.ConfigDict:
 
   config.dataset = "tfds:cifar10"
   config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.num_classes = 10  # checked against the data; used by --dry_run without it
   config.eval_split = "test"
   config.image_size = 32
   config.augment = "pad_crop_flip"

@@ -27,6 +27,9 @@ def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
 
   config.dataset = "coco"
   config.data_dir = ml_collections.config_dict.placeholder(str)
+  # COCO's 80 categories: checked against the data; what a dry run (--dry_run) builds
+  # when the data is not on this machine.
+  config.num_classes = 80
   config.train_split = "train2017"
   config.eval_split = "val2017"
   config.max_objects = 100

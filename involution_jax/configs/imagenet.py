@@ -30,6 +30,9 @@ def get_config(model: str = "rednet50") -> ml_collections.ConfigDict:
 
   config.dataset = "tfds:imagenet2012"
   config.data_dir = ml_collections.config_dict.placeholder(str)
+  # ImageNet-1k: checked against the data; what a dry run (--dry_run) builds
+  # when the data is not on this machine.
+  config.num_classes = 1000
   config.eval_split = "validation"
   config.image_size = imagenet_data.IMAGE_SIZE
   config.augment = "inception"

@@ -153,8 +153,6 @@ def validate(
     problem = pallas.supported(x.shape, kernel.shape)
     if problem:
       raise ValueError(f"method 'pallas': {problem}; use method 'shift'")
-    if jax.default_backend() == "tpu":
-      raise ValueError("method 'pallas' targets GPUs (Triton kernels); on TPU use 'shift'")
   return stride, dilation, pairs, method
 
 

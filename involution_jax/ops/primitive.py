@@ -86,12 +86,23 @@ def _partial_impl(a, b, *, result, stride, dilation, padding, avals, impl, inter
 involution_partial_p = Primitive("involution_partial")
 involution_partial_p.def_impl(jax.jit(_partial_impl, static_argnames=_STATIC))
 mlir.register_lowering(involution_partial_p, mlir.lower_fun(_partial_impl, multiple_results=False))
-for _platform in ("cuda", "rocm"):  # Pallas compiles (Triton) on GPUs, interprets elsewhere
+for _platform in ("cuda", "rocm"):  # Pallas compiles (Triton) on GPUs, interprets on CPU
   mlir.register_lowering(
     involution_partial_p,
     mlir.lower_fun(partial(_partial_impl, interpret=False), multiple_results=False),
     platform=_platform,
   )
+
+
+def _tpu_lowering(ctx, a, b, *, impl, **params):
+  """On TPU the interpreted Triton kernels would run (slowly) instead of failing: refuse them."""
+  if impl == "pallas":
+    raise ValueError("method 'pallas' targets GPUs (Triton kernels); on TPU use 'shift'")
+  lower = mlir.lower_fun(_partial_impl, multiple_results=False)
+  return lower(ctx, a, b, impl=impl, **params)
+
+
+mlir.register_lowering(involution_partial_p, _tpu_lowering, platform="tpu")
 
 
 @involution_partial_p.def_abstract_eval
