@@ -9,8 +9,9 @@ only jax, not this package:
     exported = jax.export.deserialize(open("model.jaxexport", "rb").read())
     logits = exported.call(images)        # (N, S, S, 3) float32, normalised; any N
 
-To serve: load once and call from any Python server (the artifact also runs
-on other platforms it was exported for, see `platforms`). With TensorFlow
+To serve: load once and call from any Python server. `--platforms` makes one
+artifact for several platforms (recorded in the .json); it runs the op's XLA
+formulation, never the Pallas kernels, whose Triton calls cannot be serialised. With TensorFlow
 installed, `jax2tf.convert(exported.call, polymorphic_shapes=["(b, S, S, 3)"])`
 wrapped in a `tf.Module` saves a SavedModel for TF Serving.
 """

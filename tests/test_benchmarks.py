@@ -27,3 +27,27 @@ def test_benchmark_quick_run_prints_its_table(script, rows):
   assert done.returncode == 0, done.stderr[-3000:]
   for row in rows:
     assert row in done.stdout
+
+
+def test_gpu_script_names_files_and_flags_that_exist():
+  """benchmarks/gpu.sh (run only on a GPU machine) still fits the tree: every test file
+  and script it runs exists, and every flag it passes is one the script takes."""
+  root = os.path.dirname(BENCHMARKS)
+  with open(os.path.join(BENCHMARKS, "gpu.sh")) as f:
+    commands = [
+      line.split() for line in f if line.startswith("python ") and "-c" not in line.split()
+    ]
+  assert len(commands) >= 3
+  for words in commands:
+    paths = [w for w in words if w.endswith(".py")]
+    assert paths and all(os.path.exists(os.path.join(root, p)) for p in paths), words
+    if words[1] == "-m":
+      continue  # pytest: the files are what can go stale
+    usage = subprocess.run(
+      [sys.executable, os.path.join(root, words[1]), "--help"],
+      capture_output=True,
+      text=True,
+      timeout=120,
+    ).stdout
+    for flag in (w for w in words[2:] if w.startswith("--")):
+      assert flag in usage, (words[1], flag)
