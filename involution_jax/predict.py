@@ -229,11 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     help="segmentation / detection: write PNGs with the predictions drawn",
   )
   args = parser.parse_args(argv)
+  if not 0 <= args.min_score <= 1:
+    raise ValueError(f"--min-score must be in [0, 1], got {args.min_score}")
   if args.top_k < 1 or args.batch_size < 1:
-    parser.error(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+    raise ValueError(
+      f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}"
+    )
   files = image_files(args.images)
   if not files:
-    parser.error(f"no image files in {args.images}")
+    raise FileNotFoundError(f"no image files in {args.images}")
   predictor = Predictor.load(args.weights, args.batch_size)
   results = predictor.predict(files, args.top_k)
   for r in results:

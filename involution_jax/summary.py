@@ -100,12 +100,12 @@ def main(argv: list[str] | None = None) -> int:
   try:
     depths = [int(d) for d in args.depths.split(",")]
   except ValueError:
-    parser.error(f"--depths: expected comma-separated integers, got {args.depths!r}")
+    raise ValueError(f"--depths: expected comma-separated integers, got {args.depths!r}") from None
   unknown = [d for d in depths if d not in STAGE_SIZES]
   if unknown:
-    parser.error(f"unknown depth(s) {unknown}; choose from {sorted(STAGE_SIZES)}")
+    raise ValueError(f"unknown depth(s) {unknown}; choose from {sorted(STAGE_SIZES)}")
   if args.image_size < 1:
-    parser.error(f"--image-size must be >= 1, got {args.image_size}")
+    raise ValueError(f"--image-size must be >= 1, got {args.image_size}")
   rows = summarize(depths, args.image_size)
   print(json.dumps(rows, indent=2) if args.json else format_table(rows))
   return 0

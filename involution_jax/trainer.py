@@ -25,30 +25,62 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from involution_jax import checkpoints, sharding, train_step
+from involution_jax.data.classification import AUGMENTATIONS
 from involution_jax.data.pipeline import train_iterator
 from involution_jax.evaluator import evaluate, make_eval_step
 from involution_jax.tasks import get_task
 from involution_jax.weights import load_weights
 
+# Field: (test, what is allowed). Fields a config lacks are not checked.
+_FIELD_RULES = {
+  "learning_rate": (lambda v: v > 0, "> 0"),
+  "weight_decay": (lambda v: v >= 0, ">= 0"),
+  "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+  "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+  "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+  "warmup_init_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+  "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
+  "batch_size": (lambda v: v > 0, "> 0"),
+  "eval_batch_size": (lambda v: v > 0, "> 0"),
+  "grad_accum_steps": (lambda v: v >= 1, ">= 1"),
+  "log_every_steps": (lambda v: v >= 1, ">= 1"),
+  "checkpoint_every_steps": (lambda v: v >= 1, ">= 1"),
+  "eval_every_steps": (lambda v: v >= 0, ">= 0 (0: at the end only)"),
+  "keep_checkpoints": (lambda v: v is None or v >= 1, ">= 1 (or None: keep all)"),
+  "data_workers": (lambda v: v >= 0, ">= 0 (0: read in this process)"),
+  "prefetch_batches": (lambda v: v >= 1, ">= 1"),
+  "image_size": (
+    lambda v: all(n > 0 for n in ((v,) if isinstance(v, int) else v)),
+    "> 0 (an int, or (height, width) for dense models)",
+  ),
+  "eval_crop": (lambda v: 0 < v <= 1, "in (0, 1]"),
+  "augment": (lambda v: v in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
+  "optimizer": (lambda v: v in ("sgd", "adamw"), "'sgd' or 'adamw'"),
+  "schedule": (lambda v: v in ("cosine", "poly", "step"), "'cosine', 'poly' or 'step'"),
+  "num_classes": (lambda v: v is None or v >= 1, ">= 1"),
+}
+
 
 def validate_config(config: ml_collections.ConfigDict, devices: int | None = None) -> None:
-  """Clear errors for values that would fail later or silently train badly."""
+  """Every field's value, before anything is built: one error naming the field and
+  what is allowed, for values that would fail later or silently train badly."""
 
   def need(ok, message):
     if not ok:
       raise ValueError(f"invalid config: {message}")
 
-  need(config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate}")
-  need(config.weight_decay >= 0, f"weight_decay must be >= 0, got {config.weight_decay}")
-  smoothing = config.get("label_smoothing", 0.0)
-  need(0 <= smoothing < 1, f"label_smoothing must be in [0, 1), got {smoothing}")
-  need(config.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
-  need(config.batch_size > 0, f"batch_size must be > 0, got {config.batch_size}")
+  for field, (allowed, rule) in _FIELD_RULES.items():
+    if field in config:
+      value = config[field]
+      try:
+        ok = allowed(value)
+      except TypeError:  # None or a wrong type where a number is needed
+        ok = False
+      need(ok, f"{field} must be {rule}, got {value!r}")
   need(
     config.num_train_steps > 0 or config.num_epochs > 0, "set num_epochs > 0 or num_train_steps > 0"
   )
   accum = config.get("grad_accum_steps", 1)
-  need(accum >= 1, f"grad_accum_steps must be >= 1, got {accum}")
   devices = devices or jax.device_count()
   for name in ("batch_size", "eval_batch_size"):
     size = config[name]
@@ -181,6 +213,7 @@ def train_and_evaluate(
     process_index=jax.process_index(),
     process_count=jax.process_count(),
     workers=config.data_workers,
+    read_ahead=config.get("prefetch_batches", 2),
   )
   ckpt_dir = os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR)
   mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     groups = [int(g) for g in args.groups.split(",")]
   except ValueError:
-    parser.error(f"--groups: expected comma-separated integers, got {args.groups!r}")
+    raise ValueError(f"--groups: expected comma-separated integers, got {args.groups!r}") from None
   variables, info = load_weights(args.weights)
   preprocess = preprocess_from_info(info)
   example = preprocess.eval({"path": args.image, "label": 0})

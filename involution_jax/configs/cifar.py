@@ -35,6 +35,7 @@ def get_config(kernel_size: str = "7") -> ml_collections.ConfigDict:
   config.mean = (125.3, 123.0, 113.9)
   config.std = (63.0, 62.1, 66.7)
   config.data_workers = 4
+  config.prefetch_batches = 2  # batches prepared ahead, per worker: bounds host memory
 
   config.batch_size = 128
   config.eval_batch_size = 512

@@ -39,6 +39,7 @@ def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
   config.mean = imagenet_data.MEAN
   config.std = imagenet_data.STD
   config.data_workers = 8
+  config.prefetch_batches = 2  # batches prepared ahead, per worker: bounds host memory
 
   config.batch_size = 16
   config.eval_batch_size = 16

@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.mean = (127.5, 127.5, 127.5)
   config.std = (127.5, 127.5, 127.5)
   config.data_workers = 0
+  config.prefetch_batches = 2  # batches prepared ahead, per worker: bounds host memory
 
   # Optimisation: the published recipe's shape, scaled down.
   config.batch_size = 64

@@ -48,6 +48,7 @@ def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
   config.std = (127.5, 127.5, 127.5)
   config.flip = False  # digits are not symmetric
   config.data_workers = 0
+  config.prefetch_batches = 2  # batches prepared ahead, per worker: bounds host memory
 
   config.batch_size = 32
   config.eval_batch_size = 80

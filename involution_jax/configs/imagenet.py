@@ -40,6 +40,7 @@ def get_config(model: str = "rednet50") -> ml_collections.ConfigDict:
   config.mean = imagenet_data.MEAN
   config.std = imagenet_data.STD
   config.data_workers = 16
+  config.prefetch_batches = 2  # batches prepared ahead, per worker: bounds host memory
 
   config.batch_size = 1024  # global, over all devices of all hosts
   config.eval_batch_size = 1024

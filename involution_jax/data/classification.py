@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from involution_jax.data.pipeline import Dataset
 
+AUGMENTATIONS = ("none", "inception", "pad_crop_flip", "translate")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 

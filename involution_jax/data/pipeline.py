@@ -62,19 +62,28 @@ def train_iterator(
   process_index: int = 0,
   process_count: int = 1,
   workers: int = 0,
+  read_ahead: int = 2,
 ) -> grain.DatasetIterator:
   """Endless shuffled, augmented local batches; checkpointable (`get_state`).
 
   Epochs reshuffle (seeded by `seed` and the epoch); augmentation randomness is
   seeded by `seed` and the example's position, so the stream is deterministic.
+  At most `read_ahead` batches (>= 1) are prepared ahead of the one consumed,
+  by as many threads, in each of `workers` processes (or in this one): host
+  memory stays `(1 + read_ahead) * max(workers, 1)` local batches, plus one
+  per worker in flight to this process.
   """
+  if read_ahead < 1:
+    raise ValueError(f"read_ahead must be >= 1 batch, got {read_ahead}")
   if len(dataset.source) < global_batch:
     raise ValueError(
       f"batch_size {global_batch} exceeds the {len(dataset.source)} training examples"
     )
   ds = grain.MapDataset.source(dataset.source).seed(seed).shuffle().repeat(None)
   ds = ds.random_map(preprocess.train)
-  ds = _local_slices(ds, global_batch, process_index, process_count).to_iter_dataset()
+  # grain's default reads 500 elements (here: batches) ahead on 16 threads.
+  bounded = grain.ReadOptions(num_threads=read_ahead, prefetch_buffer_size=read_ahead)
+  ds = _local_slices(ds, global_batch, process_index, process_count).to_iter_dataset(bounded)
   if workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app
       flags.FLAGS.mark_as_parsed()  # (a library call) take their defaults

@@ -128,7 +128,7 @@ def validate(
       for size, k, st, d, (lo, hi) in zip(spatial, window, stride, dilation, pairs)
     )
     rule = "floor((size + low + high - d*(K-1) - 1) / s) + 1"
-  if any(e < 1 for e in expected):
+  if any(e < 1 for e, size in zip(expected, spatial) if size > 0):  # empty in, empty out
     raise ValueError(
       f"x {x.shape} is too small for window {tuple(window)} with dilation "
       f"{dilation} and padding {pairs}: output {expected}"
@@ -208,6 +208,9 @@ def involution(
   """
   stride, dilation, pairs, method = validate(x, kernel, stride, dilation, method, padding)
   method = resolve_method(method)
+  if x.size == 0 or kernel.size == 0:  # an empty batch, an empty axis: nothing to sum
+    n = x.ndim - 2
+    return jnp.zeros((x.shape[0], *kernel.shape[1 : n + 1], x.shape[-1]), x.dtype)
   if method == "patches":
     return involution_patches(x, kernel, stride, dilation, pairs)
   return involution_primitive(
