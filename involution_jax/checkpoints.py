@@ -7,11 +7,17 @@ steps; each step holds the items
 * `model`: JSON {"model", "model_kwargs", "num_classes", "class_names",
   "image_size", "mean", "std", "eval_crop"} -- how to rebuild model and input;
 * `train` (training only): {"step", "opt_state"};
-* `data` (training only): the grain iterator state, one file per process.
+* `data` (training only): the grain iterator state, one file per process;
+* `metrics` (training only): JSON {"train_loss"} at that step.
+
+A step that cannot be used (damaged, or superseded by resuming from an earlier
+one) is renamed `<step>.<reason>` beside the others, never deleted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -42,6 +48,7 @@ def manager(
       "train": ocp.StandardCheckpointHandler(),
       "model": ocp.JsonCheckpointHandler(),
       "data": grain.checkpoint.CheckpointHandler(),
+      "metrics": ocp.JsonCheckpointHandler(filename="metrics"),
     },
   )
 
@@ -54,12 +61,15 @@ def save(
   model_info: dict,
   train: dict | None = None,
   data_iterator: Any = None,
+  metrics: dict | None = None,
   force: bool = True,
 ) -> None:
   """Saves a step (asynchronously where the manager allows; `wait` before exiting)."""
   items = dict(variables=ocp.args.StandardSave(variables), model=ocp.args.JsonSave(model_info))
   if train is not None:
     items["train"] = ocp.args.StandardSave(train)
+  if metrics is not None:
+    items["metrics"] = ocp.args.JsonSave(metrics)
   if data_iterator is not None:
     items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
   mngr.save(step, args=ocp.args.Composite(**items), force=force)
@@ -94,47 +104,131 @@ def find_checkpoint_root(path: str) -> str:
   )
 
 
-def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
-  """(variables, model_info) of the latest (or given) step under `path`, on the host."""
-  path = os.path.abspath(path)
-  if os.path.basename(path).isdigit() and step is None:
-    path, step = os.path.dirname(path), int(os.path.basename(path))
-  root = find_checkpoint_root(path)
-  if step is None:  # unfinished saves live in non-numeric temporary folders
-    step = max(int(e.name) for e in os.scandir(root) if e.name.isdigit())
-  step_dir = os.path.join(root, str(step))
-  # Restore onto this machine's first device, whatever topology saved the arrays.
+def saved_info(root: str, step: int) -> dict:
+  """The `model` item of a step: how to rebuild the model and its input."""
+  return dict(
+    ocp.JsonCheckpointHandler().restore(epath.Path(os.path.abspath(root)) / str(step) / "model")
+  )
+
+
+def saved_metrics(root: str, step: int) -> dict:
+  """The `metrics` item of a training step ({} where absent or unreadable)."""
+  item = epath.Path(os.path.abspath(root)) / str(step) / "metrics"
+  try:
+    return dict(ocp.JsonCheckpointHandler(filename="metrics").restore(item))
+  except Exception:  # older checkpoints have none; a damaged one is reported elsewhere
+    return {}
+
+
+def saved_shapes(root: str, step: int) -> dict[str, tuple[int, ...]]:
+  """{"params/.../kernel": shape} of a step's variables, from its metadata."""
+  metadata = ocp.StandardCheckpointHandler().metadata(
+    epath.Path(os.path.abspath(root)) / str(step) / "variables"
+  )
+  flat = traverse_util.flatten_dict(dict(metadata), sep="/")
+  return {k: tuple(v.shape) for k, v in flat.items()}
+
+
+def set_aside(root: str, step: int, reason: str) -> str:
+  """Renames step folder `root/step` to `root/step.reason` (or `.reason-2`, ...), where
+  neither training nor inference looks; returns the new path. Nothing is deleted."""
+  source, target, n = os.path.join(root, str(step)), os.path.join(root, f"{step}.{reason}"), 1
+  while os.path.exists(target):
+    n += 1
+    target = os.path.join(root, f"{step}.{reason}-{n}")
+  os.rename(source, target)
+  return target
+
+
+def one_line(error: BaseException) -> str:
+  """An Orbax / tensorstore error (often pages long) as its first line, with its type."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _restore_variables(root: str, step: int) -> dict:
+  # Onto this machine's first device, whatever topology saved the arrays.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  item = epath.Path(step_dir) / "variables"
+  item = epath.Path(os.path.abspath(root)) / str(step) / "variables"
   handler = ocp.StandardCheckpointHandler()
   target = jax.tree.map(
     lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), handler.metadata(item)
   )
   variables = handler.restore(item, args=ocp.args.StandardRestore(target))
-  info = ocp.JsonCheckpointHandler().restore(epath.Path(step_dir) / "model")
-  return jax.tree.map(np.asarray, dict(variables)), dict(info)
+  return jax.tree.map(np.asarray, dict(variables))
 
 
-def graft(variables: dict, pretrained: dict, into: str | None = None) -> tuple[dict, list[str]]:
+def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
+  """(variables, model_info) of the latest (or given) step under `path`, on the host.
+
+  Without a step, a damaged latest step is reported (a warning naming it and
+  what failed) and the newest intact one used.
+  """
+  path = os.path.abspath(path)
+  if os.path.basename(path).isdigit() and step is None:
+    path, step = os.path.dirname(path), int(os.path.basename(path))
+  root = find_checkpoint_root(path)
+  # Unfinished saves and set-aside steps live in non-numeric folders.
+  steps = (
+    [step]
+    if step is not None
+    else sorted((int(e.name) for e in os.scandir(root) if e.name.isdigit()), reverse=True)
+  )
+  problems = []
+  for candidate in steps:
+    try:
+      variables, info = _restore_variables(root, candidate), saved_info(root, candidate)
+    except Exception as e:  # Orbax and tensorstore raise many types for damaged files
+      problems.append(one_line(e) if step is not None else f"step {candidate}: {one_line(e)}")
+      if step is None:
+        logging.warning(
+          "checkpoint %s is damaged (%s)", os.path.join(root, str(candidate)), one_line(e)
+        )
+      continue
+    if problems:
+      logging.warning("using step %d of %s instead", candidate, root)
+    return variables, info
+  if step is not None:
+    raise ValueError(f"checkpoint {os.path.join(root, str(step))} cannot be read: {problems[0]}")
+  raise ValueError(f"no intact checkpoint in {root}: {'; '.join(problems)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Graft:
+  """What `graft` did, by "collection/module/.../name" paths."""
+
+  loaded: list[str]  # the model's arrays taken from the pretrained weights
+  kept: list[str]  # the model's arrays left as initialised
+  unused: list[str]  # pretrained arrays that fit nothing in the model
+  mismatched: dict[str, str]  # model path -> why its pretrained array did not fit
+
+
+def graft(variables: dict, pretrained: dict, into: str | None = None) -> tuple[dict, Graft]:
   """`variables` with every pretrained array whose path (under `into`) and shape match.
 
   For fine-tuning: a classifier's head of another size, or a stem of another
-  kernel size, is left as initialised and listed in the returned `skipped`.
+  kernel size, is left as initialised; the returned `Graft` says what loaded.
   Raises ValueError when nothing matches (the wrong weights for this model).
   """
   target = traverse_util.flatten_dict(variables)
-  skipped, loaded = [], 0
+  loaded, unused, mismatched = [], [], {}
   for key, value in traverse_util.flatten_dict(pretrained).items():
     path = (key[0], into, *key[1:]) if into else key
     if path in target and tuple(target[path].shape) == tuple(np.shape(value)):
       target[path] = np.asarray(value, target[path].dtype)
-      loaded += 1
+      loaded.append("/".join(path))
     else:
-      skipped.append("/".join(key))
+      unused.append("/".join(key))
+      if path in target:
+        mismatched["/".join(path)] = (
+          f"shape {tuple(target[path].shape)}, pretrained {tuple(np.shape(value))}"
+        )
   if not loaded:
     raise ValueError(
       "no pretrained array matches this model's parameters (by path and shape"
       + (f" under {into!r}" if into else "")
       + ")"
     )
-  return traverse_util.unflatten_dict(target), skipped
+  done = set(loaded)
+  kept = ["/".join(k) for k in target if "/".join(k) not in done]
+  return traverse_util.unflatten_dict(target), Graft(loaded, kept, unused, mismatched)

@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from involution_jax import checkpoints, sharding, train_step
+from involution_jax import checkpoints, resume, sharding, train_step
 from involution_jax.data.classification import AUGMENTATIONS
 from involution_jax.data.pipeline import train_iterator
 from involution_jax.evaluator import evaluate, make_eval_step
@@ -153,16 +153,34 @@ def build_programs(
   return Programs(model, init, step, eval_step, abstract)
 
 
-def _initialise_from(state, weights: str, task, target: NamedSharding, verbose: bool):
+def _listed(paths: list[str], most: int = 8) -> str:
+  return ", ".join(paths[:most]) + (f" (and {len(paths) - most} more)" if len(paths) > most else "")
+
+
+def _initialise_from(state, config, task, target: NamedSharding, verbose: bool):
   """Fresh state with pretrained weights (checkpoint, .pth or .pdparams) grafted in;
-  dense models take them into their backbone."""
+  dense models take them into their backbone. Unless `config.init_partial`, every
+  backbone array (all but a classifier's head `fc`) must load."""
+  weights = config.init_from
   pretrained, _ = load_weights(weights)
   into = None if task.name == "classification" else "backbone"
-  variables, skipped = checkpoints.graft(jax.device_get(state.variables()), pretrained, into)
+  variables, done = checkpoints.graft(jax.device_get(state.variables()), pretrained, into)
+  backbone_kept = [
+    p for p in done.kept if (p.split("/")[1] == into if into else p.split("/")[1] != "fc")
+  ]
+  if backbone_kept and not config.get("init_partial", False):
+    reasons = [f"{p} ({done.mismatched.get(p, 'not in the weights')})" for p in backbone_kept]
+    raise ValueError(
+      f"init_from={weights} fits only {len(done.loaded)} of the model's "
+      f"{len(done.loaded) + len(done.kept)} arrays; not loaded: {_listed(reasons, 3)}. "
+      "Other weights than this model's? Set --config.init_partial=True to load a part on purpose"
+    )
   if verbose:
     print(
-      f"initialised from {weights}"
-      + (f"; kept as initialised: {', '.join(skipped)}" if skipped else "")
+      f"initialised from {weights}: loaded {len(done.loaded)} of the model's "
+      f"{len(done.loaded) + len(done.kept)} arrays"
+      + (f"; kept as initialised: {_listed(done.kept)}" if done.kept else "")
+      + (f"; not used from the weights: {_listed(done.unused)}" if done.unused else "")
     )
   variables = jax.device_put(variables, target)
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
@@ -215,26 +233,28 @@ def train_and_evaluate(
     workers=config.data_workers,
     read_ahead=config.get("prefetch_batches", 2),
   )
-  ckpt_dir = os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR)
+  ckpt_dir = os.path.abspath(os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR))
   mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
   info = task.model_info(config, train_set)
-  state = None
-  if mngr.latest_step() is not None:
-    abstract = programs.abstract_state
-    variables, train = checkpoints.restore_training(
-      mngr,
-      mngr.latest_step(),
-      variables=abstract.variables(),
-      train=dict(step=abstract.step, opt_state=abstract.opt_state),
-      data_iterator=iterator,
-    )
+  restored = resume.restore_newest_intact(
+    mngr,
+    ckpt_dir,
+    abstract_state=programs.abstract_state,
+    data_iterator=iterator,
+    info=info,
+    workdir=workdir,
+    resume_step=config.get("resume_step"),
+    log=print if main_process else lambda _: None,
+  )
+  if restored is not None:
+    variables, train = restored
     state = train_step.TrainState(step=train["step"], opt_state=train["opt_state"], **variables)
     if main_process:
       print(f"resuming from {ckpt_dir} at step {int(state.step)} of {total_steps}")
   else:
     state = programs.init(jax.random.PRNGKey(config.seed))
     if config.get("init_from"):
-      state = _initialise_from(state, config.init_from, task, replicated, main_process)
+      state = _initialise_from(state, config, task, replicated, main_process)
   start_step = int(state.step)
 
   step_fn, eval_fn = programs.train_step, programs.eval_step
@@ -242,7 +262,7 @@ def train_and_evaluate(
   if main_process:
     writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-  def save(step: int) -> None:
+  def save(step: int, loss: float) -> None:
     checkpoints.save(
       mngr,
       step,
@@ -250,18 +270,26 @@ def train_and_evaluate(
       model_info=info,
       train=dict(step=state.step, opt_state=state.opt_state),
       data_iterator=iterator,
+      metrics={"train_loss": loss},
     )
 
+  last_loss = None  # of the newest step checked, recorded with each checkpoint
+
   def check_finite(step: int, metrics: dict) -> dict:
+    nonlocal last_loss
     host = jax.device_get(metrics)
+    last_loss = float(host["loss"])
     if not host["finite"]:
       mngr.wait_until_finished()
-      last = mngr.latest_step()
+      best = resume.lowest_loss_step(ckpt_dir, mngr)
+      bar.close()  # the message on a line of its own
       raise FloatingPointError(
         f"non-finite loss or gradients at step {step} (loss={float(host['loss'])}); the "
-        f"update was not applied and training stopped. The last checkpoint "
-        f"({'step ' + str(last) if last is not None else 'none'} in {ckpt_dir}) is intact: "
-        "lower learning_rate (or warm up longer) and rerun to resume from it."
+        f"update was not applied and training stopped. Kept checkpoints in {ckpt_dir}: "
+        f"{resume.kept_steps(ckpt_dir, mngr)}. A run diverges before its loss does: lower "
+        "learning_rate (or warm up longer) and resume from a step whose loss is sane"
+        + (f", e.g. --config.resume_step={best}" if best is not None else "")
+        + " (later steps are set aside, not deleted)."
       )
     return host
 
@@ -311,7 +339,7 @@ def train_and_evaluate(
       if pending is not None:
         history.append(check_finite(step, pending))
         pending = None
-      save(step)
+      save(step, last_loss)
     if config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step < total_steps:
       results = evaluate(
         task,

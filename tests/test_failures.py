@@ -3,6 +3,9 @@
 One test (or one parametrised family) per failure mode; each fails on the code before it.
 """
 
+import os
+import re
+import shutil
 import threading
 
 import jax
@@ -11,9 +14,9 @@ import numpy as np
 import pytest
 from helpers import tiny_digits_config, tiny_flags
 
-from involution_jax import involution, predict, train
+from involution_jax import checkpoints, involution, predict, train
 from involution_jax.data import pipeline
-from involution_jax.trainer import validate_config
+from involution_jax.trainer import train_and_evaluate, validate_config
 
 # --- config values: every field checked before anything is built ---------------------------
 
@@ -132,3 +135,120 @@ def test_empty_input_gives_the_empty_result_and_gradients(x_shape, k_shape, padd
 def test_predict_argument_mistakes_are_one_line(tmp_path, capsys, flags, message):
   assert predict.main([str(tmp_path), str(tmp_path), *flags]) == 1
   assert capsys.readouterr().err.strip() == f"involution-predict: error: {message}"
+
+
+# --- damaged, other-model and diverged checkpoints --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run's workdir with checkpoints at steps 2 and 4 (copy it before changing it)."""
+  workdir = tmp_path_factory.mktemp("trained") / "run"
+  train_and_evaluate(tiny_digits_config(), str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+  return workdir
+
+
+def _copy(trained, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  return workdir
+
+
+def _truncate_first(pattern):
+  def damage(step_dir):
+    path = sorted(step_dir.glob(pattern))[0]
+    path.write_bytes(path.read_bytes()[:7])
+
+  return damage
+
+
+DAMAGE = {
+  "truncated variables": _truncate_first("variables/ocdbt.process_0/d/*"),
+  "truncated train state": _truncate_first("train/ocdbt.process_0/d/*"),
+  "no manifest": lambda step_dir: (step_dir / "train" / "manifest.ocdbt").unlink(),
+  "garbage iterator state": lambda step_dir: (step_dir / "data" / "process_0-of-1.json").write_text(
+    "garbage"
+  ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_checkpoint_is_set_aside_and_the_newest_intact_one_resumed(
+  trained, tmp_path, capsys, damage
+):
+  workdir = _copy(trained, tmp_path)
+  DAMAGE[damage](workdir / "checkpoints" / "4")
+  metrics = train_and_evaluate(tiny_digits_config(num_train_steps=6), str(workdir))
+  out = capsys.readouterr().out
+  assert re.search(r"checkpoint step 4 is damaged \(\w+: .+\); set aside as .+/4\.damaged", out)
+  assert "resuming from step 2, the newest intact checkpoint" in out
+  assert metrics["steps"] == 6 and np.isfinite(metrics["train_loss"])
+  assert {"4.damaged", "6"} <= set(os.listdir(workdir / "checkpoints"))
+
+
+def test_prediction_on_a_damaged_workdir_uses_the_newest_intact_step(trained, tmp_path, caplog):
+  workdir = _copy(trained, tmp_path)
+  DAMAGE["truncated variables"](workdir / "checkpoints" / "4")
+  variables, info = checkpoints.load_for_inference(str(workdir))
+  intact, _ = checkpoints.load_for_inference(str(trained), step=2)
+  jax.tree.map(np.testing.assert_array_equal, variables, intact)
+  assert f"checkpoint {workdir}/checkpoints/4 is damaged" in caplog.text
+  with pytest.raises(ValueError, match=r"checkpoint .+/4 cannot be read: \w+"):
+    checkpoints.load_for_inference(str(workdir), step=4)
+
+
+@pytest.mark.parametrize(
+  "override, difference",
+  [
+    ("model_kwargs.base_width=32", "base_width 16, asked 32"),
+    ("model_kwargs.kernel_size=5", "kernel_size 3, asked 5"),
+    ("model_kwargs.stage_sizes=(2,1,1)", "stage_sizes (1, 1, 1), asked (2, 1, 1)"),
+  ],
+)
+def test_another_model_in_the_workdir_is_one_line_and_touches_nothing(
+  trained, tmp_path, capsys, override, difference
+):
+  workdir = _copy(trained, tmp_path)
+  assert train.main(["--workdir", str(workdir), *tiny_flags(), f"--config.{override}"]) == 1
+  assert capsys.readouterr().err.strip() == (
+    f"involution-train: error: workdir {workdir} holds a checkpoint of a different model "
+    f"({difference}): use a new workdir, or --config.init_from={workdir} to start from its "
+    "weights"
+  )
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+
+
+def test_init_from_weights_of_another_model_fails_unless_partial_on_purpose(trained, tmp_path):
+  config = tiny_digits_config(init_from=str(trained))
+  config.model_kwargs.base_width = 32
+  with pytest.raises(ValueError, match=r"fits only \d+ of the model's 101 arrays; not loaded: "):
+    train_and_evaluate(config, str(tmp_path / "a"))
+  config.init_partial = True
+  config.num_train_steps = 1
+  assert np.isfinite(train_and_evaluate(config, str(tmp_path / "b"))["train_loss"])
+
+
+def test_divergence_names_the_kept_steps_with_their_losses_and_resume_step_works(
+  trained, tmp_path, capsys
+):
+  workdir = _copy(trained, tmp_path)
+  diverging = tiny_digits_config(num_train_steps=60, learning_rate=30.0, log_every_steps=1)
+  with pytest.raises(FloatingPointError) as error:
+    train_and_evaluate(diverging, str(workdir))
+  message = str(error.value)
+  kept = re.findall(r"step (\d+) \(train loss ([^)]+)\)", message)
+  assert len(kept) == 2 and all(float(loss) > 0 for _, loss in kept), message
+  best = min(kept, key=lambda k: float(k[1]))[0]
+  assert f"e.g. --config.resume_step={best}" in message
+  # Back to the suggested step with a tiny rate: the later kept steps are set aside.
+  capsys.readouterr()
+  resumed = tiny_digits_config(num_train_steps=int(best) + 2, resume_step=int(best))
+  resumed.learning_rate = 1e-9
+  metrics = train_and_evaluate(resumed, str(workdir))
+  out = capsys.readouterr().out
+  later = [step for step, _ in kept if int(step) > int(best)]
+  assert later  # the loss grew: the suggested step is not the newest
+  for step in later:
+    assert f"step {step} set aside as {workdir}/checkpoints/{step}.superseded" in out
+  assert f"at step {best} of {int(best) + 2}" in out and metrics["steps"] == int(best) + 2

@@ -14,7 +14,7 @@ LAYERS = [
   ("models", "data"),
   ("configs", "checkpoints", "drawing", "sharding", "portability"),
   ("convert",),
-  ("weights", "tasks", "train_step"),
+  ("weights", "tasks", "train_step", "resume"),
   ("evaluator",),
   ("trainer",),
   ("preflight",),

@@ -240,8 +240,10 @@ def test_fine_tuning_grafts_pretrained_weights(tmp_path, capsys):
   source, _ = checkpoints.load_for_inference(pretrained)
   odd_head = jax.tree.map(lambda a: a, source)
   odd_head["params"]["fc"]["kernel"] = np.ones((3, 3), np.float32)
-  grafted, skipped = checkpoints.graft(jax.tree.map(np.zeros_like, source), odd_head)
-  assert skipped == ["params/fc/kernel"]
+  grafted, done = checkpoints.graft(jax.tree.map(np.zeros_like, source), odd_head)
+  assert done.kept == done.unused == ["params/fc/kernel"]
+  assert done.mismatched == {"params/fc/kernel": "shape (256, 10), pretrained (3, 3)"}
+  assert len(done.loaded) == len(jax.tree.leaves(source)) - 1
   assert not grafted["params"]["fc"]["kernel"].any()  # left as it was
   np.testing.assert_array_equal(
     grafted["params"]["stem_0"]["conv"]["kernel"], source["params"]["stem_0"]["conv"]["kernel"]
@@ -266,7 +268,10 @@ def test_fine_tuning_grafts_pretrained_weights(tmp_path, capsys):
     eval_batch_size=8,
   )
   train_and_evaluate(config, str(tmp_path / "tuned"))
-  assert "kept as initialised: params/fc/bias, params/fc/kernel" in capsys.readouterr().out
+  assert (
+    "loaded 99 of the model's 101 arrays; kept as initialised: params/fc/bias, params/fc/kernel"
+    in capsys.readouterr().out
+  )
   tuned, _ = checkpoints.load_for_inference(str(tmp_path / "tuned"))
   np.testing.assert_allclose(
     tuned["params"]["layer1_0"]["conv1"]["kernel"],

@@ -22,6 +22,7 @@ def get_config(kernel_size: str = "7") -> ml_collections.ConfigDict:
   # Weights to start from (checkpoint folder, .pth or .pdparams); dense models load
   # them into their backbone; parameters that do not fit (a head) stay initialised.
   config.init_from = ml_collections.config_dict.placeholder(str)
+  config.init_partial = False  # True: allow init_from to fill only part of the backbone
   config.half_precision = False
 
   config.dataset = "tfds:cifar10"
@@ -55,5 +56,8 @@ def get_config(kernel_size: str = "7") -> ml_collections.ConfigDict:
   config.eval_every_steps = 2000
   config.checkpoint_every_steps = 2000
   config.keep_checkpoints = 2
+  # Resume from this kept step instead of the newest (later ones are set aside as
+  # <step>.superseded, not deleted): after a divergence, a step whose loss was sane.
+  config.resume_step = ml_collections.config_dict.placeholder(int)
   config.seed = 0
   return config

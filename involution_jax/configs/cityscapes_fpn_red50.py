@@ -24,6 +24,9 @@ def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
   # ImageNet-pretrained backbone (e.g. `involution-convert RedNet50.pdparams
   # DIR`); its kernel-3 stem involution does not fit the kernel-7 one and stays initialised.
   config.init_from = ml_collections.config_dict.placeholder(str)
+  # True: part of the backbone may load (the kernel-7 stem cannot take an ImageNet
+  # RedNet's kernel-3 stem); what loaded is printed. False: every backbone array must.
+  config.init_partial = True
   config.half_precision = False
 
   config.dataset = "cityscapes"
@@ -61,5 +64,8 @@ def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
   config.eval_every_steps = 8000
   config.checkpoint_every_steps = 4000
   config.keep_checkpoints = 3
+  # Resume from this kept step instead of the newest (later ones are set aside as
+  # <step>.superseded, not deleted): after a divergence, a step whose loss was sane.
+  config.resume_step = ml_collections.config_dict.placeholder(int)
   config.seed = 0
   return config

@@ -1,0 +1,155 @@
+"""Resuming a workdir: the newest intact checkpoint of the same model, or a chosen one.
+
+Before restoring, a step's saved parameter shapes are compared with the model
+being trained: another model is an error that says what differs, never a page
+of Orbax shape errors. A step that fails to restore (a truncated file, a
+missing manifest, a corrupt iterator state) is set aside (renamed
+`<step>.damaged`, see `checkpoints.set_aside`), reported, and the next older
+one tried. `resume_step` resumes from an earlier step; the later ones are set
+aside as `<step>.superseded`, so the run can save those steps again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import traverse_util
+from jax.experimental import multihost_utils
+
+from involution_jax import checkpoints
+from involution_jax.models import create_model
+
+
+class DifferentModel(ValueError):
+  """The workdir's checkpoint holds another model than the one configured."""
+
+
+def kept_steps(root: str, mngr: ocp.CheckpointManager) -> str:
+  """ "step 40 (train loss 2.31), step 50 (train loss 4.1e+19)": the kept steps."""
+  parts = []
+  for step in sorted(mngr.all_steps()):
+    loss = checkpoints.saved_metrics(root, step).get("train_loss")
+    parts.append(f"step {step}" + (f" (train loss {loss:.4g})" if loss is not None else ""))
+  return ", ".join(parts) or "none"
+
+
+def lowest_loss_step(root: str, mngr: ocp.CheckpointManager) -> int | None:
+  """The kept step with the lowest finite recorded training loss (None: none recorded)."""
+  losses = {s: checkpoints.saved_metrics(root, s).get("train_loss") for s in mngr.all_steps()}
+  finite = {s: v for s, v in losses.items() if v is not None and math.isfinite(v)}
+  return min(finite, key=finite.get) if finite else None
+
+
+def _model_fields(info: dict) -> dict:
+  """The model's dataclass fields (defaults filled in) that `info` describes."""
+  kwargs = {
+    k: tuple(v) if isinstance(v, list) else v for k, v in info.get("model_kwargs", {}).items()
+  }
+  model = create_model(info["model"], num_classes=info["num_classes"], **kwargs)
+  return {
+    f.name: getattr(model, f.name)
+    for f in dataclasses.fields(model)
+    if f.name not in ("parent", "name")
+  }
+
+
+def _model_difference(saved: dict, asked: dict) -> str:
+  """What differs between two models' infos, e.g. "base_width 16, asked 32"."""
+  if saved.get("model") != asked.get("model"):
+    return f"model {saved.get('model')!r}, asked {asked.get('model')!r}"
+  try:
+    old, new = _model_fields(saved), _model_fields(asked)
+  except Exception:  # a saved model this version cannot build
+    return f"model_kwargs {saved.get('model_kwargs')}, asked {asked.get('model_kwargs')}"
+  changed = [f"{k} {old[k]}, asked {new[k]}" for k in new if k in old and old[k] != new[k]]
+  return "; ".join(changed) or "its parameter shapes differ"
+
+
+def check_same_model(root: str, step: int, abstract_variables: Any, info: dict, workdir: str):
+  """Raises DifferentModel when step `step` holds parameters of another shape than
+  the model's; lets reading errors (a damaged step) through."""
+  saved = checkpoints.saved_shapes(root, step)
+  wanted = {
+    k: tuple(v.shape)
+    for k, v in traverse_util.flatten_dict(dict(abstract_variables), sep="/").items()
+  }
+  if saved != wanted:
+    difference = _model_difference(checkpoints.saved_info(root, step), info)
+    raise DifferentModel(
+      f"workdir {workdir} holds a checkpoint of a different model ({difference}): use a "
+      f"new workdir, or --config.init_from={workdir} to start from its weights"
+    )
+
+
+def _set_aside(root: str, mngr: ocp.CheckpointManager, step: int, reason: str) -> str:
+  """Process 0 renames the step (a file system all processes share); all wait, reload."""
+  path = f"{root}/{step}.{reason}"
+  if jax.process_index() == 0:
+    path = checkpoints.set_aside(root, step, reason)
+  multihost_utils.sync_global_devices(f"set aside {step}")
+  mngr.reload()
+  return path
+
+
+def restore_newest_intact(
+  mngr: ocp.CheckpointManager,
+  root: str,
+  *,
+  abstract_state: Any,
+  data_iterator: Any,
+  info: dict,
+  workdir: str,
+  resume_step: int | None = None,
+  log: Callable[[str], None] = print,
+) -> tuple[dict, dict] | None:
+  """(variables, train items) of the newest intact step (or of `resume_step`), with
+  `data_iterator` set to its position; None when the workdir holds no checkpoint.
+
+  Raises:
+    ValueError: a different model, an unknown `resume_step`, or no intact step.
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  if resume_step is not None:
+    if resume_step not in steps:
+      raise ValueError(
+        f"resume_step={resume_step}: no such checkpoint in {root}; kept: {kept_steps(root, mngr)}"
+      )
+    for later in [s for s in steps if s > resume_step]:
+      log(
+        f"resuming from step {resume_step}: step {later} set aside as "
+        f"{_set_aside(root, mngr, later, 'superseded')}"
+      )
+    steps = [resume_step]
+  damaged = []
+  for step in steps:
+    try:
+      check_same_model(root, step, abstract_state.variables(), info, workdir)
+      restored = checkpoints.restore_training(
+        mngr,
+        step,
+        variables=abstract_state.variables(),
+        train=dict(step=abstract_state.step, opt_state=abstract_state.opt_state),
+        data_iterator=data_iterator,
+      )
+    except DifferentModel:
+      raise
+    except Exception as e:  # Orbax, tensorstore and grain raise many types for bad files
+      damaged.append((step, e))
+      continue
+    for bad, error in damaged:  # only once an intact one is found: a rerun sees the same
+      where = _set_aside(root, mngr, bad, "damaged")
+      log(f"checkpoint step {bad} is damaged ({checkpoints.one_line(error)}); set aside as {where}")
+    if damaged:
+      log(f"resuming from step {step}, the newest intact checkpoint")
+    return restored
+  if damaged:
+    raise ValueError(
+      f"no intact checkpoint in {root}: "
+      + "; ".join(f"step {s}: {checkpoints.one_line(e)}" for s, e in damaged)
+    )
+  return None
