@@ -129,6 +129,19 @@ def saved_shapes(root: str, step: int) -> dict[str, tuple[int, ...]]:
   return {k: tuple(v.shape) for k, v in flat.items()}
 
 
+def check_complete(root: str, step: int, items: tuple[str, ...] = ("variables", "train")) -> None:
+  """Raises FileNotFoundError naming a file the step's array items cannot be read without
+  (checked before Orbax reads them: its errors on a missing manifest come from worker
+  threads, pages of them)."""
+  for item in items:
+    folder = os.path.join(os.path.abspath(root), str(step), item)
+    if not os.path.isdir(folder):
+      raise FileNotFoundError(f"{folder} is missing")
+    for name in ("_METADATA", "manifest.ocdbt"):
+      if not os.path.isfile(os.path.join(folder, name)):
+        raise FileNotFoundError(f"{os.path.join(folder, name)} is missing")
+
+
 def set_aside(root: str, step: int, reason: str) -> str:
   """Renames step folder `root/step` to `root/step.reason` (or `.reason-2`, ...), where
   neither training nor inference looks; returns the new path. Nothing is deleted."""
@@ -140,7 +153,7 @@ def set_aside(root: str, step: int, reason: str) -> str:
   return target
 
 
-def one_line(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
   """An Orbax / tensorstore error (often pages long) as its first line, with its type."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
@@ -177,13 +190,13 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
   problems = []
   for candidate in steps:
     try:
+      check_complete(root, candidate, ("variables",))
       variables, info = _restore_variables(root, candidate), saved_info(root, candidate)
     except Exception as e:  # Orbax and tensorstore raise many types for damaged files
-      problems.append(one_line(e) if step is not None else f"step {candidate}: {one_line(e)}")
+      why = describe_error(e)
+      problems.append(why if step is not None else f"step {candidate}: {why}")
       if step is None:
-        logging.warning(
-          "checkpoint %s is damaged (%s)", os.path.join(root, str(candidate)), one_line(e)
-        )
+        logging.warning("checkpoint %s is damaged (%s)", os.path.join(root, str(candidate)), why)
       continue
     if problems:
       logging.warning("using step %d of %s instead", candidate, root)

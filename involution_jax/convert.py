@@ -195,8 +195,27 @@ def from_torch_state_dict(
   return _convert(_strip(state_dict), depth, model_overrides, display=lambda key: key)
 
 
+def _check_arrays(state_dict: dict, display) -> None:
+  """Every value an array (numpy or torch) of floating point, all finite."""
+  problems = []
+  for key, value in state_dict.items():
+    if key.endswith(_TRACKED):
+      continue
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+      problems.append(f"{display(key)}: a {type(value).__name__}, expected an array")
+      continue
+    array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+    if not np.issubdtype(array.dtype, np.floating):
+      problems.append(f"{display(key)}: dtype {array.dtype}, expected floating point")
+    elif not np.all(np.isfinite(array)):
+      problems.append(f"{display(key)}: {int(np.sum(~np.isfinite(array)))} non-finite values")
+  if problems:
+    raise ValueError(_listing("unusable arrays", sorted(problems)))
+
+
 def _convert(state_dict: dict, depth: int | None, model_overrides: dict, display) -> dict:
   """mmcls-named state dict -> Flax variables; `display` names keys in errors."""
+  _check_arrays(state_dict, display)
   config = infer_model_config(state_dict)
   if depth is not None and depth != config["depth"]:
     raise ValueError(f"depth={depth} given, but the state dict is RedNet-{config['depth']}")
@@ -342,17 +361,22 @@ def load_official(path: str) -> tuple[dict, dict]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"weights file not found: {path}")
   if path.endswith(".pdparams"):
-    state = _paddle_as_torch(load_pdparams(path))
-    return _convert(state, None, {}, display=_torch_to_paddle_key), infer_model_config(state)
-  if not path.endswith((".pth", ".pt")):
+    state, display = _paddle_as_torch(load_pdparams(path)), _torch_to_paddle_key
+  elif path.endswith((".pth", ".pt")):
+    torch = _import_torch("reading .pth files")
+    try:
+      loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # empty, truncated, not a checkpoint, or objects weights_only refuses
+      raise ValueError(f"{path} is not a readable .pth checkpoint: {cli.one_line(e)}") from e
+    if not isinstance(loaded, Mapping):
+      raise ValueError(f"{path} holds a {type(loaded).__name__}, expected a dict of tensors")
+    state, display = _strip(loaded), (lambda k: k)
+  else:
     raise ValueError(f"unknown weights format {path!r}; expected one of {OFFICIAL_SUFFIXES}")
-  torch = _import_torch("reading .pth files")
   try:
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # truncated, not a checkpoint, or objects weights_only refuses
-    raise ValueError(f"{path} is not a readable .pth checkpoint: {cli.one_line(e)}") from e
-  state = _strip(loaded)
-  return _convert(state, None, {}, display=lambda k: k), infer_model_config(state)
+    return _convert(state, None, {}, display=display), infer_model_config(state)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
 
 
 def _import_torch(purpose: str):

@@ -128,6 +128,7 @@ def restore_newest_intact(
   damaged = []
   for step in steps:
     try:
+      checkpoints.check_complete(root, step)
       check_same_model(root, step, abstract_state.variables(), info, workdir)
       restored = checkpoints.restore_training(
         mngr,
@@ -143,13 +144,14 @@ def restore_newest_intact(
       continue
     for bad, error in damaged:  # only once an intact one is found: a rerun sees the same
       where = _set_aside(root, mngr, bad, "damaged")
-      log(f"checkpoint step {bad} is damaged ({checkpoints.one_line(error)}); set aside as {where}")
+      why = checkpoints.describe_error(error)
+      log(f"checkpoint step {bad} is damaged ({why}); set aside as {where}")
     if damaged:
       log(f"resuming from step {step}, the newest intact checkpoint")
     return restored
   if damaged:
     raise ValueError(
       f"no intact checkpoint in {root}: "
-      + "; ".join(f"step {s}: {checkpoints.one_line(e)}" for s, e in damaged)
+      + "; ".join(f"step {s}: {checkpoints.describe_error(e)}" for s, e in damaged)
     )
   return None

@@ -4,6 +4,7 @@ One test (or one parametrised family) per failure mode; each fails on the code b
 """
 
 import os
+import pickle
 import re
 import shutil
 import threading
@@ -12,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_digits_config, tiny_flags
+from helpers import ROOT, tiny_digits_config, tiny_flags
 
-from involution_jax import checkpoints, involution, predict, train
+from involution_jax import checkpoints, convert, involution, predict, train
 from involution_jax.data import pipeline
 from involution_jax.trainer import train_and_evaluate, validate_config
 
@@ -252,3 +253,72 @@ def test_divergence_names_the_kept_steps_with_their_losses_and_resume_step_works
   for step in later:
     assert f"step {step} set aside as {workdir}/checkpoints/{step}.superseded" in out
   assert f"at step {best} of {int(best) + 2}" in out and metrics["steps"] == int(best) + 2
+
+
+# --- official weights files that cannot be used ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def official_state(torch):
+  from torch_rednet import Classifier
+
+  return {k: v.clone() for k, v in Classifier(26).state_dict().items()}
+
+
+STEM = "backbone.stem.0.conv.weight"
+
+
+def _bad_pth(torch, state, kind, path):
+  if kind == "list":
+    torch.save([1, 2, 3], path)
+  elif kind == "string":
+    torch.save(dict(state, **{STEM: "weights"}), path)
+  elif kind == "empty":
+    path.write_bytes(b"")
+  elif kind == "truncated":
+    torch.save(state, path)
+    path.write_bytes(path.read_bytes()[:1000])
+  elif kind == "nan":
+    nan = state[STEM].clone()
+    nan[0, 0, 0, 0] = float("nan")
+    torch.save(dict(state, **{STEM: nan}), path)
+  elif kind == "integer":
+    torch.save(dict(state, **{STEM: state[STEM].to(torch.int64)}), path)
+
+
+BAD_PTH = {
+  "list": "holds a list, expected a dict of tensors",
+  "string": f"unusable arrays \\(1\\):\n  {STEM}: a str, expected an array",
+  "empty": "is not a readable .pth checkpoint: ",
+  "truncated": "is not a readable .pth checkpoint: ",
+  "nan": f"unusable arrays \\(1\\):\n  {STEM}: 1 non-finite values",
+  "integer": f"unusable arrays \\(1\\):\n  {STEM}: dtype int64, expected floating point",
+}
+
+
+@pytest.mark.parametrize("kind", BAD_PTH)
+def test_unusable_pth_files_name_the_file_and_what_is_wrong(
+  torch, official_state, tmp_path, capsys, kind
+):
+  path = tmp_path / f"{kind}.pth"
+  _bad_pth(torch, official_state, kind, path)
+  with pytest.raises(ValueError, match=f"^{re.escape(str(path))}:? .*{BAD_PTH[kind]}"):
+    convert.load_official(str(path))
+  assert predict.main([str(path), os.path.join(ROOT, "docs", "digit7.png")]) == 1
+  err = capsys.readouterr().err
+  assert len(err.splitlines()) == 1 and err.startswith(f"involution-predict: error: {path}")
+
+
+def test_nan_pdparams_are_refused_with_the_paddle_key(official_state, tmp_path):
+  state = {
+    k.removeprefix("backbone.")
+    .replace("running_mean", "_mean")
+    .replace("running_var", "_variance"): v.numpy()
+    for k, v in official_state.items()
+    if not k.endswith("num_batches_tracked") and not k.startswith("head.")
+  }
+  state["stem.0.conv.weight"][0, 0, 0, 0] = np.inf
+  path = tmp_path / "nan.pdparams"
+  path.write_bytes(pickle.dumps(state))
+  with pytest.raises(ValueError, match="stem.0.conv.weight: 1 non-finite values"):
+    convert.load_official(str(path))
