@@ -24,6 +24,7 @@ from PIL import Image
 
 from involution_jax import cli, drawing
 from involution_jax.data.classification import IMAGE_EXTENSIONS
+from involution_jax.data.images import read_rgb
 from involution_jax.models import detection, segmentation
 from involution_jax.weights import load_weights, model_from_info, preprocess_from_info
 
@@ -46,8 +47,7 @@ def image_files(paths: Iterable[str]) -> list[str]:
 
 def _read_error(path: str) -> str:
   try:
-    with Image.open(path) as image:
-      image.convert("RGB")
+    read_rgb(path)
     return "unreadable image"
   except Exception as e:  # the reason to report
     return f"{type(e).__name__}: {e}"
@@ -187,8 +187,7 @@ def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str
   for r in results:
     if "error" in r or "top" in r:
       continue
-    with Image.open(r["path"]) as image:
-      image = np.asarray(image.convert("RGB"))
+    image = np.asarray(read_rgb(r["path"]))
     if "mask" in r:
       picture = drawing.overlay_mask(image, r["mask"], len(class_names))
     else:

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
@@ -49,6 +50,7 @@ _FIELD_RULES = {
   "keep_checkpoints": (lambda v: v is None or v >= 1, ">= 1 (or None: keep all)"),
   "data_workers": (lambda v: v >= 0, ">= 0 (0: read in this process)"),
   "prefetch_batches": (lambda v: v >= 1, ">= 1"),
+  "max_unreadable_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
   "image_size": (
     lambda v: all(n > 0 for n in ((v,) if isinstance(v, int) else v)),
     "> 0 (an int, or (height, width) for dense models)",
@@ -279,6 +281,13 @@ def train_and_evaluate(
     nonlocal last_loss
     host = jax.device_get(metrics)
     last_loss = float(host["loss"])
+    if host["valid"] == 0:
+      mngr.wait_until_finished()
+      bar.close()
+      raise ValueError(
+        f"step {step}: none of the {config.batch_size} examples of the batch could be read "
+        "(the warnings above name the files); training stopped before the update was used"
+      )
     if not host["finite"]:
       mngr.wait_until_finished()
       best = resume.lowest_loss_step(ckpt_dir, mngr)
@@ -293,7 +302,8 @@ def train_and_evaluate(
       )
     return host
 
-  history, pending, unreadable = [], None, 0
+  history, pending, unreadable_draws, unreadable_files = [], None, 0, set()
+  most_unreadable = config.get("max_unreadable_fraction", 0.1)
   last_summary = dict.fromkeys(("loss",) + task.train_metrics)
   timed_steps, timed_seconds, tick = 0, 0.0, None
   bar = tqdm(
@@ -306,7 +316,10 @@ def train_and_evaluate(
     mininterval=0.5,
   )
   for step in range(start_step + 1, total_steps + 1):
-    batch = sharding.global_batch(next(iterator), batch_sharding)
+    local = next(iterator)
+    index = local.pop("index")
+    unreadable_files.update(index[local["valid"] == 0].tolist())
+    batch = sharding.global_batch(local, batch_sharding)
     state, metrics = step_fn(state, batch)
     if pending is not None:  # one step behind: keeps the device busy while we check
       history.append(check_finite(step - 1, pending))
@@ -322,7 +335,16 @@ def train_and_evaluate(
         timed_steps, timed_seconds = step - start_step - 1, now - tick
       images_per_second = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
       summary = {k: float(np.mean([h[k] for h in history])) for k in ("loss",) + task.train_metrics}
-      unreadable += sum(int(config.batch_size - h["valid"]) for h in history)
+      unreadable_draws += sum(int(config.batch_size - h["valid"]) for h in history)
+      drawn = (step - start_step) * config.batch_size
+      if unreadable_draws > most_unreadable * drawn:
+        mngr.wait_until_finished()
+        bar.close()
+        raise ValueError(
+          f"{unreadable_draws} of the {drawn} training examples drawn so far could not be "
+          f"read (more than max_unreadable_fraction={most_unreadable}); the warnings above "
+          "name the files. Fix or remove them (or raise the fraction) and rerun"
+        )
       bar.set_postfix(
         **{k: f"{v:.4f}" for k, v in summary.items()}, img_s=f"{images_per_second:.0f}"
       )
@@ -364,7 +386,9 @@ def train_and_evaluate(
     steps=total_steps,
     images_per_second=timed_steps * config.batch_size / timed_seconds if timed_seconds else None,
     wall_time_s=time.time() - start_time,
-    unreadable_train_images=unreadable,
+    unreadable_train_images=int(
+      np.sum(multihost_utils.process_allgather(np.int64(len(unreadable_files))))
+    ),
     unreadable_test_images=results["unreadable"],
     devices=jax.device_count(),
     processes=jax.process_count(),

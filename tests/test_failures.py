@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import ROOT, tiny_digits_config, tiny_flags
+from PIL import Image
 
 from involution_jax import checkpoints, convert, involution, predict, train
-from involution_jax.data import pipeline
+from involution_jax.data import classification, pipeline
 from involution_jax.trainer import train_and_evaluate, validate_config
 
 # --- config values: every field checked before anything is built ---------------------------
@@ -322,3 +323,78 @@ def test_nan_pdparams_are_refused_with_the_paddle_key(official_state, tmp_path):
   path.write_bytes(pickle.dumps(state))
   with pytest.raises(ValueError, match="stem.0.conv.weight: 1 non-finite values"):
     convert.load_official(str(path))
+
+
+# --- unreadable and high-bit-depth images -------------------------------------------------------
+
+
+def _folder(root, bad_train: int, good_train: int = 8):
+  """root/{train,val}/{a,b}/*.png, with `bad_train` garbage files per training class."""
+  for split, n in (("train", good_train), ("val", 4)):
+    for c in ("a", "b"):
+      (root / split / c).mkdir(parents=True)
+      for i in range(n):
+        Image.fromarray(np.full((9, 9, 3), 20 * i + (c == "b") * 100, np.uint8)).save(
+          root / split / c / f"{i}.png"
+        )
+      for i in range(bad_train if split == "train" else 0):
+        (root / split / c / f"bad{i}.png").write_bytes(b"\x89PNG garbage")
+  return root
+
+
+def _folder_config(root, **overrides):
+  return tiny_digits_config(
+    dataset="folder",
+    data_dir=str(root),
+    eval_split="val",
+    batch_size=8,
+    eval_batch_size=8,
+    **overrides,
+  )
+
+
+def test_all_unreadable_training_data_stops_with_an_error_and_no_checkpoint(tmp_path, capsys):
+  root = _folder(tmp_path / "data", bad_train=8, good_train=0)
+  (root / "val" / "a" / "0.png").unlink()  # evaluation data may be fine; training data is not
+  workdir = tmp_path / "run"
+  flags = [
+    f"--config.{k}={v}"
+    for k, v in _folder_config(root).items()
+    if k in ("dataset", "data_dir", "eval_split", "batch_size", "eval_batch_size")
+  ]
+  assert train.main(["--workdir", str(workdir), *tiny_flags(), *flags]) == 1
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err.startswith("involution-train: error: step 1: none of the 8 examples of the batch")
+  assert not any(p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
+
+
+def test_too_many_unreadable_examples_stop_training(tmp_path):
+  root = _folder(tmp_path / "data", bad_train=3)  # 6 of 22 files
+  with pytest.raises(
+    ValueError, match=r"could not be read \(more than max_unreadable_fraction=0.1"
+  ):
+    train_and_evaluate(_folder_config(root, num_train_steps=8), str(tmp_path / "run"))
+
+
+def test_an_unreadable_file_is_warned_about_once_and_counted_once(tmp_path, caplog):
+  root = _folder(tmp_path / "data", bad_train=0)
+  (root / "train" / "a" / "bad.png").write_bytes(b"\x89PNG garbage")  # 1 of 17
+  config = _folder_config(root, num_train_steps=8, max_unreadable_fraction=0.2)
+  metrics = train_and_evaluate(config, str(tmp_path / "run"))  # 64 draws: ~4 of the bad file
+  assert metrics["unreadable_train_images"] == 1
+  assert caplog.text.count(f"skipping unreadable example {root}/train/a/bad.png") == 1
+
+
+def test_sixteen_bit_images_are_scaled_not_saturated(trained, tmp_path):
+  eight = np.asarray(Image.open(os.path.join(ROOT, "docs", "digit7.png")).convert("L"))
+  Image.fromarray(eight).save(tmp_path / "8bit.png")
+  Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
+  assert Image.open(tmp_path / "16bit.png").mode == "I;16"
+  predictor = predict.Predictor.load(str(trained), batch_size=2)
+  low, high = predictor.predict([str(tmp_path / "8bit.png"), str(tmp_path / "16bit.png")], 3)
+  assert low["top"] == high["top"]
+  preprocess = classification.Preprocess(16, (127.5,) * 3, (127.5,) * 3)
+  np.testing.assert_array_equal(
+    preprocess.eval({"path": str(tmp_path / "8bit.png"), "label": 0})["image"],
+    preprocess.eval({"path": str(tmp_path / "16bit.png"), "label": 0})["image"],
+  )

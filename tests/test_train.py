@@ -228,7 +228,7 @@ def test_folder_dataset_with_a_corrupt_image_trains_and_reports_it(tmp_path):
     num_train_steps=4,
   )
   metrics = train_and_evaluate(config, str(tmp_path / "run"))
-  assert metrics["unreadable_train_images"] >= 1  # 4 steps x 8 cover the 17 images
+  assert metrics["unreadable_train_images"] == 1  # distinct files, however often drawn
   assert metrics["unreadable_test_images"] == 0
   _, info = checkpoints.load_for_inference(str(tmp_path / "run"))
   assert info["class_names"] == ["a", "b"]

@@ -37,6 +37,8 @@ def get_config(kernel_size: str = "7") -> ml_collections.ConfigDict:
   config.std = (63.0, 62.1, 66.7)
   config.data_workers = 4
   config.prefetch_batches = 2  # batches prepared ahead, per worker: bounds host memory
+  # Training stops when more of the examples drawn than this could not be read.
+  config.max_unreadable_fraction = 0.1
 
   config.batch_size = 128
   config.eval_batch_size = 512

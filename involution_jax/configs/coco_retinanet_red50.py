@@ -43,6 +43,8 @@ def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
   config.std = imagenet_data.STD
   config.data_workers = 8
   config.prefetch_batches = 2  # batches prepared ahead, per worker: bounds host memory
+  # Training stops when more of the examples drawn than this could not be read.
+  config.max_unreadable_fraction = 0.1
 
   config.batch_size = 16
   config.eval_batch_size = 16

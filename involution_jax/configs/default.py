@@ -41,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.std = (127.5, 127.5, 127.5)
   config.data_workers = 0
   config.prefetch_batches = 2  # batches prepared ahead, per worker: bounds host memory
+  # Training stops when more of the examples drawn than this could not be read.
+  config.max_unreadable_fraction = 0.1
 
   # Optimisation: the published recipe's shape, scaled down.
   config.batch_size = 64

@@ -11,7 +11,6 @@ pipelines that batch them are in `pipeline.py`.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from involution_jax.data.images import read_rgb, warn_unreadable
 from involution_jax.data.pipeline import Dataset
 
 AUGMENTATIONS = ("none", "inception", "pad_crop_flip", "translate")
@@ -178,10 +178,9 @@ class Preprocess:
       image = np.asarray(record["image"])
       return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).convert("RGB")
     try:
-      with Image.open(record["path"]) as image:
-        return image.convert("RGB")
+      return read_rgb(record["path"])
     except Exception as e:  # truncated, corrupt, not an image, unreadable
-      logging.warning("skipping unreadable image %s: %s", record["path"], e)
+      warn_unreadable(record["path"], f"{type(e).__name__}: {e}")
       return None
 
   def blank(self) -> dict:

@@ -14,13 +14,13 @@ import contextlib
 import dataclasses
 import io
 import json
-import logging
 import os
 
 import numpy as np
 from PIL import Image
 
 from involution_jax.data.classification import digits
+from involution_jax.data.images import read_rgb, warn_unreadable
 from involution_jax.data.pipeline import Dataset
 
 IGNORE = 255
@@ -278,8 +278,7 @@ class DensePreprocess:
       if "image" in record:
         image = Image.fromarray(np.asarray(record["image"])).convert("RGB")
       else:
-        with Image.open(record["path"]) as f:
-          image = f.convert("RGB")
+        image = read_rgb(record["path"])
       mask = None
       if self.task == "segmentation":
         if "mask" in record:
@@ -291,7 +290,7 @@ class DensePreprocess:
           mask = Image.new("L", image.size, IGNORE)
       return image, mask
     except Exception as e:  # unreadable file: logged, example marked invalid
-      logging.warning("skipping unreadable example %s: %s", record.get("path"), e)
+      warn_unreadable(str(record.get("path")), f"{type(e).__name__}: {e}")
       return None, None
 
   def _example(self, record: dict, rng: np.random.Generator | None) -> dict:

@@ -53,6 +53,30 @@ def _local_slices(
   return dataset.batch(local, drop_remainder=True)[process_index::process_count]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Indexed:
+  """A source whose items are (position, record)."""
+
+  source: Any
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int) -> tuple[int, Any]:
+    return int(i), self.source[i]
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainExample:
+  """(position, record) -> the augmented example with its "index" (picklable)."""
+
+  preprocess: Any
+
+  def __call__(self, indexed: tuple[int, Any], rng: np.random.Generator) -> dict:
+    index, record = indexed
+    return dict(self.preprocess.train(record, rng), index=np.int64(index))
+
+
 def train_iterator(
   dataset: Dataset,
   preprocess: Preprocessor,
@@ -65,6 +89,10 @@ def train_iterator(
   read_ahead: int = 2,
 ) -> grain.DatasetIterator:
   """Endless shuffled, augmented local batches; checkpointable (`get_state`).
+
+  Besides the preprocessed fields, a batch has "index" (int64 (b,)): each
+  example's position in the source, for host-side bookkeeping (which files
+  could not be read); it is not meant for the device.
 
   Epochs reshuffle (seeded by `seed` and the epoch); augmentation randomness is
   seeded by `seed` and the example's position, so the stream is deterministic.
@@ -79,8 +107,8 @@ def train_iterator(
     raise ValueError(
       f"batch_size {global_batch} exceeds the {len(dataset.source)} training examples"
     )
-  ds = grain.MapDataset.source(dataset.source).seed(seed).shuffle().repeat(None)
-  ds = ds.random_map(preprocess.train)
+  ds = grain.MapDataset.source(_Indexed(dataset.source)).seed(seed).shuffle().repeat(None)
+  ds = ds.random_map(_TrainExample(preprocess))
   # grain's default reads 500 elements (here: batches) ahead on 16 threads.
   bounded = grain.ReadOptions(num_threads=read_ahead, prefetch_buffer_size=read_ahead)
   ds = _local_slices(ds, global_batch, process_index, process_count).to_iter_dataset(bounded)
