@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 from typing import Any
 
 import grain
@@ -95,7 +96,7 @@ def find_checkpoint_root(path: str) -> str:
   path = os.path.abspath(path)
   candidates = [os.path.join(path, CHECKPOINT_SUBDIR), path]
   for candidate in candidates:
-    if os.path.isdir(candidate) and any(e.name.isdigit() for e in os.scandir(candidate)):
+    if os.path.isdir(candidate) and any(name.isdigit() for name in os.listdir(candidate)):
       return candidate
   raise FileNotFoundError(
     f"no checkpoint found at {path}: expected a training workdir (with {CHECKPOINT_SUBDIR}/), "
@@ -153,6 +154,29 @@ def set_aside(root: str, step: int, reason: str) -> str:
   return target
 
 
+def _is_abandoned_read(unraisable) -> bool:
+  """Noise of a failed Orbax restore: its other reads finish after its event loop closed."""
+  error, where = unraisable.exc_value, repr(unraisable.object)
+  closed_loop = isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+  return closed_loop or "_read_array_index_and_device_put" in where
+
+
+def quiet_abandoned_reads() -> None:
+  """After a restore failed (a damaged step), drop the pages of "Event loop is closed"
+  tracebacks its abandoned reads print from tensorstore's threads; everything else still
+  reaches the previous `sys.unraisablehook`. Idempotent."""
+  previous = sys.unraisablehook
+  if getattr(previous, "quiet_abandoned_reads", False):
+    return
+
+  def hook(unraisable):
+    if not _is_abandoned_read(unraisable):
+      previous(unraisable)
+
+  hook.quiet_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
 def describe_error(error: BaseException) -> str:
   """An Orbax / tensorstore error (often pages long) as its first line, with its type."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -193,6 +217,7 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
       check_complete(root, candidate, ("variables",))
       variables, info = _restore_variables(root, candidate), saved_info(root, candidate)
     except Exception as e:  # Orbax and tensorstore raise many types for damaged files
+      quiet_abandoned_reads()
       why = describe_error(e)
       problems.append(why if step is not None else f"step {candidate}: {why}")
       if step is None:

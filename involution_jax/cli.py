@@ -194,6 +194,27 @@ def peer_failed(error: Exception) -> None:
   os._exit(1)
 
 
+def output_folder(path: str, what: str) -> str:
+  """`path` as a folder this process can write (created with its parents), else an
+  OSError naming `what` and the problem."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise NotADirectoryError(f"{what} {path} is a file, expected a folder")
+  os.makedirs(path, exist_ok=True)
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise PermissionError(f"{what} {path} is not writable")
+  return path
+
+
+def output_file(path: str, overwrite: bool) -> str:
+  """`path` for a new file: its folder created, an existing file kept unless `overwrite`."""
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"output {path} is a folder, expected a file name")
+  if os.path.exists(path) and not overwrite:
+    raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
+  output_folder(os.path.dirname(os.path.abspath(path)), "output folder")
+  return path
+
+
 def one_line(error: BaseException) -> str:
   """The error's message on one line (multi-line messages joined with '; ')."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -21,6 +21,7 @@ import math
 import os
 import pickle
 import re
+import shutil
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -404,6 +405,18 @@ def official_model_info(config: dict) -> dict:
   )
 
 
+def _replaceable(out_dir: str, overwrite: bool) -> None:
+  """An existing non-empty OUT_DIR is removed only with --overwrite, and only if it is a
+  checkpoint folder (numbered steps and nothing else)."""
+  if not os.path.isdir(out_dir) or not os.listdir(out_dir):
+    return
+  if not overwrite:
+    raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
+  if not all(e.is_dir() and e.name.split(".")[0].isdigit() for e in os.scandir(out_dir)):
+    raise FileExistsError(f"{out_dir} holds other files than checkpoint steps; not replacing it")
+  shutil.rmtree(out_dir)
+
+
 @cli.command("involution-convert")
 def main(argv: list[str] | None = None) -> int:
   """`involution-convert IN OUT_DIR`: official weights -> a Flax checkpoint folder."""
@@ -418,9 +431,13 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("weights", help="official mmcls .pth or PaddleClas .pdparams file")
   parser.add_argument("out_dir", help="output checkpoint folder (created)")
+  parser.add_argument(
+    "--overwrite", action="store_true", help="replace an existing checkpoint folder OUT_DIR"
+  )
   args = parser.parse_args(argv)
   variables, config = load_official(args.weights)
-  mngr = checkpoints.manager(args.out_dir, async_save=False)
+  _replaceable(args.out_dir, args.overwrite)
+  mngr = checkpoints.manager(cli.output_folder(args.out_dir, "output folder"), async_save=False)
   checkpoints.save(mngr, 0, variables=variables, model_info=official_model_info(config))
   mngr.close()
   print(

@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     help="comma-separated, some of cpu,cuda,rocm,tpu: one artifact that runs on each "
     "(default: this machine's)",
   )
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
   args = parser.parse_args(argv)
+  cli.output_file(args.out, args.overwrite)
+  cli.output_file(args.out + METADATA_SUFFIX, args.overwrite)
   platforms = portability.check_platforms(args.platforms.split(",")) if args.platforms else None
   variables, info = load_weights(args.weights)
   exported = export_model(variables, info, platforms)

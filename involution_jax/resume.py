@@ -140,6 +140,7 @@ def restore_newest_intact(
     except DifferentModel:
       raise
     except Exception as e:  # Orbax, tensorstore and grain raise many types for bad files
+      checkpoints.quiet_abandoned_reads()
       damaged.append((step, e))
       continue
     for bad, error in damaged:  # only once an intact one is found: a rerun sees the same

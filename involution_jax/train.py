@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if jax.process_index() == 0:
       print(format_report(report))
     return 0
+  cli.output_folder(args.workdir, "workdir")
   if jax.process_index() == 0:
     print(
       f"training {config.model} on {config.dataset} with {jax.device_count()} "

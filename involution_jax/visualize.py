@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     help="involution layer path (default: the first); an unknown name lists the available ones",
   )
   parser.add_argument("--out", default="kernels.png")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   parser.add_argument("--groups", default="0,1,2,3", help="comma-separated group indices")
   parser.add_argument(
     "--pixels", nargs="*", default=None, help="output pixels i,j for the K x K panels"
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = [int(g) for g in args.groups.split(",")]
   except ValueError:
     raise ValueError(f"--groups: expected comma-separated integers, got {args.groups!r}") from None
+  cli.output_file(args.out, args.overwrite)
   variables, info = load_weights(args.weights)
   preprocess = preprocess_from_info(info)
   example = preprocess.eval({"path": args.image, "label": 0})

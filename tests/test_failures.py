@@ -16,7 +16,7 @@ import pytest
 from helpers import ROOT, tiny_digits_config, tiny_flags
 from PIL import Image
 
-from involution_jax import checkpoints, convert, involution, predict, train
+from involution_jax import checkpoints, convert, export, involution, predict, train
 from involution_jax.data import classification, pipeline
 from involution_jax.trainer import train_and_evaluate, validate_config
 
@@ -157,17 +157,21 @@ def _copy(trained, tmp_path):
   return workdir
 
 
-def _truncate_first(pattern):
+def _truncate(pattern):
+  """Cuts every data file of an item to 7 bytes (some hold nothing a restore reads)."""
+
   def damage(step_dir):
-    path = sorted(step_dir.glob(pattern))[0]
-    path.write_bytes(path.read_bytes()[:7])
+    paths = sorted(step_dir.glob(pattern))
+    assert paths
+    for path in paths:
+      path.write_bytes(path.read_bytes()[:7])
 
   return damage
 
 
 DAMAGE = {
-  "truncated variables": _truncate_first("variables/ocdbt.process_0/d/*"),
-  "truncated train state": _truncate_first("train/ocdbt.process_0/d/*"),
+  "truncated variables": _truncate("variables/ocdbt.process_0/d/*"),
+  "truncated train state": _truncate("train/ocdbt.process_0/d/*"),
   "no manifest": lambda step_dir: (step_dir / "train" / "manifest.ocdbt").unlink(),
   "garbage iterator state": lambda step_dir: (step_dir / "data" / "process_0-of-1.json").write_text(
     "garbage"
@@ -175,6 +179,7 @@ DAMAGE = {
 }
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no tracebacks
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_checkpoint_is_set_aside_and_the_newest_intact_one_resumed(
   trained, tmp_path, capsys, damage
@@ -357,12 +362,9 @@ def test_all_unreadable_training_data_stops_with_an_error_and_no_checkpoint(tmp_
   root = _folder(tmp_path / "data", bad_train=8, good_train=0)
   (root / "val" / "a" / "0.png").unlink()  # evaluation data may be fine; training data is not
   workdir = tmp_path / "run"
-  flags = [
-    f"--config.{k}={v}"
-    for k, v in _folder_config(root).items()
-    if k in ("dataset", "data_dir", "eval_split", "batch_size", "eval_batch_size")
-  ]
-  assert train.main(["--workdir", str(workdir), *tiny_flags(), *flags]) == 1
+  folder = ["--config.dataset=folder", f"--config.data_dir={root}", "--config.eval_split=val"]
+  flags = tiny_flags(batch_size=8, eval_batch_size=8) + folder
+  assert train.main(["--workdir", str(workdir), *flags]) == 1
   err = capsys.readouterr().err.strip().splitlines()[-1]
   assert err.startswith("involution-train: error: step 1: none of the 8 examples of the batch")
   assert not any(p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
@@ -398,3 +400,57 @@ def test_sixteen_bit_images_are_scaled_not_saturated(trained, tmp_path):
     preprocess.eval({"path": str(tmp_path / "8bit.png"), "label": 0})["image"],
     preprocess.eval({"path": str(tmp_path / "16bit.png"), "label": 0})["image"],
   )
+
+
+# --- where outputs go ---------------------------------------------------------------------------
+
+
+def test_a_file_or_unwritable_workdir_is_one_line(tmp_path, capsys, monkeypatch):
+  afile = tmp_path / "afile"
+  afile.write_text("not a folder")
+  assert train.main(["--workdir", str(afile), *tiny_flags()]) == 1
+  assert capsys.readouterr().err.strip() == (
+    f"involution-train: error: workdir {afile} is a file, expected a folder"
+  )
+  monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a read-only folder
+  assert train.main(["--workdir", str(tmp_path / "ro"), *tiny_flags()]) == 1
+  assert capsys.readouterr().err.strip() == (
+    f"involution-train: error: workdir {tmp_path / 'ro'} is not writable"
+  )
+
+
+def test_export_makes_missing_folders_and_never_overwrites_without_asking(
+  trained, tmp_path, capsys
+):
+  out = tmp_path / "new" / "folder" / "model.jaxexport"
+  assert export.main([str(trained), str(out)]) == 0 and out.exists()
+  before = out.read_bytes()
+  assert export.main([str(trained), str(out)]) == 1
+  assert (
+    capsys.readouterr()
+    .err.strip()
+    .endswith(f"error: output {out} exists; pass --overwrite to replace it")
+  )
+  assert out.read_bytes() == before
+  assert export.main([str(trained), str(out), "--overwrite"]) == 0
+
+
+def test_convert_never_replaces_a_folder_without_asking_nor_one_of_other_files(
+  torch, official_state, tmp_path, capsys
+):
+  weights = tmp_path / "rednet26.pth"
+  torch.save(official_state, weights)
+  out = tmp_path / "ckpt"
+  assert convert.main([str(weights), str(out)]) == 0
+  assert convert.main([str(weights), str(out)]) == 1
+  assert (
+    capsys.readouterr()
+    .err.strip()
+    .endswith(f"error: {out} exists and is not empty; pass --overwrite to replace it")
+  )
+  assert convert.main([str(weights), str(out), "--overwrite"]) == 0
+  checkpoints.load_for_inference(str(out))
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "notes.txt").write_text("keep me")
+  assert convert.main([str(weights), str(tmp_path / "mine"), "--overwrite"]) == 1
+  assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
