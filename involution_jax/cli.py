@@ -6,8 +6,9 @@ script `involution-<verb>` and runnable as `python -m involution_jax.<verb>`.
 `parser` gives every tool the same help layout (what it does, then examples);
 `command` turns a user's mistake (a missing file, a bad value, unreadable
 weights, a missing optional extra) into one line on stderr and exit status 1.
-Set INVOLUTION_JAX_TRACEBACK=1 to see the traceback instead. This module
-imports nothing of the package, so any tool's module may use it.
+Pass --verbose (train, eval) or set INVOLUTION_JAX_TRACEBACK=1 to see the
+traceback instead. This module imports nothing of the package, so any tool's
+module may use it.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None) -
     "and every other process stops with an error",
   )
   parser.add_argument(
-    "--verbose", action="store_true", help="keep the libraries' INFO logs (orbax, grain)"
+    "--verbose",
+    action="store_true",
+    help="keep the libraries' INFO logs (orbax, grain), and show a traceback with an error",
   )
 
 
@@ -230,7 +233,7 @@ def command(prog: str) -> Callable[[Main], Main]:
       try:
         return main(argv)
       except USER_ERRORS as e:
-        if os.environ.get(TRACEBACK_ENV):
+        if os.environ.get(TRACEBACK_ENV) or "--verbose" in (sys.argv[1:] if argv is None else argv):
           raise
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 1

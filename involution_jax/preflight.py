@@ -16,14 +16,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from involution_jax import portability, sharding
+from involution_jax import configs, portability, sharding
 from involution_jax.tasks import get_task
-from involution_jax.trainer import (
-  build_programs,
-  check_num_classes,
-  total_train_steps,
-  validate_config,
-)
+from involution_jax.trainer import build_programs, total_train_steps
 
 _MEMORY_FIELDS = {
   "arguments": "argument_size_in_bytes",
@@ -49,7 +44,7 @@ def _check_data(config, task, preprocess) -> tuple[int | None, int | None, str]:
     train_set = task.dataset(config, config.get("train_split", "train"))
   except (FileNotFoundError, ImportError) as e:
     return None, None, f"NOT CHECKED: {str(e).splitlines()[0]}"
-  check_num_classes(config, train_set)
+  configs.check_num_classes(config, train_set)
   example = preprocess.train(train_set.source[0], np.random.default_rng(0))
   blank = preprocess.blank()
   for name, value in blank.items():
@@ -97,7 +92,7 @@ def dry_run(
     portability.PortabilityError: a step that does not lower or cannot run on the target.
   """
   mesh = mesh or sharding.data_mesh()
-  validate_config(config, mesh.size)
+  configs.validate(config, mesh.size)
   task = get_task(config)
   preprocess = task.preprocess(config)
   num_classes, examples, data_line = _check_data(config, task, preprocess)

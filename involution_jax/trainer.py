@@ -25,73 +25,12 @@ from jax.sharding import NamedSharding
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from involution_jax import checkpoints, resume, sharding, train_step
-from involution_jax.data.classification import AUGMENTATIONS
+from involution_jax import checkpoints, configs, resume, sharding, train_step
+from involution_jax.data import pipeline
 from involution_jax.data.pipeline import train_iterator
 from involution_jax.evaluator import evaluate, make_eval_step
 from involution_jax.tasks import get_task
 from involution_jax.weights import load_weights
-
-# Field: (test, what is allowed). Fields a config lacks are not checked.
-_FIELD_RULES = {
-  "learning_rate": (lambda v: v > 0, "> 0"),
-  "weight_decay": (lambda v: v >= 0, ">= 0"),
-  "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-  "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
-  "warmup_epochs": (lambda v: v >= 0, ">= 0"),
-  "warmup_init_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-  "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
-  "batch_size": (lambda v: v > 0, "> 0"),
-  "eval_batch_size": (lambda v: v > 0, "> 0"),
-  "grad_accum_steps": (lambda v: v >= 1, ">= 1"),
-  "log_every_steps": (lambda v: v >= 1, ">= 1"),
-  "checkpoint_every_steps": (lambda v: v >= 1, ">= 1"),
-  "eval_every_steps": (lambda v: v >= 0, ">= 0 (0: at the end only)"),
-  "keep_checkpoints": (lambda v: v is None or v >= 1, ">= 1 (or None: keep all)"),
-  "data_workers": (lambda v: v >= 0, ">= 0 (0: read in this process)"),
-  "prefetch_batches": (lambda v: v >= 1, ">= 1"),
-  "max_unreadable_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-  "image_size": (
-    lambda v: all(n > 0 for n in ((v,) if isinstance(v, int) else v)),
-    "> 0 (an int, or (height, width) for dense models)",
-  ),
-  "eval_crop": (lambda v: 0 < v <= 1, "in (0, 1]"),
-  "augment": (lambda v: v in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
-  "optimizer": (lambda v: v in ("sgd", "adamw"), "'sgd' or 'adamw'"),
-  "schedule": (lambda v: v in ("cosine", "poly", "step"), "'cosine', 'poly' or 'step'"),
-  "num_classes": (lambda v: v is None or v >= 1, ">= 1"),
-}
-
-
-def validate_config(config: ml_collections.ConfigDict, devices: int | None = None) -> None:
-  """Every field's value, before anything is built: one error naming the field and
-  what is allowed, for values that would fail later or silently train badly."""
-
-  def need(ok, message):
-    if not ok:
-      raise ValueError(f"invalid config: {message}")
-
-  for field, (allowed, rule) in _FIELD_RULES.items():
-    if field in config:
-      value = config[field]
-      try:
-        ok = allowed(value)
-      except TypeError:  # None or a wrong type where a number is needed
-        ok = False
-      need(ok, f"{field} must be {rule}, got {value!r}")
-  need(
-    config.num_train_steps > 0 or config.num_epochs > 0, "set num_epochs > 0 or num_train_steps > 0"
-  )
-  accum = config.get("grad_accum_steps", 1)
-  devices = devices or jax.device_count()
-  for name in ("batch_size", "eval_batch_size"):
-    size = config[name]
-    need(
-      size % (devices * (accum if name == "batch_size" else 1)) == 0,
-      f"{name}={size} must be divisible by the {devices} device(s)"
-      + (f" x grad_accum_steps={accum}" if name == "batch_size" and accum > 1 else "")
-      + f" (try {max(1, size // devices) * devices})",
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,17 +42,6 @@ class Programs:
   train_step: Callable  # (state, batch) -> (state, metrics); the state is donated
   eval_step: Callable  # (variables, batch) -> the task's per-batch outputs
   abstract_state: train_step.TrainState  # jax.ShapeDtypeStruct leaves, with shardings
-
-
-def check_num_classes(config: ml_collections.ConfigDict, dataset) -> None:
-  """`config.num_classes`, where a config sets it, must be the dataset's class count."""
-  expected = config.get("num_classes")
-  if expected is not None and expected != dataset.num_classes:
-    raise ValueError(
-      f"invalid config: num_classes={expected}, but {config.dataset} has "
-      f"{dataset.num_classes} classes (a partly copied dataset?); set "
-      f"--config.num_classes={dataset.num_classes} if that is what you want"
-    )
 
 
 def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -208,13 +136,13 @@ def train_and_evaluate(
   Returns the final metrics, also written to `workdir/metrics.json` (process 0).
   """
   mesh = mesh or sharding.data_mesh()
-  validate_config(config, mesh.size)
+  configs.validate(config, mesh.size)
   start_time = time.time()
   main_process = jax.process_index() == 0
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   task = get_task(config)
   train_set = task.dataset(config, config.get("train_split", "train"))
-  check_num_classes(config, train_set)
+  configs.check_num_classes(config, train_set)
   eval_set = task.dataset(config, config.eval_split)
   steps_per_epoch = len(train_set.source) // config.batch_size
   if steps_per_epoch == 0:
@@ -235,170 +163,175 @@ def train_and_evaluate(
     workers=config.data_workers,
     read_ahead=config.get("prefetch_batches", 2),
   )
-  ckpt_dir = os.path.abspath(os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR))
-  mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
-  info = task.model_info(config, train_set)
-  restored = resume.restore_newest_intact(
-    mngr,
-    ckpt_dir,
-    abstract_state=programs.abstract_state,
-    data_iterator=iterator,
-    info=info,
-    workdir=workdir,
-    resume_step=config.get("resume_step"),
-    log=print if main_process else lambda _: None,
-  )
-  if restored is not None:
-    variables, train = restored
-    state = train_step.TrainState(step=train["step"], opt_state=train["opt_state"], **variables)
-    if main_process:
-      print(f"resuming from {ckpt_dir} at step {int(state.step)} of {total_steps}")
-  else:
-    state = programs.init(jax.random.PRNGKey(config.seed))
-    if config.get("init_from"):
-      state = _initialise_from(state, config, task, replicated, main_process)
-  start_step = int(state.step)
-
-  step_fn, eval_fn = programs.train_step, programs.eval_step
-  writer = None
-  if main_process:
-    writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-  def save(step: int, loss: float) -> None:
-    checkpoints.save(
+  try:
+    ckpt_dir = os.path.abspath(os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR))
+    mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
+    info = task.model_info(config, train_set)
+    restored = resume.restore_newest_intact(
       mngr,
-      step,
-      variables=state.variables(),
-      model_info=info,
-      train=dict(step=state.step, opt_state=state.opt_state),
+      ckpt_dir,
+      abstract_state=programs.abstract_state,
       data_iterator=iterator,
-      metrics={"train_loss": loss},
+      info=info,
+      workdir=workdir,
+      resume_step=config.get("resume_step"),
+      log=print if main_process else lambda _: None,
     )
+    if restored is not None:
+      variables, train = restored
+      state = train_step.TrainState(step=train["step"], opt_state=train["opt_state"], **variables)
+      if main_process:
+        print(f"resuming from {ckpt_dir} at step {int(state.step)} of {total_steps}")
+    else:
+      state = programs.init(jax.random.PRNGKey(config.seed))
+      if config.get("init_from"):
+        state = _initialise_from(state, config, task, replicated, main_process)
+    start_step = int(state.step)
 
-  last_loss = None  # of the newest step checked, recorded with each checkpoint
+    step_fn, eval_fn = programs.train_step, programs.eval_step
+    writer = None
+    if main_process:
+      writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-  def check_finite(step: int, metrics: dict) -> dict:
-    nonlocal last_loss
-    host = jax.device_get(metrics)
-    last_loss = float(host["loss"])
-    if host["valid"] == 0:
-      mngr.wait_until_finished()
-      bar.close()
-      raise ValueError(
-        f"step {step}: none of the {config.batch_size} examples of the batch could be read "
-        "(the warnings above name the files); training stopped before the update was used"
+    def save(step: int, loss: float) -> None:
+      checkpoints.save(
+        mngr,
+        step,
+        variables=state.variables(),
+        model_info=info,
+        train=dict(step=state.step, opt_state=state.opt_state),
+        data_iterator=iterator,
+        metrics={"train_loss": loss},
       )
-    if not host["finite"]:
-      mngr.wait_until_finished()
-      best = resume.lowest_loss_step(ckpt_dir, mngr)
-      bar.close()  # the message on a line of its own
-      raise FloatingPointError(
-        f"non-finite loss or gradients at step {step} (loss={float(host['loss'])}); the "
-        f"update was not applied and training stopped. Kept checkpoints in {ckpt_dir}: "
-        f"{resume.kept_steps(ckpt_dir, mngr)}. A run diverges before its loss does: lower "
-        "learning_rate (or warm up longer) and resume from a step whose loss is sane"
-        + (f", e.g. --config.resume_step={best}" if best is not None else "")
-        + " (later steps are set aside, not deleted)."
-      )
-    return host
 
-  history, pending, unreadable_draws, unreadable_files = [], None, 0, set()
-  most_unreadable = config.get("max_unreadable_fraction", 0.1)
-  last_summary = dict.fromkeys(("loss",) + task.train_metrics)
-  timed_steps, timed_seconds, tick = 0, 0.0, None
-  bar = tqdm(
-    total=total_steps,
-    initial=start_step,
-    disable=not main_process,
-    unit="step",
-    desc="train",
-    dynamic_ncols=True,
-    mininterval=0.5,
-  )
-  for step in range(start_step + 1, total_steps + 1):
-    local = next(iterator)
-    index = local.pop("index")
-    unreadable_files.update(index[local["valid"] == 0].tolist())
-    batch = sharding.global_batch(local, batch_sharding)
-    state, metrics = step_fn(state, batch)
-    if pending is not None:  # one step behind: keeps the device busy while we check
-      history.append(check_finite(step - 1, pending))
-    pending = metrics
-    bar.update(1)
-    if step == start_step + 1:
-      tick = time.time()  # exclude compilation from throughput
-    if step % config.log_every_steps == 0 or step == total_steps:
-      history.append(check_finite(step, pending))
-      pending = None
-      now = time.time()
-      if step > start_step + 1:
-        timed_steps, timed_seconds = step - start_step - 1, now - tick
-      images_per_second = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
-      summary = {k: float(np.mean([h[k] for h in history])) for k in ("loss",) + task.train_metrics}
-      unreadable_draws += sum(int(config.batch_size - h["valid"]) for h in history)
-      drawn = (step - start_step) * config.batch_size
-      if unreadable_draws > most_unreadable * drawn:
+    last_loss = None  # of the newest step checked, recorded with each checkpoint
+
+    def check_finite(step: int, metrics: dict) -> dict:
+      nonlocal last_loss
+      host = jax.device_get(metrics)
+      last_loss = float(host["loss"])
+      if host["valid"] == 0:
         mngr.wait_until_finished()
         bar.close()
         raise ValueError(
-          f"{unreadable_draws} of the {drawn} training examples drawn so far could not be "
-          f"read (more than max_unreadable_fraction={most_unreadable}); the warnings above "
-          "name the files. Fix or remove them (or raise the fraction) and rerun"
+          f"step {step}: none of the {config.batch_size} examples of the batch could be read "
+          "(the warnings above name the files); training stopped before the update was used"
         )
-      bar.set_postfix(
-        **{k: f"{v:.4f}" for k, v in summary.items()}, img_s=f"{images_per_second:.0f}"
-      )
-      if writer:
-        scalars = dict(
-          summary,
-          learning_rate=float(history[-1]["learning_rate"]),
-          images_per_second=images_per_second,
+      if not host["finite"]:
+        mngr.wait_until_finished()
+        best = resume.lowest_loss_step(ckpt_dir, mngr)
+        bar.close()  # the message on a line of its own
+        raise FloatingPointError(
+          f"non-finite loss or gradients at step {step} (loss={float(host['loss'])}); the "
+          f"update was not applied and training stopped. Kept checkpoints in {ckpt_dir}: "
+          f"{resume.kept_steps(ckpt_dir, mngr)}. A run diverges before its loss does: lower "
+          "learning_rate (or warm up longer) and resume from a step whose loss is sane"
+          + (f", e.g. --config.resume_step={best}" if best is not None else "")
+          + " (later steps are set aside, not deleted)."
         )
-        for name, value in scalars.items():
-          writer.add_scalar(f"train/{name}", value, step)
-      last_summary, history = summary, []
-    if step % config.checkpoint_every_steps == 0 or step == total_steps:
-      if pending is not None:
+      return host
+
+    history, pending, unreadable_draws, unreadable_files = [], None, 0, set()
+    most_unreadable = config.get("max_unreadable_fraction", 0.1)
+    last_summary = dict.fromkeys(("loss",) + task.train_metrics)
+    timed_steps, timed_seconds, tick = 0, 0.0, None
+    bar = tqdm(
+      total=total_steps,
+      initial=start_step,
+      disable=not main_process,
+      unit="step",
+      desc="train",
+      dynamic_ncols=True,
+      mininterval=0.5,
+    )
+    for step in range(start_step + 1, total_steps + 1):
+      local = next(iterator)
+      index = local.pop("index")
+      unreadable_files.update(index[local["valid"] == 0].tolist())
+      batch = sharding.global_batch(local, batch_sharding)
+      state, metrics = step_fn(state, batch)
+      if pending is not None:  # one step behind: keeps the device busy while we check
+        history.append(check_finite(step - 1, pending))
+      pending = metrics
+      bar.update(1)
+      if step == start_step + 1:
+        tick = time.time()  # exclude compilation from throughput
+      if step % config.log_every_steps == 0 or step == total_steps:
         history.append(check_finite(step, pending))
         pending = None
-      save(step, last_loss)
-    if config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step < total_steps:
-      results = evaluate(
-        task,
-        eval_fn,
-        state.variables(),
-        eval_set,
-        preprocess,
-        config.eval_batch_size,
-        batch_sharding,
-      )
-      if writer:
-        _write_scalars(writer, "eval", results, step)
-  bar.close()
-  mngr.wait_until_finished()
-  results = evaluate(
-    task, eval_fn, state.variables(), eval_set, preprocess, config.eval_batch_size, batch_sharding
-  )
-  trained = start_step < total_steps
-  final = {f"train_{k}": (v if trained else None) for k, v in last_summary.items()}
-  final.update({f"test_{k}": v for k, v in results.items() if k not in ("unreadable", "count")})
-  final.update(
-    steps=total_steps,
-    images_per_second=timed_steps * config.batch_size / timed_seconds if timed_seconds else None,
-    wall_time_s=time.time() - start_time,
-    unreadable_train_images=int(
-      np.sum(multihost_utils.process_allgather(np.int64(len(unreadable_files))))
-    ),
-    unreadable_test_images=results["unreadable"],
-    devices=jax.device_count(),
-    processes=jax.process_count(),
-    checkpoint_dir=ckpt_dir,
-    tensorboard_dir=os.path.join(workdir, "tensorboard"),
-  )
-  if writer:
-    _write_scalars(writer, "eval", results, total_steps)
-    writer.close()
-  if main_process:
-    _write_metrics(workdir, final)
-  mngr.close()
-  return final
+        now = time.time()
+        if step > start_step + 1:
+          timed_steps, timed_seconds = step - start_step - 1, now - tick
+        images_per_second = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
+        summary = {
+          k: float(np.mean([h[k] for h in history])) for k in ("loss",) + task.train_metrics
+        }
+        unreadable_draws += sum(int(config.batch_size - h["valid"]) for h in history)
+        drawn = (step - start_step) * config.batch_size
+        if unreadable_draws > most_unreadable * drawn:
+          mngr.wait_until_finished()
+          bar.close()
+          raise ValueError(
+            f"{unreadable_draws} of the {drawn} training examples drawn so far could not be "
+            f"read (more than max_unreadable_fraction={most_unreadable}); the warnings above "
+            "name the files. Fix or remove them (or raise the fraction) and rerun"
+          )
+        bar.set_postfix(
+          **{k: f"{v:.4f}" for k, v in summary.items()}, img_s=f"{images_per_second:.0f}"
+        )
+        if writer:
+          scalars = dict(
+            summary,
+            learning_rate=float(history[-1]["learning_rate"]),
+            images_per_second=images_per_second,
+          )
+          for name, value in scalars.items():
+            writer.add_scalar(f"train/{name}", value, step)
+        last_summary, history = summary, []
+      if step % config.checkpoint_every_steps == 0 or step == total_steps:
+        if pending is not None:
+          history.append(check_finite(step, pending))
+          pending = None
+        save(step, last_loss)
+      if config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step < total_steps:
+        results = evaluate(
+          task,
+          eval_fn,
+          state.variables(),
+          eval_set,
+          preprocess,
+          config.eval_batch_size,
+          batch_sharding,
+        )
+        if writer:
+          _write_scalars(writer, "eval", results, step)
+    bar.close()
+    mngr.wait_until_finished()
+    results = evaluate(
+      task, eval_fn, state.variables(), eval_set, preprocess, config.eval_batch_size, batch_sharding
+    )
+    trained = start_step < total_steps
+    final = {f"train_{k}": (v if trained else None) for k, v in last_summary.items()}
+    final.update({f"test_{k}": v for k, v in results.items() if k not in ("unreadable", "count")})
+    final.update(
+      steps=total_steps,
+      images_per_second=timed_steps * config.batch_size / timed_seconds if timed_seconds else None,
+      wall_time_s=time.time() - start_time,
+      unreadable_train_images=int(
+        np.sum(multihost_utils.process_allgather(np.int64(len(unreadable_files))))
+      ),
+      unreadable_test_images=results["unreadable"],
+      devices=jax.device_count(),
+      processes=jax.process_count(),
+      checkpoint_dir=ckpt_dir,
+      tensorboard_dir=os.path.join(workdir, "tensorboard"),
+    )
+    if writer:
+      _write_scalars(writer, "eval", results, total_steps)
+      writer.close()
+    if main_process:
+      _write_metrics(workdir, final)
+    mngr.close()
+    return final
+  finally:
+    pipeline.close(iterator)

@@ -7,7 +7,6 @@ from helpers import load_config
 
 from involution_jax import configs, train_step
 from involution_jax.tasks import get_task
-from involution_jax.trainer import validate_config
 
 CONFIGS = configs.names()
 NUM_CLASSES = {"classification": 1000, "segmentation": 19, "detection": 80}
@@ -28,7 +27,7 @@ def test_the_expected_configs_exist():
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_validates_and_builds_its_model(name):
   config = load_config(name)
-  validate_config(config, devices=8)
+  configs.validate(config, devices=8)
   task = get_task(config)
   model = train_step.model_from_config(config, NUM_CLASSES[task.name])
   shape = task.input_shape(config)

@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ROOT, tiny_digits_config, tiny_flags
+from helpers import ROOT, run, tiny_digits_config, tiny_flags, train_command
 from PIL import Image
 
-from involution_jax import checkpoints, convert, export, involution, predict, train
+from involution_jax import checkpoints, configs, convert, export, involution, predict, train
 from involution_jax.data import classification, pipeline
-from involution_jax.trainer import train_and_evaluate, validate_config
+from involution_jax.trainer import train_and_evaluate
 
 # --- config values: every field checked before anything is built ---------------------------
 
@@ -45,7 +45,7 @@ BAD_FIELDS = [
 def test_a_bad_config_value_names_the_field_and_what_is_allowed(field, value, message):
   config = tiny_digits_config(**{field: value})
   with pytest.raises(ValueError, match=f"invalid config: {message}.*, got {value!r}$"):
-    validate_config(config, devices=8)
+    configs.validate(config, devices=8)
 
 
 def test_keep_checkpoints_0_stops_before_training_and_keeps_the_workdir(tmp_path, capsys):
@@ -454,3 +454,15 @@ def test_convert_never_replaces_a_folder_without_asking_nor_one_of_other_files(
   (tmp_path / "mine" / "notes.txt").write_text("keep me")
   assert convert.main([str(weights), str(tmp_path / "mine"), "--overwrite"]) == 1
   assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_reader_processes_leave_no_shared_memory_behind(tmp_path):
+  done = run(train_command(str(tmp_path / "run"), *tiny_flags(data_workers=2)), timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "leaked shared_memory" not in done.stderr
+
+
+def test_verbose_shows_the_traceback_of_a_user_error(capsys):
+  assert train.main(["--config.batch_size=0"]) == 1  # one line without it
+  with pytest.raises(ValueError, match="batch_size must be > 0"):
+    train.main(["--config.batch_size=0", "--verbose"])

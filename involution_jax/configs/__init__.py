@@ -5,6 +5,7 @@ A config is chosen by name, `NAME[:ARG]`, from this package (`default`,
 `path/to/my_config.py[:ARG]`; either way a module whose `get_config(ARG)`
 returns a `ConfigDict`. Fields are then overridden with `FIELD=VALUE` strings
 (`--config.FIELD=VALUE` on the command line), nested fields with dots.
+`validate` checks every field's value before anything is built.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import os
 from collections.abc import Sequence
 from importlib import resources
 
+import jax
 import ml_collections
+
+from involution_jax.data.classification import AUGMENTATIONS
 
 
 def names() -> list[str]:
@@ -114,3 +118,76 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     raise ValueError(
       f"bad value for config field {field!r}: {text!r} (expected {expected})"
     ) from None
+
+
+# Field: (test, what is allowed). Fields a config lacks are not checked.
+_FIELD_RULES = {
+  "learning_rate": (lambda v: v > 0, "> 0"),
+  "weight_decay": (lambda v: v >= 0, ">= 0"),
+  "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+  "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+  "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+  "warmup_init_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+  "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
+  "batch_size": (lambda v: v > 0, "> 0"),
+  "eval_batch_size": (lambda v: v > 0, "> 0"),
+  "grad_accum_steps": (lambda v: v >= 1, ">= 1"),
+  "log_every_steps": (lambda v: v >= 1, ">= 1"),
+  "checkpoint_every_steps": (lambda v: v >= 1, ">= 1"),
+  "eval_every_steps": (lambda v: v >= 0, ">= 0 (0: at the end only)"),
+  "keep_checkpoints": (lambda v: v is None or v >= 1, ">= 1 (or None: keep all)"),
+  "data_workers": (lambda v: v >= 0, ">= 0 (0: read in this process)"),
+  "prefetch_batches": (lambda v: v >= 1, ">= 1"),
+  "max_unreadable_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+  "image_size": (
+    lambda v: all(n > 0 for n in ((v,) if isinstance(v, int) else v)),
+    "> 0 (an int, or (height, width) for dense models)",
+  ),
+  "eval_crop": (lambda v: 0 < v <= 1, "in (0, 1]"),
+  "augment": (lambda v: v in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
+  "optimizer": (lambda v: v in ("sgd", "adamw"), "'sgd' or 'adamw'"),
+  "schedule": (lambda v: v in ("cosine", "poly", "step"), "'cosine', 'poly' or 'step'"),
+  "num_classes": (lambda v: v is None or v >= 1, ">= 1"),
+}
+
+
+def validate(config: ml_collections.ConfigDict, devices: int | None = None) -> None:
+  """Every field's value, before anything is built: one error naming the field and
+  what is allowed, for values that would fail later or silently train badly."""
+
+  def need(ok, message):
+    if not ok:
+      raise ValueError(f"invalid config: {message}")
+
+  for field, (allowed, rule) in _FIELD_RULES.items():
+    if field in config:
+      value = config[field]
+      try:
+        ok = allowed(value)
+      except TypeError:  # None or a wrong type where a number is needed
+        ok = False
+      need(ok, f"{field} must be {rule}, got {value!r}")
+  need(
+    config.num_train_steps > 0 or config.num_epochs > 0, "set num_epochs > 0 or num_train_steps > 0"
+  )
+  accum = config.get("grad_accum_steps", 1)
+  devices = devices or jax.device_count()
+  for name in ("batch_size", "eval_batch_size"):
+    size = config[name]
+    need(
+      size % (devices * (accum if name == "batch_size" else 1)) == 0,
+      f"{name}={size} must be divisible by the {devices} device(s)"
+      + (f" x grad_accum_steps={accum}" if name == "batch_size" and accum > 1 else "")
+      + f" (try {max(1, size // devices) * devices})",
+    )
+
+
+def check_num_classes(config: ml_collections.ConfigDict, dataset) -> None:
+  """`config.num_classes`, where a config sets it, must be the dataset's class count."""
+  expected = config.get("num_classes")
+  if expected is not None and expected != dataset.num_classes:
+    raise ValueError(
+      f"invalid config: num_classes={expected}, but {config.dataset} has "
+      f"{dataset.num_classes} classes (a partly copied dataset?); set "
+      f"--config.num_classes={dataset.num_classes} if that is what you want"
+    )
