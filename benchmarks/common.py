@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -60,3 +61,27 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
   print("-+-".join("-" * w for w in widths))
   for row in rows:
     print(line(row))
+
+
+def rss_bytes() -> int:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * 4096
+
+
+def peak_rss_growth(fn) -> float:
+  """Peak resident-set growth (bytes) while `fn` runs, sampled every millisecond."""
+  base, peak, done = rss_bytes(), [0], threading.Event()
+
+  def sample():
+    while not done.is_set():
+      peak[0] = max(peak[0], rss_bytes())
+      time.sleep(0.001)
+
+  thread = threading.Thread(target=sample)
+  thread.start()
+  try:
+    fn()
+  finally:
+    done.set()
+    thread.join()
+  return max(peak[0] - base, 0)

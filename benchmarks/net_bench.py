@@ -17,15 +17,13 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from common import best_time_s, mib, print_table
+from common import best_time_s, mib, peak_rss_growth, print_table
 
 from involution_jax import rednet50, tasks, train_step
 from involution_jax.models.layers import BatchNorm, conv, max_pool
@@ -101,30 +99,6 @@ def _jax_measure(model, batch_size, size, repeats):
   return t_train, t_infer, mib(train_bytes), mib(infer_bytes)
 
 
-def _rss_bytes() -> int:
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * 4096
-
-
-def _peak_rss_growth(fn) -> float:
-  """Peak resident-set growth (bytes) while `fn` runs, sampled every millisecond."""
-  base, peak, done = _rss_bytes(), [0], threading.Event()
-
-  def sample():
-    while not done.is_set():
-      peak[0] = max(peak[0], _rss_bytes())
-      time.sleep(0.001)
-
-  thread = threading.Thread(target=sample)
-  thread.start()
-  try:
-    fn()
-  finally:
-    done.set()
-    thread.join()
-  return max(peak[0] - base, 0)
-
-
 def _torch_steps(batch_size, size):
   """The official model's (train step, inference) closures; the optimiser state exists."""
   import torch
@@ -155,7 +129,7 @@ def _torch_steps(batch_size, size):
 
 def _torch_memory_child(batch_size, size) -> None:
   train, infer = _torch_steps(batch_size, size)
-  print(_peak_rss_growth(train), _peak_rss_growth(infer))
+  print(peak_rss_growth(train), peak_rss_growth(infer))
 
 
 def _torch_measure(batch_size, size, repeats):
