@@ -114,16 +114,13 @@ def restore_newest_intact(
     ValueError: a different model, an unknown `resume_step`, or no intact step.
   """
   steps = sorted(mngr.all_steps(), reverse=True)
+  superseded = []
   if resume_step is not None:
     if resume_step not in steps:
       raise ValueError(
         f"resume_step={resume_step}: no such checkpoint in {root}; kept: {kept_steps(root, mngr)}"
       )
-    for later in [s for s in steps if s > resume_step]:
-      log(
-        f"resuming from step {resume_step}: step {later} set aside as "
-        f"{_set_aside(root, mngr, later, 'superseded')}"
-      )
+    superseded = [s for s in steps if s > resume_step]
     steps = [resume_step]
   damaged = []
   for step in steps:
@@ -143,6 +140,9 @@ def restore_newest_intact(
       checkpoints.quiet_abandoned_reads()
       damaged.append((step, e))
       continue
+    for later in superseded:  # only once the chosen step has restored
+      where = _set_aside(root, mngr, later, "superseded")
+      log(f"resuming from step {step}: step {later} set aside as {where}")
     for bad, error in damaged:  # only once an intact one is found: a rerun sees the same
       where = _set_aside(root, mngr, bad, "damaged")
       why = checkpoints.describe_error(error)

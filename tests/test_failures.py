@@ -20,6 +20,22 @@ from involution_jax import checkpoints, configs, convert, export, involution, pr
 from involution_jax.data import classification, pipeline
 from involution_jax.trainer import train_and_evaluate
 
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run's workdir with checkpoints at steps 2 and 4 (copy it before changing it)."""
+  workdir = tmp_path_factory.mktemp("trained") / "run"
+  train_and_evaluate(tiny_digits_config(), str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+  return workdir
+
+
+def _copy(trained, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  return workdir
+
+
 # --- config values: every field checked before anything is built ---------------------------
 
 BAD_FIELDS = [
@@ -48,11 +64,9 @@ def test_a_bad_config_value_names_the_field_and_what_is_allowed(field, value, me
     configs.validate(config, devices=8)
 
 
-def test_keep_checkpoints_0_stops_before_training_and_keeps_the_workdir(tmp_path, capsys):
-  workdir = tmp_path / "run"
-  assert train.main(["--workdir", str(workdir), *tiny_flags()]) == 0
+def test_keep_checkpoints_0_stops_before_training_and_keeps_the_workdir(trained, tmp_path, capsys):
+  workdir = _copy(trained, tmp_path)
   kept = sorted(p.name for p in (workdir / "checkpoints").iterdir())
-  capsys.readouterr()
   assert train.main(["--workdir", str(workdir), *tiny_flags(keep_checkpoints=0)]) == 1
   assert capsys.readouterr().err.strip() == (
     "involution-train: error: invalid config: keep_checkpoints must be >= 1 "
@@ -140,21 +154,6 @@ def test_predict_argument_mistakes_are_one_line(tmp_path, capsys, flags, message
 
 
 # --- damaged, other-model and diverged checkpoints --------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A tiny run's workdir with checkpoints at steps 2 and 4 (copy it before changing it)."""
-  workdir = tmp_path_factory.mktemp("trained") / "run"
-  train_and_evaluate(tiny_digits_config(), str(workdir))
-  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
-  return workdir
-
-
-def _copy(trained, tmp_path):
-  workdir = tmp_path / "run"
-  shutil.copytree(trained, workdir)
-  return workdir
 
 
 def _truncate(pattern):
@@ -319,7 +318,7 @@ def test_nan_pdparams_are_refused_with_the_paddle_key(official_state, tmp_path):
   state = {
     k.removeprefix("backbone.")
     .replace("running_mean", "_mean")
-    .replace("running_var", "_variance"): v.numpy()
+    .replace("running_var", "_variance"): v.numpy().copy()
     for k, v in official_state.items()
     if not k.endswith("num_batches_tracked") and not k.startswith("head.")
   }
@@ -381,8 +380,8 @@ def test_too_many_unreadable_examples_stop_training(tmp_path):
 def test_an_unreadable_file_is_warned_about_once_and_counted_once(tmp_path, caplog):
   root = _folder(tmp_path / "data", bad_train=0)
   (root / "train" / "a" / "bad.png").write_bytes(b"\x89PNG garbage")  # 1 of 17
-  config = _folder_config(root, num_train_steps=8, max_unreadable_fraction=0.2)
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))  # 64 draws: ~4 of the bad file
+  config = _folder_config(root, num_train_steps=5, max_unreadable_fraction=0.2)
+  metrics = train_and_evaluate(config, str(tmp_path / "run"))  # 40 draws: 2-3 of the bad file
   assert metrics["unreadable_train_images"] == 1
   assert caplog.text.count(f"skipping unreadable example {root}/train/a/bad.png") == 1
 

@@ -141,7 +141,7 @@ def test_command_line_overrides(tmp_path):
     (dict(batch_size=16, grad_accum_steps=3), "grad_accum_steps=3"),
     (dict(model="resnet50"), "unknown model 'resnet50'"),
     (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
-    (dict(optimizer="lamb"), "unknown optimizer 'lamb'"),
+    (dict(optimizer="lamb"), "optimizer must be 'sgd' or 'adamw', got 'lamb'"),
     (dict(batch_size=2048), "batch_size=2048 exceeds the 1437 training examples"),
   ],
 )
