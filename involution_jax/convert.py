@@ -4,7 +4,7 @@
   `{'state_dict': ..., 'meta': ...}`, `module.` prefixes tolerated):
   `from_torch_state_dict`, and back with `to_torch_state_dict`.
 * PaddleClas `.pdparams` (a pickle of numpy arrays, read here without Paddle
-  by a restricted unpickler): `load_pdparams`, `from_paddle_state_dict`.
+  by a restricted unpickler, `paddle.load_pdparams`): `from_paddle_state_dict`.
 
 Conversion is strict: every key the model needs must be there, with the right
 shape, and nothing else (BatchNorm's `num_batches_tracked` may be present or
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -31,11 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from involution_jax import checkpoints, cli
+from involution_jax import checkpoints, cli, paddle
 from involution_jax.data import imagenet
 from involution_jax.models.rednet import STAGE_SIZES, RedNet
 
-PADDLE_EXTRA_KEY = "StructuredToParameterName@@"
 _TRACKED = "num_batches_tracked"
 _STATS = {"running_mean": "mean", "running_var": "var"}
 
@@ -269,77 +267,6 @@ def to_torch_state_dict(variables: Mapping[str, Any], num_batches_tracked: int =
 
 # --- PaddleClas ----------------------------------------------------------------
 
-# What a pickle of numpy arrays needs (`_codecs.encode` carries bytes in protocol 2).
-_ALLOWED_GLOBALS = {
-  ("numpy._core.multiarray", "_reconstruct"),
-  ("numpy._core.multiarray", "scalar"),
-  ("numpy", "ndarray"),
-  ("numpy", "dtype"),
-  ("_codecs", "encode"),
-}
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-  """A pickle referenced a global that a weights file has no business with."""
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-  """Unpickles plain containers of numpy arrays; refuses every other global.
-
-  A pickle can name any importable callable and run it; a weights file needs
-  only numpy's array reconstruction.
-  """
-
-  def find_class(self, module: str, name: str):
-    canonical = re.sub(r"^numpy\.core\b", "numpy._core", module)  # numpy 1.x pickles
-    if (canonical, name) in _ALLOWED_GLOBALS:
-      return super().find_class(canonical, name)
-    raise UnsafePickleError(
-      f"refusing to load global {module}.{name}: a .pdparams file may reference only "
-      "numpy's array globals (this file is not a plain weights file, or is unsafe)"
-    )
-
-
-def load_pdparams(path: str) -> dict[str, np.ndarray]:
-  """Reads a PaddleClas `.pdparams` file without Paddle: {name: numpy array}."""
-  with open(path, "rb") as f:
-    try:
-      state_dict = _NumpyOnlyUnpickler(f).load()
-    except UnsafePickleError:
-      raise
-    except Exception as e:  # truncated or not a pickle at all
-      raise ValueError(f"{path} is not a readable .pdparams pickle: {e}") from e
-  if not isinstance(state_dict, dict):
-    raise ValueError(f"{path} holds a {type(state_dict).__name__}, expected a dict of arrays")
-  return state_dict
-
-
-def _paddle_to_torch_key(key: str) -> str:
-  if key.startswith("fc."):
-    return "head." + key
-  key = re.sub(r"\._mean$", ".running_mean", key)
-  return "backbone." + re.sub(r"\._variance$", ".running_var", key)
-
-
-def _torch_to_paddle_key(key: str) -> str:
-  if key.startswith("head."):
-    return key[len("head.") :]
-  key = re.sub(r"\.running_mean$", "._mean", key[len("backbone.") :])
-  return re.sub(r"\.running_var$", "._variance", key)
-
-
-def _paddle_as_torch(state_dict: Mapping[str, Any]) -> dict:
-  """PaddleClas names and layouts -> mmcls names and layouts."""
-  torch_style = {}
-  for key, value in state_dict.items():
-    if key == PADDLE_EXTRA_KEY:
-      continue
-    value = np.asarray(value)
-    if key == "fc.weight":  # Paddle's Linear stores (in, out)
-      value = value.T
-    torch_style[_paddle_to_torch_key(key)] = value
-  return torch_style
-
 
 def from_paddle_state_dict(
   state_dict: Mapping[str, Any], depth: int | None = None, **model_overrides
@@ -349,7 +276,7 @@ def from_paddle_state_dict(
   Same strictness as `from_torch_state_dict`; errors name keys as Paddle does.
   """
   return _convert(
-    _paddle_as_torch(state_dict), depth, model_overrides, display=_torch_to_paddle_key
+    paddle.as_torch_layout(state_dict), depth, model_overrides, display=paddle.paddle_key
   )
 
 
@@ -362,7 +289,7 @@ def load_official(path: str) -> tuple[dict, dict]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"weights file not found: {path}")
   if path.endswith(".pdparams"):
-    state, display = _paddle_as_torch(load_pdparams(path)), _torch_to_paddle_key
+    state, display = paddle.as_torch_layout(paddle.load_pdparams(path)), paddle.paddle_key
   elif path.endswith((".pth", ".pt")):
     torch = _import_torch("reading .pth files")
     try:

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="weight conversion tests need the to
 
 from torch_rednet import Classifier, randomise_  # noqa: E402
 
-from involution_jax import convert, create_model  # noqa: E402
+from involution_jax import convert, create_model, paddle  # noqa: E402
 
 # The official checkpoints' keys and shapes (copied from shared/reference): the contract.
 KEY_LISTS = os.path.join(os.path.dirname(__file__), "data")
@@ -179,21 +179,21 @@ def _paddle_state(state):
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_pdparams_load_without_paddle(official, tmp_path, protocol):
   depth, model, state = official
-  paddle = _paddle_state(state)
+  paddle_state = _paddle_state(state)
   if depth == 26:
     assert sorted(
-      (k, str(v.shape)) for k, v in paddle.items() if isinstance(v, np.ndarray)
+      (k, str(v.shape)) for k, v in paddle_state.items() if isinstance(v, np.ndarray)
     ) == sorted(_official_keys(26, "paddle"))
   path = tmp_path / f"rednet{depth}.pdparams"
-  path.write_bytes(pickle.dumps(paddle, protocol=protocol))
-  variables = convert.from_paddle_state_dict(convert.load_pdparams(str(path)))
+  path.write_bytes(pickle.dumps(paddle_state, protocol=protocol))
+  variables = convert.from_paddle_state_dict(paddle.load_pdparams(str(path)))
   x = _images()
   np.testing.assert_allclose(
     _flax_apply(depth, variables, x, train=False), _torch_logits(model, x), rtol=1e-4, atol=1e-4
   )
-  del paddle["layer1.0.bn1._mean"]
+  del paddle_state["layer1.0.bn1._mean"]
   with pytest.raises(ValueError, match=r"missing keys \(1\):\n  layer1.0.bn1._mean"):
-    convert.from_paddle_state_dict(paddle)
+    convert.from_paddle_state_dict(paddle_state)
 
 
 class _Exploit:
@@ -204,14 +204,12 @@ class _Exploit:
 def test_pdparams_with_non_numpy_globals_is_refused(tmp_path):
   path = tmp_path / "evil.pdparams"
   path.write_bytes(pickle.dumps({"fc.weight": np.zeros(2), "payload": _Exploit()}))
-  with pytest.raises(
-    convert.UnsafePickleError, match=r"refusing to load global (posix|os)\.system"
-  ):
-    convert.load_pdparams(str(path))
+  with pytest.raises(paddle.UnsafePickleError, match=r"refusing to load global (posix|os)\.system"):
+    paddle.load_pdparams(str(path))
   garbage = tmp_path / "garbage.pdparams"
   garbage.write_bytes(b"not a pickle")
   with pytest.raises(ValueError, match="not a readable .pdparams pickle"):
-    convert.load_pdparams(str(garbage))
+    paddle.load_pdparams(str(garbage))
 
 
 def test_cli_writes_a_checkpoint_that_loads(official, tmp_path, capsys):

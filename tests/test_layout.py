@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "involution_jax"
 LAYERS = [
   ("cli", "ops"),  # cli: command-line conventions, nothing of the package
   ("models", "data"),
-  ("configs", "checkpoints", "drawing", "sharding", "portability"),
+  ("configs", "checkpoints", "drawing", "sharding", "portability", "paddle"),
   ("convert",),
   ("weights", "tasks", "train_step", "resume"),
   ("evaluator",),
@@ -143,6 +143,7 @@ def test_the_public_api_imports_from_the_package_root():
     convert,
     create_model,
     involution,
+    paddle,
     rednet26,
     rednet38,
     rednet50,
@@ -150,6 +151,6 @@ def test_the_public_api_imports_from_the_package_root():
     rednet152,
   )
 
-  assert callable(convert.from_torch_state_dict) and callable(convert.load_pdparams)
+  assert callable(convert.from_torch_state_dict) and callable(paddle.load_pdparams)
   assert rednet101().depth == 101 and create_model("rednet152").depth == 152
   assert isinstance(rednet50(), RedNet) and Involution().kernel_size == 7
