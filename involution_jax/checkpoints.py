@@ -105,16 +105,19 @@ def find_checkpoint_root(path: str) -> str:
   )
 
 
+def _item(root: str, step: int, name: str) -> epath.Path:
+  """The folder of item `name` of step `step` under checkpoint root `root`."""
+  return epath.Path(os.path.abspath(root)) / str(step) / name
+
+
 def saved_info(root: str, step: int) -> dict:
   """The `model` item of a step: how to rebuild the model and its input."""
-  return dict(
-    ocp.JsonCheckpointHandler().restore(epath.Path(os.path.abspath(root)) / str(step) / "model")
-  )
+  return dict(ocp.JsonCheckpointHandler().restore(_item(root, step, "model")))
 
 
 def saved_metrics(root: str, step: int) -> dict:
   """The `metrics` item of a training step ({} where absent or unreadable)."""
-  item = epath.Path(os.path.abspath(root)) / str(step) / "metrics"
+  item = _item(root, step, "metrics")
   try:
     return dict(ocp.JsonCheckpointHandler(filename="metrics").restore(item))
   except Exception:  # older checkpoints have none; a damaged one is reported elsewhere
@@ -123,9 +126,7 @@ def saved_metrics(root: str, step: int) -> dict:
 
 def saved_shapes(root: str, step: int) -> dict[str, tuple[int, ...]]:
   """{"params/.../kernel": shape} of a step's variables, from its metadata."""
-  metadata = ocp.StandardCheckpointHandler().metadata(
-    epath.Path(os.path.abspath(root)) / str(step) / "variables"
-  )
+  metadata = ocp.StandardCheckpointHandler().metadata(_item(root, step, "variables"))
   flat = traverse_util.flatten_dict(dict(metadata), sep="/")
   return {k: tuple(v.shape) for k, v in flat.items()}
 
@@ -186,7 +187,7 @@ def describe_error(error: BaseException) -> str:
 def _restore_variables(root: str, step: int) -> dict:
   # Onto this machine's first device, whatever topology saved the arrays.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  item = epath.Path(os.path.abspath(root)) / str(step) / "variables"
+  item = _item(root, step, "variables")
   handler = ocp.StandardCheckpointHandler()
   target = jax.tree.map(
     lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), handler.metadata(item)

@@ -22,35 +22,36 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from involution_jax import checkpoints
-from involution_jax.models import create_model
+from involution_jax.weights import model_from_info
 
 
 class DifferentModel(ValueError):
   """The workdir's checkpoint holds another model than the one configured."""
 
 
-def kept_steps(root: str, mngr: ocp.CheckpointManager) -> str:
-  """ "step 40 (train loss 2.31), step 50 (train loss 4.1e+19)": the kept steps."""
-  parts = []
-  for step in sorted(mngr.all_steps()):
-    loss = checkpoints.saved_metrics(root, step).get("train_loss")
-    parts.append(f"step {step}" + (f" (train loss {loss:.4g})" if loss is not None else ""))
+def kept_losses(root: str, mngr: ocp.CheckpointManager) -> dict[int, float | None]:
+  """{step: its recorded training loss (None: not recorded)} of the kept steps, in order."""
+  return {s: checkpoints.saved_metrics(root, s).get("train_loss") for s in sorted(mngr.all_steps())}
+
+
+def describe_losses(losses: dict[int, float | None]) -> str:
+  """ "step 40 (train loss 2.31), step 50 (train loss 4.1e+19)" for `kept_losses`."""
+  parts = [
+    f"step {step}" + (f" (train loss {loss:.4g})" if loss is not None else "")
+    for step, loss in losses.items()
+  ]
   return ", ".join(parts) or "none"
 
 
-def lowest_loss_step(root: str, mngr: ocp.CheckpointManager) -> int | None:
-  """The kept step with the lowest finite recorded training loss (None: none recorded)."""
-  losses = {s: checkpoints.saved_metrics(root, s).get("train_loss") for s in mngr.all_steps()}
+def lowest_loss_step(losses: dict[int, float | None]) -> int | None:
+  """The step with the lowest finite recorded training loss (None: none recorded)."""
   finite = {s: v for s, v in losses.items() if v is not None and math.isfinite(v)}
   return min(finite, key=finite.get) if finite else None
 
 
 def _model_fields(info: dict) -> dict:
   """The model's dataclass fields (defaults filled in) that `info` describes."""
-  kwargs = {
-    k: tuple(v) if isinstance(v, list) else v for k, v in info.get("model_kwargs", {}).items()
-  }
-  model = create_model(info["model"], num_classes=info["num_classes"], **kwargs)
+  model = model_from_info(info)
   return {
     f.name: getattr(model, f.name)
     for f in dataclasses.fields(model)
@@ -118,7 +119,8 @@ def restore_newest_intact(
   if resume_step is not None:
     if resume_step not in steps:
       raise ValueError(
-        f"resume_step={resume_step}: no such checkpoint in {root}; kept: {kept_steps(root, mngr)}"
+        f"resume_step={resume_step}: no such checkpoint in {root}; kept: "
+        f"{describe_losses(kept_losses(root, mngr))}"
       )
     superseded = [s for s in steps if s > resume_step]
     steps = [resume_step]

@@ -219,12 +219,13 @@ def train_and_evaluate(
         )
       if not host["finite"]:
         mngr.wait_until_finished()
-        best = resume.lowest_loss_step(ckpt_dir, mngr)
+        losses = resume.kept_losses(ckpt_dir, mngr)
+        best = resume.lowest_loss_step(losses)
         bar.close()  # the message on a line of its own
         raise FloatingPointError(
           f"non-finite loss or gradients at step {step} (loss={float(host['loss'])}); the "
           f"update was not applied and training stopped. Kept checkpoints in {ckpt_dir}: "
-          f"{resume.kept_steps(ckpt_dir, mngr)}. A run diverges before its loss does: lower "
+          f"{resume.describe_losses(losses)}. A run diverges before its loss does: lower "
           "learning_rate (or warm up longer) and resume from a step whose loss is sane"
           + (f", e.g. --config.resume_step={best}" if best is not None else "")
           + " (later steps are set aside, not deleted)."

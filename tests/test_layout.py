@@ -14,8 +14,8 @@ LAYERS = [
   ("models", "data"),
   ("configs", "checkpoints", "drawing", "sharding", "portability", "paddle"),
   ("convert",),
-  ("weights", "tasks", "train_step", "resume"),
-  ("evaluator",),
+  ("weights", "tasks", "train_step"),
+  ("evaluator", "resume"),
   ("trainer",),
   ("preflight",),
   ("train", "eval", "predict", "export", "visualize", "summary"),  # the tools
