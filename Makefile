@@ -1,5 +1,5 @@
 # `make train` and `make test` work on a fresh machine with Python >= 3.10 and pip:
-# they create .venv and install the project (CPU JAX; PyTorch CPU, TFDS and COCO extras; ruff).
+# they create .venv and install the project (CPU JAX; PyTorch CPU, TFDS, COCO and safetensors extras; ruff).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,torch,tfds,coco]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch,tfds,coco,safetensors]"
 	touch $@
 
 # The main job: a small RedNet on scikit-learn's bundled digits (offline, CPU, ~1 min).

@@ -22,11 +22,18 @@ from collections.abc import Callable, Sequence
 
 import jax
 from absl import logging as absl_logging
+from tqdm import tqdm
 
 TRACEBACK_ENV = "INVOLUTION_JAX_TRACEBACK"
 # What bad input raises: missing or unreadable files, bad values, refused pickles,
 # missing optional extras. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (OSError, ValueError, ImportError, pickle.UnpicklingError)
+
+WEIGHTS_HELP = (
+  "a training workdir or checkpoint folder, official .pth / .pdparams / .safetensors "
+  "weights, or a pretrained name (rednet26, rednet38, rednet50, rednet101, rednet152; "
+  "downloaded once)"
+)
 
 Main = Callable[[Sequence[str] | None], int]
 
@@ -216,6 +223,12 @@ def output_file(path: str, overwrite: bool) -> str:
     raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
   output_folder(os.path.dirname(os.path.abspath(path)), "output folder")
   return path
+
+
+def progress(iterable=None, *, quiet: bool = False, **kwargs) -> tqdm:
+  """A tqdm progress bar on stderr, shown only when stderr is a terminal and not `quiet`."""
+  disable = quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+  return tqdm(iterable, file=sys.stderr, disable=disable, dynamic_ncols=True, **kwargs)
 
 
 def one_line(error: BaseException) -> str:

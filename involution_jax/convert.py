@@ -1,23 +1,27 @@
-"""Official RedNet weights <-> Flax variables.
+"""RedNet weights in every form <-> Flax variables.
 
 * PyTorch / mmcls checkpoints (`backbone.*`, `head.fc.*`, optionally inside
-  `{'state_dict': ..., 'meta': ...}`, `module.` prefixes tolerated):
-  `from_torch_state_dict`, and back with `to_torch_state_dict`.
+  `{'state_dict': ..., 'meta': ...}`, `module.` prefixes tolerated; names and
+  layouts in `mmcls`): `from_torch_state_dict`, and back with
+  `to_torch_state_dict`; `.safetensors` files with the same names.
 * PaddleClas `.pdparams` (a pickle of numpy arrays, read here without Paddle
   by a restricted unpickler, `paddle.load_pdparams`): `from_paddle_state_dict`.
+* Pretrained names (`zoo.REGISTRY`, e.g. "rednet50"): `load_pretrained`.
+* Anything of these or a training checkpoint: `load_weights`, the one loader
+  every tool uses; and out again with `write_weights`.
 
 Conversion is strict: every key the model needs must be there, with the right
 shape, and nothing else (BatchNorm's `num_batches_tracked` may be present or
 not; the model does not use it). Errors list every offending key.
 
-Command line: ``involution-convert IN.{pth,pdparams} OUT_DIR`` (or ``python -m
-involution_jax.convert``) writes a checkpoint that training, evaluation and
-prediction load.
+Command line: ``involution-convert IN OUT [--format orbax|torch|safetensors]``
+(or ``python -m involution_jax.convert``): official weights or a pretrained
+name to a checkpoint that training, evaluation and prediction load, or a
+checkpoint out to the official layout.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -25,154 +29,19 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from involution_jax import checkpoints, cli, paddle
+from involution_jax import checkpoints, cli, mmcls, paddle, zoo
 from involution_jax.data import imagenet
-from involution_jax.models.rednet import STAGE_SIZES, RedNet
-
-_TRACKED = "num_batches_tracked"
-_STATS = {"running_mean": "mean", "running_var": "var"}
-
-
-# --- key mapping -------------------------------------------------------------
-
-
-def _torch_module_to_flax(parts: list[str]) -> tuple[str, ...]:
-  """['stem', '0', 'conv'] -> ('stem_0', 'conv'); downsample.0/.1 -> conv/bn."""
-  out = []
-  i = 0
-  while i < len(parts):
-    part = parts[i]
-    if (part == "stem" or re.fullmatch(r"layer\d+", part)) and i + 1 < len(parts):
-      out.append(f"{part}_{parts[i + 1]}")
-      i += 2
-    elif part == "downsample" and i + 1 < len(parts):
-      out += ["downsample", {"0": "conv", "1": "bn"}.get(parts[i + 1], parts[i + 1])]
-      i += 2
-    else:
-      out.append(part)
-      i += 1
-  return tuple(out)
-
-
-def _flax_module_to_torch(path: tuple[str, ...]) -> list[str]:
-  out = []
-  for i, name in enumerate(path):
-    match = re.fullmatch(r"(stem|layer\d+)_(\d+)", name)
-    if match:
-      out += list(match.groups())
-    elif i > 0 and path[i - 1] == "downsample":
-      out.append({"conv": "0", "bn": "1"}[name])
-    else:
-      out.append(name)
-  return out
-
-
-def _flax_to_torch_key(collection: str, path: tuple[str, ...]) -> str:
-  """Flax (collection, path) -> mmcls key."""
-  *module, leaf = path
-  if module == ["fc"]:
-    return f"head.fc.{leaf if leaf == 'bias' else 'weight'}"
-  if collection == "batch_stats":
-    leaf = {"mean": "running_mean", "var": "running_var"}[leaf]
-  elif leaf in ("kernel", "scale"):
-    leaf = "weight"
-  return ".".join(["backbone", *_flax_module_to_torch(tuple(module)), leaf])
-
-
-def _torch_to_flax_array(value: np.ndarray, target_shape: tuple[int, ...]) -> np.ndarray:
-  """OIHW conv -> HWIO (or (I, O) for a 1x1 Dense); Linear (out, in) -> (in, out)."""
-  if value.ndim == 4:
-    value = value.transpose(2, 3, 1, 0)
-    return value[0, 0] if len(target_shape) == 2 else value
-  return value.T if value.ndim == 2 else value
-
-
-def _flax_to_torch_array(value: np.ndarray, torch_ndim_is_conv: bool) -> np.ndarray:
-  if value.ndim == 4:
-    return value.transpose(3, 2, 0, 1)
-  if value.ndim == 2:
-    return value.T[:, :, None, None] if torch_ndim_is_conv else value.T
-  return value
-
-
-# --- model inference from a state dict ---------------------------------------
-
-
-def _strip(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-  """Unwraps {'state_dict': ...} and drops `module.` prefixes."""
-  if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
-    state_dict = state_dict["state_dict"]
-  out = {}
-  for key, value in state_dict.items():
-    while key.startswith("module."):
-      key = key[len("module.") :]
-    out[key] = value
-  return out
-
-
-def infer_model_config(state_dict: Mapping[str, Any]) -> dict[str, int]:
-  """depth, stem_kernel_size and num_classes of an mmcls RedNet state dict."""
-  state_dict = _strip(state_dict)
-  blocks = {}
-  for key in state_dict:
-    match = re.match(r"backbone\.layer(\d+)\.(\d+)\.", key)
-    if match:
-      stage, block = int(match[1]), int(match[2])
-      blocks[stage] = max(blocks.get(stage, 0), block + 1)
-  sizes = tuple(blocks.get(s, 0) for s in range(1, 5))
-  depth = next((d for d, s in STAGE_SIZES.items() if s == sizes), None)
-  if depth is None:
-    raise ValueError(
-      f"cannot infer the RedNet depth: blocks per stage {sizes} match none of {STAGE_SIZES}"
-    )
-  try:
-    stem_out = np.shape(state_dict["backbone.stem.0.conv.weight"])[0]
-    taps = np.shape(state_dict["backbone.stem.1.conv2.conv.weight"])[0] // (stem_out // 16)
-  except KeyError as e:
-    raise ValueError(f"cannot infer the stem kernel size: missing key {e}") from None
-  head = state_dict.get("head.fc.weight")
-  return dict(
-    depth=depth,
-    stem_kernel_size=math.isqrt(taps),
-    num_classes=0 if head is None else int(np.shape(head)[0]),
-  )
-
-
-def variable_shapes(model: RedNet) -> dict:
-  """{'params': ..., 'batch_stats': ...} of ShapeDtypeStructs, without computing."""
-  return jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
-  )
-
-
-def _expected_torch_keys(model: RedNet) -> dict[str, tuple[str, tuple[str, ...], tuple]]:
-  """torch key -> (collection, flax path, flax shape) for every variable of `model`."""
-  expected = {}
-  for collection, tree in variable_shapes(model).items():
-    for path, leaf in traverse_util.flatten_dict(tree).items():
-      expected[_flax_to_torch_key(collection, path)] = (collection, path, tuple(leaf.shape))
-  return expected
+from involution_jax.models.rednet import RedNet
 
 
 def _listing(title: str, items: list[str], limit: int = 25) -> str:
   shown = "\n  ".join(items[:limit])
   more = f"\n  ... and {len(items) - limit} more" if len(items) > limit else ""
   return f"{title} ({len(items)}):\n  {shown}{more}"
-
-
-def _torch_shape(flax_shape: tuple, key: str) -> tuple:
-  if len(flax_shape) == 4:
-    h, w, i, o = flax_shape
-    return (o, i, h, w)
-  if len(flax_shape) == 2:
-    i, o = flax_shape
-    return (o, i) if key.startswith("head.") else (o, i, 1, 1)
-  return flax_shape
 
 
 def from_torch_state_dict(
@@ -191,14 +60,14 @@ def from_torch_state_dict(
   Raises:
     ValueError: listing every missing, unexpected and wrongly shaped key.
   """
-  return _convert(_strip(state_dict), depth, model_overrides, display=lambda key: key)
+  return _convert(mmcls.strip(state_dict), depth, model_overrides, display=lambda key: key)
 
 
 def _check_arrays(state_dict: dict, display) -> None:
   """Every value an array (numpy or torch) of floating point, all finite."""
   problems = []
   for key, value in state_dict.items():
-    if key.endswith(_TRACKED):
+    if key.endswith(mmcls.TRACKED):
       continue
     if not (hasattr(value, "shape") and hasattr(value, "dtype")):
       problems.append(f"{display(key)}: a {type(value).__name__}, expected an array")
@@ -215,19 +84,19 @@ def _check_arrays(state_dict: dict, display) -> None:
 def _convert(state_dict: dict, depth: int | None, model_overrides: dict, display) -> dict:
   """mmcls-named state dict -> Flax variables; `display` names keys in errors."""
   _check_arrays(state_dict, display)
-  config = infer_model_config(state_dict)
+  config = mmcls.infer_model_config(state_dict)
   if depth is not None and depth != config["depth"]:
     raise ValueError(f"depth={depth} given, but the state dict is RedNet-{config['depth']}")
   config.update(model_overrides)
-  expected = _expected_torch_keys(RedNet(**config))
-  given = {k: v for k, v in state_dict.items() if not k.endswith(_TRACKED)}
+  expected = mmcls.expected_keys(RedNet(**config))
+  given = {k: v for k, v in state_dict.items() if not k.endswith(mmcls.TRACKED)}
   problems = []
   missing = sorted(map(display, set(expected) - set(given)))
   unexpected = sorted(map(display, set(given) - set(expected)))
   wrong = sorted(
-    f"{display(k)}: got {tuple(np.shape(given[k]))}, expected {_torch_shape(expected[k][2], k)}"
+    f"{display(k)}: got {tuple(np.shape(given[k]))}, expected {shape}"
     for k in set(expected) & set(given)
-    if tuple(np.shape(given[k])) != _torch_shape(expected[k][2], k)
+    if tuple(np.shape(given[k])) != (shape := mmcls.torch_shape(expected[k][2], k))
   )
   for title, items in (
     ("missing keys", missing),
@@ -242,27 +111,19 @@ def _convert(state_dict: dict, depth: int | None, model_overrides: dict, display
   for key, (collection, path, shape) in expected.items():
     value = given[key]
     value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
-    flat[(collection, *path)] = jnp.asarray(_torch_to_flax_array(value, shape))
+    flat[(collection, *path)] = jnp.asarray(mmcls.torch_to_flax_array(value, shape))
   return traverse_util.unflatten_dict(flat)
 
 
 def to_torch_state_dict(variables: Mapping[str, Any], num_batches_tracked: int = 0) -> dict:
   """Flax RedNet variables -> an mmcls state dict of torch tensors.
 
-  Loads with `load_state_dict(strict=True)` into the official model; BatchNorm
-  `num_batches_tracked` (not kept by Flax) is set to `num_batches_tracked`.
+  Loads with `load_state_dict(strict=True)` into the official model.
   """
   torch = _import_torch(".pth conversion")
-  out = {}
-  for (collection, *path), value in traverse_util.flatten_dict(
-    {k: variables[k] for k in ("params", "batch_stats") if k in variables}
-  ).items():
-    key = _flax_to_torch_key(collection, tuple(path))
-    array = _flax_to_torch_array(np.asarray(value), not key.startswith("head."))
-    out[key] = torch.from_numpy(np.array(array))
-    if key.endswith("running_var"):
-      out[key[: -len("running_var")] + _TRACKED] = torch.tensor(num_batches_tracked)
-  return out
+  return {
+    k: torch.from_numpy(v) for k, v in mmcls.from_flax(variables, num_batches_tracked).items()
+  }
 
 
 # --- PaddleClas ----------------------------------------------------------------
@@ -280,17 +141,20 @@ def from_paddle_state_dict(
   )
 
 
-OFFICIAL_SUFFIXES = (".pth", ".pt", ".pdparams")
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".pdparams", ".safetensors")
 
 
-def load_official(path: str) -> tuple[dict, dict]:
-  """Variables and RedNet config ({depth, stem_kernel_size, num_classes}) of a
-  `.pth` (mmcls, read with `torch.load(weights_only=True)`) or `.pdparams` file."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"weights file not found: {path}")
+def _read_state_dict(path: str) -> tuple[dict, Any]:
+  """(mmcls-named state dict, key display for errors) of an official weights file."""
   if path.endswith(".pdparams"):
-    state, display = paddle.as_torch_layout(paddle.load_pdparams(path)), paddle.paddle_key
-  elif path.endswith((".pth", ".pt")):
+    return paddle.as_torch_layout(paddle.load_pdparams(path)), paddle.paddle_key
+  if path.endswith(".safetensors"):
+    safetensors_numpy = _import_safetensors("reading .safetensors files")
+    try:
+      return mmcls.strip(safetensors_numpy.load_file(path)), (lambda k: k)
+    except Exception as e:  # truncated, or not a safetensors file at all
+      raise ValueError(f"{path} is not a readable .safetensors file: {cli.one_line(e)}") from e
+  if path.endswith((".pth", ".pt")):
     torch = _import_torch("reading .pth files")
     try:
       loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -298,13 +162,31 @@ def load_official(path: str) -> tuple[dict, dict]:
       raise ValueError(f"{path} is not a readable .pth checkpoint: {cli.one_line(e)}") from e
     if not isinstance(loaded, Mapping):
       raise ValueError(f"{path} holds a {type(loaded).__name__}, expected a dict of tensors")
-    state, display = _strip(loaded), (lambda k: k)
-  else:
-    raise ValueError(f"unknown weights format {path!r}; expected one of {OFFICIAL_SUFFIXES}")
+    return mmcls.strip(loaded), (lambda k: k)
+  raise ValueError(f"unknown weights format {path!r}; expected one of {OFFICIAL_SUFFIXES}")
+
+
+def load_official(path: str, depth: int | None = None) -> tuple[dict, dict]:
+  """Variables and RedNet config ({depth, stem_kernel_size, num_classes}) of a `.pth`
+  (mmcls, read with `torch.load(weights_only=True)`), `.pdparams` or `.safetensors`
+  (mmcls names, as `involution-convert --format safetensors` writes) file.
+
+  `depth`, when given, must be the file's (a RedNet-26 file never loads as RedNet-50).
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"weights file not found: {path}")
+  state, display = _read_state_dict(path)
   try:
-    return _convert(state, None, {}, display=display), infer_model_config(state)
+    return _convert(state, depth, {}, display=display), mmcls.infer_model_config(state)
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from None
+
+
+def load_pretrained(name: str, **fetch_kwargs) -> tuple[dict, dict]:
+  """`load_official` of a `zoo` name's weights, fetched (once) by `zoo.fetch(name,
+  **fetch_kwargs)`; the file must hold the depth its name says."""
+  path = zoo.fetch(name, **fetch_kwargs)
+  return load_official(path, depth=zoo.REGISTRY[name].depth)
 
 
 def _import_torch(purpose: str):
@@ -313,6 +195,16 @@ def _import_torch(purpose: str):
   except ImportError as e:
     raise ImportError(f"{purpose} needs PyTorch: pip install 'involution-jax[torch]'") from e
   return torch
+
+
+def _import_safetensors(purpose: str):
+  try:
+    import safetensors.numpy
+  except ImportError as e:
+    raise ImportError(
+      f"{purpose} needs safetensors: pip install 'involution-jax[safetensors]'"
+    ) from e
+  return safetensors.numpy
 
 
 def official_model_info(config: dict) -> dict:
@@ -344,32 +236,124 @@ def _replaceable(out_dir: str, overwrite: bool) -> None:
   shutil.rmtree(out_dir)
 
 
+def load_weights(source: str) -> tuple[dict, dict]:
+  """(variables, model info) from a checkpoint, official weights or a pretrained name.
+
+  `source` may be a training workdir, a checkpoint folder (its latest step), one
+  step folder, an official `.pth` / `.pdparams` / `.safetensors` file, or a
+  `zoo.REGISTRY` name such as "rednet50" (downloaded once, then cached; an
+  existing path of that name wins). Raises FileNotFoundError naming the path
+  when there is nothing to load there.
+  """
+  if zoo.is_name(source) and not os.path.exists(source):
+    variables, config = load_pretrained(source)
+  elif source.endswith(OFFICIAL_SUFFIXES):
+    variables, config = load_official(source)
+  else:
+    return checkpoints.load_for_inference(source)
+  return variables, official_model_info(config)
+
+
+def official_layout(variables: dict, info: dict) -> dict:
+  """`variables` as an mmcls state dict of numpy arrays, checked to load back strictly
+  into the official RedNet (the layout exists for RedNet classifiers only)."""
+  match = re.fullmatch(r"rednet(\d*)", info.get("model", ""))
+  if match is None:
+    raise ValueError(
+      f"the official (mmcls) layout exists for RedNet classifiers only; this model is "
+      f"{info.get('model')!r}: keep it as an orbax checkpoint"
+    )
+  arrays = mmcls.from_flax(variables)
+  depth = int(match[1] or info.get("model_kwargs", {}).get("depth", RedNet.depth))
+  try:
+    _convert(arrays, depth, {}, display=lambda k: k)
+  except ValueError as e:
+    raise ValueError(
+      f"this {info['model']} ({info.get('model_kwargs', {})}) differs from the official "
+      f"architecture, so no official file can hold it: {cli.one_line(e)}"
+    ) from None
+  return arrays
+
+
+FORMATS = ("orbax", "torch", "safetensors")
+
+
+def _format_of(out: str, given: str | None) -> str:
+  if given is not None:
+    if given not in FORMATS:
+      raise ValueError(f"--format {given!r}: expected one of {', '.join(FORMATS)}")
+    return given
+  if out.endswith((".pth", ".pt")):
+    return "torch"
+  return "safetensors" if out.endswith(".safetensors") else "orbax"
+
+
+def _write_file(path: str, write) -> None:
+  """`write(tmp)`, then renamed to `path`: an interrupted write leaves no half file."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_weights(variables: dict, info: dict, out: str, fmt: str, overwrite: bool) -> None:
+  """Writes `variables` as an orbax checkpoint folder (with `info`), a PyTorch `.pth`
+  state dict or a `.safetensors` file (both in the official mmcls layout)."""
+  if fmt == "orbax":
+    _replaceable(out, overwrite)
+    mngr = checkpoints.manager(cli.output_folder(out, "output folder"), async_save=False)
+    checkpoints.save(mngr, 0, variables=variables, model_info=info)
+    mngr.close()
+    return
+  arrays = official_layout(variables, info)
+  cli.output_file(out, overwrite)
+  if fmt == "torch":
+    torch = _import_torch("writing .pth files")
+    state = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    _write_file(out, lambda tmp: torch.save(state, tmp))
+  else:
+    safetensors_numpy = _import_safetensors("writing .safetensors files")
+    metadata = {"format": "pt", "model": info["model"], "num_classes": str(info["num_classes"])}
+    _write_file(out, lambda tmp: safetensors_numpy.save_file(arrays, tmp, metadata=metadata))
+
+
 @cli.command("involution-convert")
 def main(argv: list[str] | None = None) -> int:
-  """`involution-convert IN OUT_DIR`: official weights -> a Flax checkpoint folder."""
+  """`involution-convert IN OUT [--format orbax|torch|safetensors]`."""
   parser = cli.parser(
     "involution-convert",
-    "Convert official RedNet weights (.pth / .pdparams) to a Flax checkpoint that training "
-    "(config.init_from), evaluation and prediction load.",
+    "Convert RedNet weights between official files (.pth / .pdparams / .safetensors), "
+    "pretrained names and Flax (orbax) checkpoints, which training (config.init_from), "
+    "evaluation and prediction load.",
     [
       "involution-convert RedNet50_pretrained.pdparams checkpoints/rednet50",
-      "involution-convert rednet50.pth checkpoints/rednet50",
+      "involution-convert rednet50 checkpoints/rednet50",
+      "involution-convert runs/r50 rednet50.pth",
+      "involution-convert runs/r50 rednet50.safetensors --format safetensors",
     ],
   )
-  parser.add_argument("weights", help="official mmcls .pth or PaddleClas .pdparams file")
-  parser.add_argument("out_dir", help="output checkpoint folder (created)")
+  parser.add_argument("weights", help=cli.WEIGHTS_HELP)
   parser.add_argument(
-    "--overwrite", action="store_true", help="replace an existing checkpoint folder OUT_DIR"
+    "out", help="output: a checkpoint folder (orbax), or a .pth / .safetensors file"
   )
+  parser.add_argument(
+    "--format",
+    default=None,
+    help=f"one of {', '.join(FORMATS)} (default: from OUT's suffix: .pth / .pt torch, "
+    ".safetensors safetensors, anything else an orbax checkpoint folder); torch and "
+    "safetensors hold the official mmcls names and layouts",
+  )
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
   args = parser.parse_args(argv)
-  variables, config = load_official(args.weights)
-  _replaceable(args.out_dir, args.overwrite)
-  mngr = checkpoints.manager(cli.output_folder(args.out_dir, "output folder"), async_save=False)
-  checkpoints.save(mngr, 0, variables=variables, model_info=official_model_info(config))
-  mngr.close()
+  fmt = _format_of(args.out, args.format)
+  variables, info = load_weights(args.weights)
+  write_weights(variables, info, args.out, fmt, args.overwrite)
   print(
-    f"RedNet-{config['depth']} (stem K={config['stem_kernel_size']}, "
-    f"{config['num_classes']} classes) from {args.weights} -> {os.path.abspath(args.out_dir)}"
+    f"{info['model']} ({info['num_classes']} classes) from {args.weights} -> "
+    f"{os.path.abspath(args.out)} ({fmt})"
   )
   return 0
 

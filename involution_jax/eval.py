@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     "--weights",
     required=True,
-    help="a training workdir, a checkpoint folder, or official .pth / .pdparams weights",
+    help=cli.WEIGHTS_HELP,
   )
   args, overrides = cli.parse_with_config_overrides(parser, argv)
   config = configs.get_config(args.config, overrides)

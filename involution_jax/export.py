@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
       "involution-export RedNet50_pretrained.pdparams rednet50.jaxexport --platforms cpu,cuda",
     ],
   )
-  parser.add_argument("weights", help="training workdir / checkpoint folder, or .pth / .pdparams")
+  parser.add_argument("weights", help=cli.WEIGHTS_HELP)
   parser.add_argument("out", help="output file, e.g. model.jaxexport")
   parser.add_argument(
     "--platforms",

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
       "involution-predict runs/det_inv scene.png --out-dir drawn/ --min-score 0.5",
     ],
   )
-  parser.add_argument("weights", help="training workdir / checkpoint folder, or .pth / .pdparams")
+  parser.add_argument("weights", help=cli.WEIGHTS_HELP)
   parser.add_argument("images", nargs="+", help="image files or folders")
   parser.add_argument("--top-k", type=int, default=5, help="classification: classes listed")
   parser.add_argument("--batch-size", type=int, default=32)

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     "--weights",
     default="runs/default",
-    help="training workdir / checkpoint folder, or .pth / .pdparams (default: runs/default)",
+    help=cli.WEIGHTS_HELP + " (default: runs/default)",
   )
   parser.add_argument("--image", required=True)
   parser.add_argument(

@@ -1,4 +1,5 @@
-"""Weights from wherever they are: training checkpoints, converted or official files.
+"""Weights from wherever they are: training checkpoints, converted or official files,
+or a pretrained model's name.
 
 The one place that turns a weights path into (variables, model info), a model
 and its input preparation; training (`init_from`), evaluation, prediction,
@@ -9,23 +10,10 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from involution_jax import checkpoints, convert
+from involution_jax.convert import load_weights as load_weights  # the one loader
 from involution_jax.data.classification import Preprocess
 from involution_jax.data.dense import DensePreprocess
 from involution_jax.models import create_model
-
-
-def load_weights(path: str) -> tuple[dict, dict]:
-  """(variables, model info) from a checkpoint folder or an official `.pth` / `.pdparams`.
-
-  `path` may be a training workdir, a checkpoint folder (its latest step) or
-  one step folder. Raises FileNotFoundError naming the path when there is
-  nothing to load there.
-  """
-  if path.endswith(convert.OFFICIAL_SUFFIXES):
-    variables, config = convert.load_official(path)
-    return variables, convert.official_model_info(config)
-  return checkpoints.load_for_inference(path)
 
 
 def model_from_info(info: dict, dtype=None) -> nn.Module:

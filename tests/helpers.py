@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -97,3 +99,21 @@ def save_random_checkpoint(path: str, image_size: int = 8, seed: int = 0, config
   checkpoints.save(mngr, 1, variables=variables, model_info=info)
   mngr.close()
   return model, variables, info
+
+
+def paddle_state(state) -> dict:
+  """An mmcls state dict (torch tensors or numpy arrays) renamed to PaddleClas's layout,
+  as numpy arrays, with Paddle's extra name table, as a `.pdparams` file holds it."""
+  out = {"StructuredToParameterName@@": {"conv.w_0": "stem.0.conv.weight"}}
+  for key, value in state.items():
+    if key.endswith("num_batches_tracked"):
+      continue
+    value = np.asarray(value)
+    if key.startswith("head."):
+      key, value = key[len("head.") :], (value.T if key.endswith("weight") else value)
+    else:
+      key = (
+        key[len("backbone.") :].replace("running_mean", "_mean").replace("running_var", "_variance")
+      )
+    out[key] = value
+  return out

@@ -10,9 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="weight conversion tests need the torch extra")
 
+import helpers  # noqa: E402
 from torch_rednet import Classifier, randomise_  # noqa: E402
 
-from involution_jax import convert, create_model, paddle  # noqa: E402
+from involution_jax import convert, create_model, mmcls, paddle  # noqa: E402
 
 # The official checkpoints' keys and shapes (copied from shared/reference): the contract.
 KEY_LISTS = os.path.join(os.path.dirname(__file__), "data")
@@ -108,7 +109,7 @@ def test_round_trip_is_exact_and_loads_strictly(official):
 def test_checkpoint_wrapper_prefixes_and_inference(official):
   depth, _, state = official
   wrapped = {"meta": {"epoch": 1}, "state_dict": {f"module.{k}": v for k, v in state.items()}}
-  assert convert.infer_model_config(wrapped) == dict(
+  assert mmcls.infer_model_config(wrapped) == dict(
     depth=depth, stem_kernel_size=3, num_classes=1000
   )
   a = convert.from_torch_state_dict(wrapped)
@@ -121,7 +122,7 @@ def test_checkpoint_wrapper_prefixes_and_inference(official):
 def test_stem_kernel_seven_and_headless_are_inferred():
   model = randomise_(Classifier(26, num_classes=10, stem_kernel_size=7)).eval()
   state = model.state_dict()
-  assert convert.infer_model_config(state) == dict(depth=26, stem_kernel_size=7, num_classes=10)
+  assert mmcls.infer_model_config(state) == dict(depth=26, stem_kernel_size=7, num_classes=10)
   variables = convert.from_torch_state_dict(state)
   x = _images()
   np.testing.assert_allclose(
@@ -131,7 +132,7 @@ def test_stem_kernel_seven_and_headless_are_inferred():
     atol=1e-4,
   )
   headless = {k: v for k, v in state.items() if not k.startswith("head.")}
-  assert convert.infer_model_config(headless)["num_classes"] == 0
+  assert mmcls.infer_model_config(headless)["num_classes"] == 0
   assert "fc" not in convert.from_torch_state_dict(headless)["params"]
 
 
@@ -159,27 +160,10 @@ def test_corrupted_state_dicts_list_every_problem(official):
     convert.from_torch_state_dict({k: v for k, v in state.items() if "layer3" not in k})
 
 
-def _paddle_state(state):
-  """The state dict renamed to PaddleClas's layout, as numpy arrays."""
-  out = {"StructuredToParameterName@@": {"conv.w_0": "stem.0.conv.weight"}}
-  for key, value in state.items():
-    if key.endswith("num_batches_tracked"):
-      continue
-    value = value.numpy()
-    if key.startswith("head."):
-      key, value = key[len("head.") :], (value.T if key.endswith("weight") else value)
-    else:
-      key = (
-        key[len("backbone.") :].replace("running_mean", "_mean").replace("running_var", "_variance")
-      )
-    out[key] = value
-  return out
-
-
 @pytest.mark.parametrize("protocol", [2, 4])
 def test_pdparams_load_without_paddle(official, tmp_path, protocol):
   depth, model, state = official
-  paddle_state = _paddle_state(state)
+  paddle_state = helpers.paddle_state(state)
   if depth == 26:
     assert sorted(
       (k, str(v.shape)) for k, v in paddle_state.items() if isinstance(v, np.ndarray)
@@ -219,15 +203,58 @@ def test_cli_writes_a_checkpoint_that_loads(official, tmp_path, capsys):
   weights = tmp_path / f"rednet{depth}.pth"
   torch.save({"meta": {}, "state_dict": state}, weights)
   convert.main([str(weights), str(tmp_path / "out")])
-  assert f"RedNet-{depth}" in capsys.readouterr().out
+  assert f"rednet{depth} (1000 classes)" in capsys.readouterr().out
   variables, info = checkpoints.load_for_inference(str(tmp_path / "out"))
   assert info["model"] == f"rednet{depth}" and len(info["class_names"]) == 1000
   assert info["image_size"] == 224 and info["eval_crop"] == 0.875
   jax.tree.map(np.testing.assert_array_equal, variables, convert.from_torch_state_dict(state))
   pdparams = tmp_path / "paddle.pdparams"
-  pdparams.write_bytes(pickle.dumps(_paddle_state(state), protocol=4))
+  pdparams.write_bytes(pickle.dumps(helpers.paddle_state(state), protocol=4))
   from_paddle, config = convert.load_official(str(pdparams))
   assert config == dict(depth=depth, stem_kernel_size=3, num_classes=1000)
   jax.tree.map(np.testing.assert_array_equal, variables, from_paddle)
   with pytest.raises(FileNotFoundError, match="weights file not found"):
     convert.load_official(str(tmp_path / "missing.pth"))
+
+
+def test_checkpoints_out_to_torch_and_safetensors_round_trip(official, tmp_path, capsys):
+  """Official .pth -> orbax -> .pth / .safetensors: each loads strictly into the official
+  model with the original values, and back into the same Flax variables."""
+  safetensors_torch = pytest.importorskip("safetensors.torch")
+  depth, model, state = official
+  torch.save(state, tmp_path / "in.pth")
+  assert convert.main([str(tmp_path / "in.pth"), str(tmp_path / "ckpt")]) == 0
+  variables = convert.load_weights(str(tmp_path / "ckpt"))[0]
+  out_pth, out_st = tmp_path / "out.pth", tmp_path / "out.safetensors"
+  assert convert.main([str(tmp_path / "ckpt"), str(out_pth)]) == 0
+  assert "(torch)" in capsys.readouterr().out
+  assert convert.main([str(tmp_path / "ckpt"), str(out_st), "--format", "safetensors"]) == 0
+  for loaded in (torch.load(out_pth, weights_only=True), safetensors_torch.load_file(out_st)):
+    assert sorted(loaded) == sorted(state)
+    for key, value in state.items():  # num_batches_tracked: not kept by Flax, written as 0
+      want = torch.zeros_like(value) if key.endswith("num_batches_tracked") else value
+      torch.testing.assert_close(loaded[key], want, rtol=0, atol=0)
+    Classifier(depth).load_state_dict(loaded, strict=True)
+  for path in (out_pth, out_st):
+    back, config = convert.load_official(str(path))
+    assert config == dict(depth=depth, stem_kernel_size=3, num_classes=1000)
+    jax.tree.map(np.testing.assert_array_equal, back, variables)
+  assert convert.main([str(tmp_path / "ckpt"), str(out_st)]) == 1  # exists: kept
+  assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_only_the_official_architecture_leaves_in_the_official_layout(tmp_path, capsys):
+  helpers.save_random_checkpoint(str(tmp_path / "digits"))  # RedNet with a small stem and K
+  assert convert.main([str(tmp_path / "digits"), str(tmp_path / "d.pth")]) == 1
+  err = capsys.readouterr().err
+  assert "differs from the official architecture" in err and err.count("\n") == 1
+  assert not (tmp_path / "d.pth").exists()
+  assert convert.main([str(tmp_path / "digits"), str(tmp_path / "x"), "--format", "onnx"]) == 1
+  assert "--format 'onnx': expected one of orbax, torch, safetensors" in capsys.readouterr().err
+  # orbax -> orbax: the inference variables only, loadable as before.
+  assert convert.main([str(tmp_path / "digits"), str(tmp_path / "copy")]) == 0
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    convert.load_weights(str(tmp_path / "copy"))[0],
+    convert.load_weights(str(tmp_path / "digits"))[0],
+  )

@@ -12,9 +12,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "involution_jax"
 LAYERS = [
   ("cli", "ops"),  # cli: command-line conventions, nothing of the package
   ("models", "data"),
-  ("configs", "checkpoints", "drawing", "sharding", "portability", "paddle"),
+  ("configs", "checkpoints", "drawing", "sharding", "portability", "paddle", "mmcls", "zoo"),
   ("convert",),
-  ("weights", "tasks", "train_step"),
+  ("weights", "pretrained", "tasks", "train_step"),
   ("evaluator", "resume"),
   ("trainer",),
   ("preflight",),
@@ -22,7 +22,7 @@ LAYERS = [
 ]
 ROOT_MAY_IMPORT = {"models", "ops"}  # involution_jax/__init__.py: the public API
 # Optional extras may be imported where they are used, with a clear error if missing.
-LAZY_ALLOWED = {"torch", "matplotlib", "pycocotools", "tensorflow_datasets"}
+LAZY_ALLOWED = {"torch", "matplotlib", "pycocotools", "tensorflow_datasets", "safetensors"}
 
 
 def _modules() -> dict[str, ast.Module]:
