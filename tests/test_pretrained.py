@@ -137,10 +137,11 @@ def test_truncated_download_leaves_nothing_that_looks_finished(server, tmp_path)
 
 def test_corrupted_cache_is_reported_and_fetched_again(server, tmp_path, weights, capsys):
   path = zoo.fetch("rednet26", quiet=True)
-  data = bytearray(open(path, "rb").read())
-  data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
-  with open(path, "wb") as f:
-    f.write(data)
+  with open(path, "r+b") as f:  # same size, one byte flipped
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0xFF]))
   capsys.readouterr()
   _, variables = pretrained.load("rednet26")
   assert "is damaged" in capsys.readouterr().err
