@@ -231,6 +231,12 @@ def progress(iterable=None, *, quiet: bool = False, **kwargs) -> tqdm:
   return tqdm(iterable, file=sys.stderr, disable=disable, dynamic_ncols=True, **kwargs)
 
 
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+    "--quiet", action="store_true", help="no progress bars (none either when not a terminal)"
+  )
+
+
 def one_line(error: BaseException) -> str:
   """The error's message on one line (multi-line messages joined with '; ')."""
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -81,7 +81,9 @@ def _check_arrays(state_dict: dict, display) -> None:
     raise ValueError(_listing("unusable arrays", sorted(problems)))
 
 
-def _convert(state_dict: dict, depth: int | None, model_overrides: dict, display) -> dict:
+def _convert(
+  state_dict: dict, depth: int | None, model_overrides: dict, display, quiet: bool = False
+) -> dict:
   """mmcls-named state dict -> Flax variables; `display` names keys in errors."""
   _check_arrays(state_dict, display)
   config = mmcls.infer_model_config(state_dict)
@@ -108,7 +110,9 @@ def _convert(state_dict: dict, depth: int | None, model_overrides: dict, display
   if problems:
     raise ValueError(f"state dict does not match RedNet({config}):\n" + "\n".join(problems))
   flat = {}
-  for key, (collection, path, shape) in expected.items():
+  for key, (collection, path, shape) in cli.progress(
+    expected.items(), total=len(expected), desc="convert", unit="array", leave=False, quiet=quiet
+  ):
     value = given[key]
     value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
     flat[(collection, *path)] = jnp.asarray(mmcls.torch_to_flax_array(value, shape))
@@ -166,27 +170,29 @@ def _read_state_dict(path: str) -> tuple[dict, Any]:
   raise ValueError(f"unknown weights format {path!r}; expected one of {OFFICIAL_SUFFIXES}")
 
 
-def load_official(path: str, depth: int | None = None) -> tuple[dict, dict]:
+def load_official(path: str, depth: int | None = None, quiet: bool = False) -> tuple[dict, dict]:
   """Variables and RedNet config ({depth, stem_kernel_size, num_classes}) of a `.pth`
   (mmcls, read with `torch.load(weights_only=True)`), `.pdparams` or `.safetensors`
   (mmcls names, as `involution-convert --format safetensors` writes) file.
 
   `depth`, when given, must be the file's (a RedNet-26 file never loads as RedNet-50).
+  `quiet`: no progress bar (there is none either when stderr is not a terminal).
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f"weights file not found: {path}")
   state, display = _read_state_dict(path)
   try:
-    return _convert(state, depth, {}, display=display), mmcls.infer_model_config(state)
+    variables = _convert(state, depth, {}, display=display, quiet=quiet)
+    return variables, mmcls.infer_model_config(state)
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from None
 
 
-def load_pretrained(name: str, **fetch_kwargs) -> tuple[dict, dict]:
+def load_pretrained(name: str, quiet: bool = False, **fetch_kwargs) -> tuple[dict, dict]:
   """`load_official` of a `zoo` name's weights, fetched (once) by `zoo.fetch(name,
   **fetch_kwargs)`; the file must hold the depth its name says."""
-  path = zoo.fetch(name, **fetch_kwargs)
-  return load_official(path, depth=zoo.REGISTRY[name].depth)
+  path = zoo.fetch(name, quiet=quiet, **fetch_kwargs)
+  return load_official(path, depth=zoo.REGISTRY[name].depth, quiet=quiet)
 
 
 def _import_torch(purpose: str):
@@ -236,19 +242,19 @@ def _replaceable(out_dir: str, overwrite: bool) -> None:
   shutil.rmtree(out_dir)
 
 
-def load_weights(source: str) -> tuple[dict, dict]:
+def load_weights(source: str, quiet: bool = False) -> tuple[dict, dict]:
   """(variables, model info) from a checkpoint, official weights or a pretrained name.
 
   `source` may be a training workdir, a checkpoint folder (its latest step), one
   step folder, an official `.pth` / `.pdparams` / `.safetensors` file, or a
   `zoo.REGISTRY` name such as "rednet50" (downloaded once, then cached; an
   existing path of that name wins). Raises FileNotFoundError naming the path
-  when there is nothing to load there.
+  when there is nothing to load there. `quiet`: no progress bars.
   """
   if zoo.is_name(source) and not os.path.exists(source):
-    variables, config = load_pretrained(source)
+    variables, config = load_pretrained(source, quiet=quiet)
   elif source.endswith(OFFICIAL_SUFFIXES):
-    variables, config = load_official(source)
+    variables, config = load_official(source, quiet=quiet)
   else:
     return checkpoints.load_for_inference(source)
   return variables, official_model_info(config)
@@ -347,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     "safetensors hold the official mmcls names and layouts",
   )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+  cli.add_quiet_argument(parser)
   args = parser.parse_args(argv)
   fmt = _format_of(args.out, args.format)
-  variables, info = load_weights(args.weights)
+  variables, info = load_weights(args.weights, quiet=args.quiet)
   write_weights(variables, info, args.out, fmt, args.overwrite)
   print(
     f"{info['model']} ({info['num_classes']} classes) from {args.weights} -> "

@@ -37,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     required=True,
     help=cli.WEIGHTS_HELP,
   )
+  cli.add_quiet_argument(parser)
   args, overrides = cli.parse_with_config_overrides(parser, argv)
   config = configs.get_config(args.config, overrides)
   cli.start(args)
-  results = cli.run_collective(evaluate_weights, config, args.weights)
+  results = cli.run_collective(evaluate_weights, config, args.weights, args.quiet)
   if jax.process_index() == 0:
     print(json.dumps(results, indent=2))
   return 0

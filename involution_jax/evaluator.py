@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import NamedSharding
 
-from involution_jax import sharding
-from involution_jax.data.pipeline import Dataset, Preprocessor, eval_batches
+from involution_jax import cli, sharding
+from involution_jax.data.pipeline import Dataset, Preprocessor, eval_batches, num_eval_batches
 from involution_jax.tasks import get_task
 from involution_jax.weights import load_weights, model_from_info
 
@@ -32,8 +32,12 @@ def evaluate(
   preprocess: Preprocessor,
   global_batch: int,
   batch_sharding: NamedSharding,
+  quiet: bool = False,
 ) -> dict:
-  """The task's metrics over every example once, plus how many could not be read."""
+  """The task's metrics over every example once, plus how many could not be read.
+
+  A progress bar shows on process 0's terminal unless `quiet`.
+  """
   batches = eval_batches(
     dataset,
     preprocess,
@@ -41,19 +45,28 @@ def evaluate(
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
+  bar = cli.progress(
+    batches,
+    total=num_eval_batches(dataset, global_batch),
+    desc="eval",
+    unit="batch",
+    leave=False,
+    quiet=quiet or jax.process_index() != 0,
+  )
   outputs = [
     jax.device_get(eval_fn(variables, sharding.global_batch(local, batch_sharding)))
-    for local in batches
+    for local in bar
   ]
   results = task.summarize(outputs, dataset)
   results["unreadable"] = len(dataset.source) - int(sum(o["examples"] for o in outputs))
   return results
 
 
-def evaluate_weights(config: ml_collections.ConfigDict, weights: str) -> dict:
-  """Scores `weights` on `config.dataset` / `config.eval_split` with the config's input."""
+def evaluate_weights(config: ml_collections.ConfigDict, weights: str, quiet: bool = False) -> dict:
+  """Scores `weights` on `config.dataset` / `config.eval_split` with the config's input;
+  `quiet`: no progress bars."""
   task = get_task(config)
-  variables, info = load_weights(weights)
+  variables, info = load_weights(weights, quiet=quiet or jax.process_index() != 0)
   dataset = task.dataset(config, config.eval_split)
   if info["num_classes"] != dataset.num_classes:
     raise ValueError(
@@ -77,4 +90,5 @@ def evaluate_weights(config: ml_collections.ConfigDict, weights: str) -> dict:
     task.preprocess(config),
     config.eval_batch_size,
     batch_sharding,
+    quiet=quiet,
   )

@@ -75,8 +75,8 @@ def _forward(model, task: str):
 class Predictor:
   """A model with its weights, input preparation and class names, ready to predict."""
 
-  def __init__(self, variables: dict, info: dict, batch_size: int = 32):
-    self.info, self.batch_size = info, batch_size
+  def __init__(self, variables: dict, info: dict, batch_size: int = 32, quiet: bool = False):
+    self.info, self.batch_size, self.quiet = info, batch_size, quiet
     self.task = info.get("task", "classification")
     self.preprocess = preprocess_from_info(info)
     self.class_names = list(info.get("class_names") or map(str, range(info["num_classes"])))
@@ -84,13 +84,15 @@ class Predictor:
     self._predict = _forward(model_from_info(info), self.task)
 
   @classmethod
-  def load(cls, weights: str, batch_size: int = 32) -> Predictor:
-    return cls(*load_weights(weights), batch_size=batch_size)
+  def load(cls, weights: str, batch_size: int = 32, quiet: bool = False) -> Predictor:
+    """`weights`: anything `weights.load_weights` reads; `quiet`: no progress bars."""
+    return cls(*load_weights(weights, quiet=quiet), batch_size=batch_size, quiet=quiet)
 
   def run(self, images: np.ndarray):
     """Prepared images (N, H, W, 3) -> the task's outputs for each, in fixed-size batches."""
     outs = []
-    for start in range(0, len(images), self.batch_size):
+    starts = range(0, len(images), self.batch_size)
+    for start in cli.progress(starts, desc="predict", unit="batch", leave=False, quiet=self.quiet):
       chunk = images[start : start + self.batch_size]
       padded = np.zeros((self.batch_size, *chunk.shape[1:]), np.float32)
       padded[: len(chunk)] = chunk
@@ -105,7 +107,10 @@ class Predictor:
     "mask" (H, W) class indices at the image's size and "class_fractions";
     detection: "detections" [{"class", "index", "score", "box" (x1, y1, x2, y2)}].
     """
-    examples = [self.preprocess.eval({"path": p, "label": 0}) for p in paths]
+    examples = [
+      self.preprocess.eval({"path": p, "label": 0})
+      for p in cli.progress(paths, desc="read", unit="image", leave=False, quiet=self.quiet)
+    ]
     readable = [i for i, e in enumerate(examples) if e["valid"]]
     results = [{"path": p, "error": _read_error(p)} for p in paths]
     if not readable:
@@ -216,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--top-k", type=int, default=5, help="classification: classes listed")
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  cli.add_quiet_argument(parser)
   parser.add_argument(
     "--min-score",
     type=float,
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
   files = image_files(args.images)
   if not files:
     raise FileNotFoundError(f"no image files in {args.images}")
-  predictor = Predictor.load(args.weights, args.batch_size)
+  predictor = Predictor.load(args.weights, args.batch_size, quiet=args.quiet)
   results = predictor.predict(files, args.top_k)
   for r in results:
     if "detections" in r:

@@ -17,18 +17,9 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from involution_jax import cli
+from involution_jax import cli, zoo
 from involution_jax.models import create_model
 from involution_jax.models.rednet import STAGE_SIZES, count_params
-
-# Official README: parameters (exact, from the official code) and GMACs.
-PUBLISHED = {
-  26: dict(params=9_233_166, gmacs=1.73, top1=75.96),
-  38: dict(params=12_386_986, gmacs=2.22, top1=77.48),
-  50: dict(params=15_540_806, gmacs=2.71, top1=78.35),
-  101: dict(params=25_652_950, gmacs=4.74, top1=78.92),
-  152: dict(params=33_984_582, gmacs=6.79, top1=79.12),
-}
 
 
 def forward_gmacs(model, image_size: int = 224) -> float:
@@ -43,25 +34,26 @@ def forward_gmacs(model, image_size: int = 224) -> float:
   return cost["flops"] / 2e9
 
 
-def summarize(depths=tuple(STAGE_SIZES), image_size: int = 224) -> list[dict]:
+def summarize(depths=tuple(STAGE_SIZES), image_size: int = 224, quiet: bool = False) -> list[dict]:
   """One row per depth: our params and GMACs beside the published ones."""
   rows = []
-  for depth in depths:
+  for depth in cli.progress(depths, desc="compile", unit="model", leave=False, quiet=quiet):
     model = create_model(f"rednet{depth}")
     variables = jax.eval_shape(
       lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
     )
     gmacs = forward_gmacs(model, image_size)
-    published = PUBLISHED[depth]
+    published = zoo.REGISTRY[f"rednet{depth}"]
     rows.append(
       dict(
         model=f"RedNet-{depth}",
         params=count_params(variables["params"]),
-        published_params=published["params"],
+        published_params=published.params,
         gmacs=round(gmacs, 3),
-        published_gmacs=published["gmacs"],
-        gmacs_diff_pct=round(100 * (gmacs / published["gmacs"] - 1), 2),
-        published_top1=published["top1"],
+        published_gmacs=published.gmacs,
+        gmacs_diff_pct=round(100 * (gmacs / published.gmacs - 1), 2),
+        published_top1=published.top1_paper,
+        pretrained_top1=published.top1_paddle,
       )
     )
   return rows
@@ -69,14 +61,15 @@ def summarize(depths=tuple(STAGE_SIZES), image_size: int = 224) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
   lines = [
-    "| model | params | published | GMACs (XLA) | published | diff | top-1 (paper) |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| model | params | published | GMACs (XLA) | published | diff | top-1 (paper) "
+    "| top-1 (pretrained) |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in rows:
     lines.append(
       f"| {r['model']} | {r['params']:,} | {r['published_params']:,} | "
       f"{r['gmacs']:.2f} | {r['published_gmacs']:.2f} | "
-      f"{r['gmacs_diff_pct']:+.1f}% | {r['published_top1']:.2f} |"
+      f"{r['gmacs_diff_pct']:+.1f}% | {r['published_top1']:.2f} | {r['pretrained_top1']:.2f} |"
     )
   return "\n".join(lines)
 
@@ -96,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("--image-size", type=int, default=224)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  cli.add_quiet_argument(parser)
   args = parser.parse_args(argv)
   try:
     depths = [int(d) for d in args.depths.split(",")]
@@ -106,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     raise ValueError(f"unknown depth(s) {unknown}; choose from {sorted(STAGE_SIZES)}")
   if args.image_size < 1:
     raise ValueError(f"--image-size must be >= 1, got {args.image_size}")
-  rows = summarize(depths, args.image_size)
+  rows = summarize(depths, args.image_size, quiet=args.quiet)
   print(json.dumps(rows, indent=2) if args.json else format_table(rows))
   return 0
 

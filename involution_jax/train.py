@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
       f"checkpoints: {metrics['checkpoint_dir']}\nTensorBoard: "
       f"tensorboard --logdir {metrics['tensorboard_dir']}\n"
-      f"metrics: {os.path.join(os.path.abspath(args.workdir), 'metrics.json')}"
+      f"metrics: {os.path.join(os.path.abspath(args.workdir), 'metrics.json')}\n"
+      f"curves: {os.path.join(os.path.abspath(args.workdir), 'curves.png')}"
     )
   return 0
 

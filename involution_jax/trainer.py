@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from involution_jax import checkpoints, configs, resume, sharding, train_step
+from involution_jax import checkpoints, configs, curves, resume, sharding, train_step
 from involution_jax.data import pipeline
 from involution_jax.data.pipeline import train_iterator
 from involution_jax.evaluator import evaluate, make_eval_step
@@ -116,10 +116,12 @@ def _initialise_from(state, config, task, target: NamedSharding, verbose: bool):
   return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
 
-def _write_scalars(writer, prefix: str, results: dict, step: int) -> None:
+def _write_scalars(writer, workdir: str, kind: str, results: dict, step: int) -> None:
+  """TensorBoard scalars and a line of the run's history (`curves`)."""
   for name, value in results.items():
     if isinstance(value, (int, float)):
-      writer.add_scalar(f"{prefix}/{name}", value, step)
+      writer.add_scalar(f"{kind}/{name}", value, step)
+  curves.append(workdir, step, kind, results)
 
 
 def _write_metrics(workdir: str, metrics: dict) -> None:
@@ -192,6 +194,7 @@ def train_and_evaluate(
     writer = None
     if main_process:
       writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      curves.keep_until(workdir, start_step)
 
     def save(step: int, loss: float) -> None:
       checkpoints.save(
@@ -286,8 +289,7 @@ def train_and_evaluate(
             learning_rate=float(history[-1]["learning_rate"]),
             images_per_second=images_per_second,
           )
-          for name, value in scalars.items():
-            writer.add_scalar(f"train/{name}", value, step)
+          _write_scalars(writer, workdir, "train", scalars, step)
         last_summary, history = summary, []
       if step % config.checkpoint_every_steps == 0 or step == total_steps:
         if pending is not None:
@@ -305,7 +307,7 @@ def train_and_evaluate(
           batch_sharding,
         )
         if writer:
-          _write_scalars(writer, "eval", results, step)
+          _write_scalars(writer, workdir, "eval", results, step)
     bar.close()
     mngr.wait_until_finished()
     results = evaluate(
@@ -328,8 +330,10 @@ def train_and_evaluate(
       tensorboard_dir=os.path.join(workdir, "tensorboard"),
     )
     if writer:
-      _write_scalars(writer, "eval", results, total_steps)
+      _write_scalars(writer, workdir, "eval", results, total_steps)
       writer.close()
+      run = os.path.basename(os.path.abspath(workdir))
+      curves.draw({run: curves.read(workdir)}, os.path.join(workdir, curves.CURVES), title=run)
     if main_process:
       _write_metrics(workdir, final)
     mngr.close()

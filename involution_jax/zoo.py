@@ -37,10 +37,11 @@ MANIFEST = "manifest.json"
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
-  """One released weights file and what is published about it (ImageNet-1k, 224 x 224)."""
+  """One released weights file and what is published about its model (ImageNet-1k)."""
 
   depth: int
-  params_m: float  # millions, the official count
+  params: int  # exact, from the official code
+  gmacs: float  # multiply-adds at 224 x 224, the official README's "FLOPs"
   top1_paper: float  # the official README's single-crop top-1
   top1_paddle: float  # PaddleClas's model zoo, for these very files
 
@@ -50,11 +51,11 @@ class Pretrained:
 
 
 REGISTRY = {
-  "rednet26": Pretrained(26, 9.23, 75.96, 75.95),
-  "rednet38": Pretrained(38, 12.39, 77.48, 77.47),
-  "rednet50": Pretrained(50, 15.54, 78.35, 78.33),
-  "rednet101": Pretrained(101, 25.65, 78.92, 78.94),
-  "rednet152": Pretrained(152, 33.99, 79.12, 79.17),
+  "rednet26": Pretrained(26, 9_233_166, 1.73, 75.96, 75.95),
+  "rednet38": Pretrained(38, 12_386_986, 2.22, 77.48, 77.47),
+  "rednet50": Pretrained(50, 15_540_806, 2.71, 78.35, 78.33),
+  "rednet101": Pretrained(101, 25_652_950, 4.74, 78.92, 78.94),
+  "rednet152": Pretrained(152, 33_984_582, 6.79, 79.12, 79.17),
 }
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from involution_jax import cli, configs
 
 BIN = os.path.dirname(sys.executable)
-TOOLS = ("train", "eval", "predict", "export", "visualize", "convert", "summary")
+TOOLS = ("train", "eval", "predict", "export", "visualize", "convert", "summary", "plot")
 
 
 def _script(verb: str) -> str:
@@ -87,6 +87,10 @@ def test_installed_tools_work_from_another_folder(outside):
   evaluate = _run(outside, "eval", "--weights", "run", "--config.image_size=8")
   assert evaluate.returncode == 0, evaluate.stderr[-3000:]
   assert 0 <= json.loads(evaluate.stdout)["accuracy"] <= 1
+
+  curves = _run(outside, "plot", "run", "--out", "curves.png")
+  assert curves.returncode == 0, curves.stderr[-3000:]
+  assert (outside / "curves.png").stat().st_size > 0 and (outside / "run" / "curves.png").exists()
 
   summary = _run(outside, "summary", "--depths", "26", "--image-size", "64", "--json")
   assert summary.returncode == 0, summary.stderr[-3000:]

@@ -12,13 +12,14 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "involution_jax"
 LAYERS = [
   ("cli", "ops"),  # cli: command-line conventions, nothing of the package
   ("models", "data"),
-  ("configs", "checkpoints", "drawing", "sharding", "portability", "paddle", "mmcls", "zoo"),
+  ("configs", "checkpoints", "drawing", "curves", "sharding", "portability"),
+  ("paddle", "mmcls", "zoo"),  # official weights: names, layouts, downloads
   ("convert",),
   ("weights", "pretrained", "tasks", "train_step"),
-  ("evaluator", "resume"),
+  ("evaluator", "resume", "nnx"),
   ("trainer",),
   ("preflight",),
-  ("train", "eval", "predict", "export", "visualize", "summary"),  # the tools
+  ("train", "eval", "predict", "export", "visualize", "summary", "plot"),  # the tools
 ]
 ROOT_MAY_IMPORT = {"models", "ops"}  # involution_jax/__init__.py: the public API
 # Optional extras may be imported where they are used, with a clear error if missing.

@@ -190,3 +190,11 @@ def test_unknown_name():
   with pytest.raises(ValueError, match="unknown pretrained model 'rednet51'; known: rednet26"):
     pretrained.load("rednet51")
   assert pretrained.names() == ("rednet26", "rednet38", "rednet50", "rednet101", "rednet152")
+
+
+def test_pretrained_weights_load_into_nnx(server, weights):
+  from involution_jax import nnx as inv_nnx
+
+  model = inv_nnx.from_weights("rednet26")
+  assert model.use_running_average
+  _assert_same(inv_nnx.linen_variables(model), weights[0])

@@ -10,7 +10,8 @@ from flax import traverse_util
 
 from involution_jax import RedNet, create_model, rednet26, rednet50
 from involution_jax.models.rednet import count_params
-from involution_jax.summary import PUBLISHED, summarize
+from involution_jax.summary import summarize
+from involution_jax.zoo import REGISTRY
 
 # Official parameter counts (1000 classes; shared/reference/rednet.md).
 OFFICIAL = {26: 9_233_166, 38: 12_386_986, 50: 15_540_806, 101: 25_652_950, 152: 33_984_582}
@@ -131,9 +132,9 @@ def test_registry_and_errors():
 def test_summary_matches_published_numbers():
   for row in summarize(depths=(26, 50)):
     depth = int(row["model"].split("-")[1])
-    assert row["params"] == PUBLISHED[depth]["params"] == OFFICIAL[depth]
+    assert row["params"] == REGISTRY[f"rednet{depth}"].params == OFFICIAL[depth]
     assert abs(row["gmacs_diff_pct"]) < 5, row
-    assert abs(row["gmacs"] / PUBLISHED[depth]["gmacs"] - 1) < 0.05
+    assert abs(row["gmacs"] / REGISTRY[f"rednet{depth}"].gmacs - 1) < 0.05
   assert rednet50().depth == 50
 
 

@@ -17,7 +17,7 @@ import pytest
 from helpers import ROOT, python_env, run, tiny_digits_config, tiny_flags, train_command
 from PIL import Image
 
-from involution_jax import checkpoints, tasks, train_step
+from involution_jax import checkpoints, curves, tasks, train_step
 from involution_jax.evaluator import evaluate_weights
 from involution_jax.trainer import train_and_evaluate
 
@@ -48,6 +48,17 @@ def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   variables, info = checkpoints.load_for_inference(str(tmp_path))
   assert info["num_classes"] == 10 and info["class_names"][3] == "3"
   assert info["model_kwargs"]["kernel_size"] == 3
+  records = curves.read(str(tmp_path))  # every log step (2, 4) and the final evaluation
+  assert [(r["step"], sorted(r)) for r in records] == [
+    (2, ["step", "train"]),
+    (4, ["step", "train"]),
+    (4, ["eval", "step"]),
+  ]
+  assert records[1]["train"]["loss"] == pytest.approx(saved["train_loss"])
+  assert records[2]["eval"]["accuracy"] == saved["test_accuracy"]
+  assert records[0]["train"]["learning_rate"] > 0
+  with Image.open(tmp_path / "curves.png") as picture:
+    assert picture.format == "PNG" and picture.width > 1000
   # The same command again resumes at the end: nothing to train, same evaluation.
   again = train_and_evaluate(tiny_digits_config(), str(tmp_path))
   assert again["test_accuracy"] == metrics["test_accuracy"] and again["train_loss"] is None
@@ -113,6 +124,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(killed))
   with open(os.path.join(killed, "metrics.json")) as f:
     assert json.load(f)["steps"] == 60
+  # The history of the resumed run is the uninterrupted one's: no step lost or repeated.
+  train_curve = lambda workdir: [
+    (r["step"], r["train"]["loss"], r["train"]["learning_rate"])
+    for r in curves.read(workdir)
+    if "train" in r
+  ]
+  assert train_curve(killed) == train_curve(straight)
+  assert [r["step"] for r in curves.read(killed) if "train" in r] == list(range(3, 61, 3))
 
 
 def test_command_line_overrides(tmp_path):
