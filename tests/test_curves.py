@@ -87,4 +87,3 @@ def test_progress_bars_show_only_on_a_terminal_and_not_when_quiet(
   monkeypatch.setattr("sys.stderr", stream)
   assert list(cli.progress(range(3), desc="work", quiet=quiet)) == [0, 1, 2]
   assert ("work" in stream.getvalue()) == shown
-
