@@ -2,9 +2,9 @@
 
 FLOPs come from XLA's cost analysis of the compiled forward pass (batch 1,
 eval mode) and are reported as multiply-adds (XLA flops / 2), the unit of the
-paper's "FLOPs" column. XLA also counts elementwise work (BatchNorm, ReLU,
-residual adds, pooling) that the paper's counter does not, and RedNet-101/152
-run more of it per multiply-add, hence their larger (< 5%) excess.
+paper's "FLOPs" column; XLA also counts element-wise work (BatchNorm, ReLU,
+residual adds, pooling). The published figures and the pretrained weights'
+top-1 come from `zoo.REGISTRY`.
 
     involution-summary [--json] [--depths 26,50] [--image-size 224]
 """
