@@ -1,6 +1,7 @@
 """Tasks: what the trainer and evaluator need to know about a kind of problem.
 
-`config.task`: "classification" (default), "segmentation" or "detection". A
+`config.task`: "classification" (default), "segmentation", "detection" or
+"language_model". A
 task loads a split (`dataset`), prepares examples (`preprocess`), names its
 input shape, defines the training loss with its metrics (`loss_fn`) and the
 evaluation: a per-batch function on the device (`eval_fn`) and a summary of
@@ -18,7 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from involution_jax.data import classification, dense
+from involution_jax.data import classification, dense, text
 from involution_jax.data.pipeline import Dataset
 from involution_jax.models import detection, segmentation
 
@@ -52,6 +53,7 @@ def cross_entropy(
 class Classification:
   name = "classification"
   train_metrics = ("accuracy",)
+  input_dtype = jnp.float32
 
   def dataset(self, config, split: str) -> Dataset:
     return classification.load_dataset(
@@ -129,6 +131,7 @@ class _Dense:
   """Shared by segmentation and detection: datasets, preprocessing, model info."""
 
   name = ""
+  input_dtype = jnp.float32
 
   def _size(self, config) -> tuple[int, int]:
     size = config.image_size
@@ -261,7 +264,72 @@ class Detection(_Dense):
     return results
 
 
-TASKS = {t.name: t for t in (Classification, Segmentation, Detection)}
+class LanguageModel:
+  """Next-token prediction on byte tokens; metrics per real target (mask 1)."""
+
+  name = "language_model"
+  train_metrics = ("accuracy",)
+  input_dtype = jnp.int32
+
+  def dataset(self, config, split: str) -> Dataset:
+    return text.load_text_dataset(
+      config.dataset, split, context=config.context, data_dir=config.data_dir
+    )
+
+  def preprocess(self, config) -> text.TokenPreprocess:
+    return text.TokenPreprocess(config.context)
+
+  def input_shape(self, config) -> tuple[int]:
+    return (config.context,)
+
+  @staticmethod
+  def _per_token(logits, batch):
+    weights = batch["mask"] * batch["valid"][:, None]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    correct = jnp.argmax(logits, -1) == batch["targets"]
+    return losses * weights, correct * weights, weights
+
+  def loss_fn(self, model: nn.Module, config) -> LossFn:
+    def loss(variables, batch, rng):
+      logits = model.apply(variables, batch["tokens"], train=True, rngs={"dropout": rng})
+      losses, correct, weights = self._per_token(logits, batch)
+      count = jnp.maximum(jnp.sum(weights), 1.0)
+      metrics = {"accuracy": jnp.sum(correct) / count}
+      return jnp.sum(losses) / count, (variables.get("batch_stats", {}), metrics)
+
+    return loss
+
+  def eval_fn(self, model: nn.Module) -> Callable[[dict, dict], dict]:
+    def step(variables, batch):
+      logits = model.apply(variables, batch["tokens"], train=False)
+      losses, correct, weights = self._per_token(logits, batch)
+      return dict(nll=jnp.sum(losses), correct=jnp.sum(correct), tokens=jnp.sum(weights))
+
+    return step
+
+  def summarize(self, outputs: Iterable[dict], dataset: Dataset) -> dict:
+    totals = _sum_tree(outputs)
+    tokens = max(float(totals["tokens"]), 1.0)
+    loss = float(totals["nll"]) / tokens
+    return dict(
+      loss=loss,
+      bits_per_byte=loss / float(np.log(2)),  # a token is a byte
+      accuracy=float(totals["correct"]) / tokens,
+      tokens=int(totals["tokens"]),
+    )
+
+  def model_info(self, config, dataset: Dataset) -> dict:
+    return dict(
+      task=self.name,
+      model=config.model,
+      model_kwargs=_plain(config.get("model_kwargs", {})),
+      num_classes=dataset.num_classes,
+      context=config.context,
+      corpus=dataset.source.corpus,
+    )
+
+
+TASKS = {t.name: t for t in (Classification, Segmentation, Detection, LanguageModel)}
 
 
 def get_task(config: ml_collections.ConfigDict):

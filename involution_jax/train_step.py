@@ -94,10 +94,15 @@ def optimizer(
 
 
 def init_state(
-  model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, image_shape: tuple[int, ...]
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  rng: jax.Array,
+  input_shape: tuple[int, ...],
+  input_dtype=jnp.float32,
 ) -> TrainState:
-  """Initial parameters (from an input of `image_shape`) and optimiser state."""
-  variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  """Initial parameters (from an input of `input_shape`: an image's, or a window of
+  `input_dtype` int tokens) and optimiser state."""
+  variables = model.init(rng, jnp.zeros((1, *input_shape), input_dtype), train=False)
   params = variables["params"]
   return TrainState(
     step=jnp.zeros((), jnp.int32),

@@ -65,9 +65,10 @@ def build_programs(
   model = train_step.model_from_config(config, num_classes)
   schedule = train_step.learning_rate_schedule(config, total_steps, steps_per_epoch)
   tx = train_step.optimizer(config, schedule)
-  image_shape = task.input_shape(config)
+  shape = task.input_shape(config)
   init = jax.jit(
-    lambda rng: train_step.init_state(model, tx, rng, image_shape), out_shardings=replicated
+    lambda rng: train_step.init_state(model, tx, rng, shape, task.input_dtype),
+    out_shardings=replicated,
   )
   abstract = jax.tree.map(
     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
@@ -329,6 +330,8 @@ def train_and_evaluate(
       checkpoint_dir=ckpt_dir,
       tensorboard_dir=os.path.join(workdir, "tensorboard"),
     )
+    if "corpus" in info:  # text: which text, exactly (it differs between Python versions)
+      final["corpus"] = info["corpus"]
     if writer:
       _write_scalars(writer, workdir, "eval", results, total_steps)
       writer.close()

@@ -14,7 +14,17 @@ from PIL import Image
 from involution_jax import cli, configs
 
 BIN = os.path.dirname(sys.executable)
-TOOLS = ("train", "eval", "predict", "export", "visualize", "convert", "summary", "plot")
+TOOLS = (
+  "train",
+  "eval",
+  "predict",
+  "export",
+  "visualize",
+  "convert",
+  "summary",
+  "plot",
+  "generate",
+)
 
 
 def _script(verb: str) -> str:

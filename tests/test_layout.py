@@ -19,7 +19,7 @@ LAYERS = [
   ("evaluator", "resume", "nnx"),
   ("trainer",),
   ("preflight",),
-  ("train", "eval", "predict", "export", "visualize", "summary", "plot"),  # the tools
+  ("train", "eval", "predict", "export", "visualize", "summary", "plot", "generate"),  # the tools
 ]
 ROOT_MAY_IMPORT = {"models", "ops"}  # involution_jax/__init__.py: the public API
 # Optional extras may be imported where they are used, with a clear error if missing.

@@ -37,6 +37,30 @@ def _per_dim(name: str, value, n: int) -> tuple[int, ...]:
   return values
 
 
+def softmax_taps(kernel: jax.Array) -> jax.Array:
+  """Softmax over the last axis (a kernel's taps), in at least float32, in `kernel`'s dtype."""
+  compute = jnp.promote_types(kernel.dtype, jnp.float32)
+  return jax.nn.softmax(kernel.astype(compute), axis=-1).astype(kernel.dtype)
+
+
+def decoding_window(module: nn.Module, x: jax.Array, span: int) -> jax.Array | None:
+  """One decoding step of a causal layer: x (B, 1, C) after the last `span` inputs,
+  (B, span + 1, C), which `module`'s `cache` collection keeps (`inputs`, created as
+  zeros). None at `init`, where the cache is only created."""
+  ready = module.has_variable("cache", "inputs")
+  cache = module.variable("cache", "inputs", jnp.zeros, (x.shape[0], span, x.shape[-1]), x.dtype)
+  if not ready:
+    return None
+  if x.shape[1] != 1:
+    raise ValueError(
+      f"{type(module).__name__}(decode=True) takes one step at a time, x (B, 1, C); "
+      f"got shape {x.shape}"
+    )
+  recent = jnp.concatenate([cache.value, x], axis=1)
+  cache.value = recent[:, 1:]
+  return recent
+
+
 class Involution(nn.Module):
   """Involution layer with its kernel-generation branch (the official RedNet layer in 2-D).
 
@@ -169,7 +193,7 @@ class Involution(nn.Module):
     kernel = ConvModule(taps * groups, norm=False, act=False, name="conv2", **common)(hidden, train)
     kernel = kernel.reshape(kernel.shape[:-1] + (groups, taps))
     if self.kernel_normalization == "softmax":
-      kernel = jax.nn.softmax(kernel.astype(jnp.float32), axis=-1).astype(kernel.dtype)
+      kernel = softmax_taps(kernel)
     if self.kernel_dropout > 0:
       kernel = nn.Dropout(self.kernel_dropout, deterministic=not train)(kernel)
     kernel = checkpoint_name(kernel.reshape(kernel.shape[:-1] + tuple(window)), KERNEL_BRANCH[1])
@@ -184,16 +208,8 @@ class Involution(nn.Module):
     if self.dtype is not None:
       x = x.astype(self.dtype)
     if self.decode:
-      span = (window[0] - 1) * dilation[0]
-      ready = self.has_variable("cache", "inputs")
-      cache = self.variable("cache", "inputs", jnp.zeros, (x.shape[0], span, x.shape[-1]), x.dtype)
-      if ready:
-        if x.shape[1] != 1:
-          raise ValueError(
-            f"Involution(decode=True) takes one step at a time, x (B, 1, C); got shape {x.shape}"
-          )
-        recent = jnp.concatenate([cache.value, x], axis=1)  # (B, span + 1, C)
-        cache.value = recent[:, 1:]
+      recent = decoding_window(self, x, (window[0] - 1) * dilation[0])
+      if recent is not None:
         kernel = self._kernel(x, window, groups, norm, train)
         return involution(recent, kernel, dilation=dilation, padding=((0, 0),), method=self.method)
     if set(stride) == {1}:

@@ -9,6 +9,7 @@ import flax.linen as nn
 from involution_jax.models.detection import RetinaNet
 from involution_jax.models.rednet import RedNet, rednet26, rednet38, rednet50, rednet101, rednet152
 from involution_jax.models.segmentation import SemanticFPN
+from involution_jax.models.sequence import SequenceModel
 
 # "rednet": the bare module, configured entirely by keyword (e.g. small stage_sizes).
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -20,6 +21,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
   "rednet152": rednet152,
   "semantic_fpn": SemanticFPN,
   "retinanet": RetinaNet,
+  "sequence": SequenceModel,
 }
 
 
