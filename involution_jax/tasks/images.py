@@ -1,12 +1,4 @@
-"""Tasks: what the trainer and evaluator need to know about a kind of problem.
-
-`config.task`: "classification" (default), "segmentation", "detection" or
-"language_model". A
-task loads a split (`dataset`), prepares examples (`preprocess`), names its
-input shape, defines the training loss with its metrics (`loss_fn`) and the
-evaluation: a per-batch function on the device (`eval_fn`) and a summary of
-all batches' outputs on the host (`summarize`).
-"""
+"""Image tasks: classification, segmentation, detection."""
 
 from __future__ import annotations
 
@@ -15,39 +7,12 @@ from collections.abc import Callable, Iterable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
-from involution_jax.data import classification, dense, text
+from involution_jax.data import classification, dense
 from involution_jax.data.pipeline import Dataset
 from involution_jax.models import detection, segmentation
-
-LossFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
-
-
-def _apply_train(model: nn.Module, variables: dict, images: jax.Array, rng: jax.Array):
-  """Train-mode forward: (outputs, updated batch_stats)."""
-  outputs, updates = model.apply(
-    variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
-  )
-  return outputs, updates["batch_stats"]
-
-
-def _sum_tree(outputs: Iterable[dict]) -> dict:
-  totals = None
-  for out in outputs:
-    totals = out if totals is None else jax.tree.map(np.add, totals, out)
-  return totals
-
-
-def cross_entropy(
-  logits: jax.Array, labels: jax.Array, weights: jax.Array, label_smoothing: float = 0.0
-) -> jax.Array:
-  """Mean softmax cross-entropy over examples with weight 1 (0 = padding / unreadable)."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  losses = optax.softmax_cross_entropy(logits, targets)
-  return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+from involution_jax.tasks.common import LossFn, apply_train, cross_entropy, plain, sum_tree
 
 
 class Classification:
@@ -75,7 +40,7 @@ class Classification:
 
   def loss_fn(self, model: nn.Module, config) -> LossFn:
     def loss(variables, batch, rng):
-      logits, batch_stats = _apply_train(model, variables, batch["image"], rng)
+      logits, batch_stats = apply_train(model, variables, batch["image"], rng)
       value = cross_entropy(logits, batch["label"], batch["valid"], config.label_smoothing)
       correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["valid"])
       return value, (batch_stats, {"accuracy": correct / jnp.maximum(jnp.sum(batch["valid"]), 1)})
@@ -98,7 +63,7 @@ class Classification:
     return step
 
   def summarize(self, outputs: Iterable[dict], dataset: Dataset) -> dict:
-    totals = _sum_tree(outputs)
+    totals = sum_tree(outputs)
     count = max(float(totals["count"]), 1.0)
     results = dict(
       loss=float(totals["loss"]) / count,
@@ -113,7 +78,7 @@ class Classification:
     return dict(
       task=self.name,
       model=config.model,
-      model_kwargs=_plain(config.get("model_kwargs", {})),
+      model_kwargs=plain(config.get("model_kwargs", {})),
       num_classes=dataset.num_classes,
       class_names=list(dataset.class_names),
       image_size=config.image_size,
@@ -121,10 +86,6 @@ class Classification:
       std=list(config.std),
       eval_crop=config.eval_crop,
     )
-
-
-def _plain(value):
-  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value or {})
 
 
 class _Dense:
@@ -161,7 +122,7 @@ class _Dense:
     return dict(
       task=self.name,
       model=config.model,
-      model_kwargs=_plain(config.get("model_kwargs", {})),
+      model_kwargs=plain(config.get("model_kwargs", {})),
       num_classes=dataset.num_classes,
       class_names=list(dataset.class_names),
       image_size=list(self._size(config)),
@@ -176,7 +137,7 @@ class Segmentation(_Dense):
 
   def loss_fn(self, model, config) -> LossFn:
     def loss(variables, batch, rng):
-      logits, batch_stats = _apply_train(model, variables, batch["image"], rng)
+      logits, batch_stats = apply_train(model, variables, batch["image"], rng)
       labels = jnp.where(
         batch["valid"][:, None, None] > 0, batch["mask"], segmentation.IGNORE_LABEL
       )
@@ -201,7 +162,7 @@ class Segmentation(_Dense):
     return step
 
   def summarize(self, outputs, dataset):
-    totals = _sum_tree(outputs)
+    totals = sum_tree(outputs)
     results = segmentation.iou_from_confusion(totals["confusion"])
     results["per_class_iou"] = dict(zip(dataset.class_names, results.pop("iou")))
     results["count"] = int(totals["count"])
@@ -219,7 +180,7 @@ class Detection(_Dense):
     anchors = self._anchors(model, self.input_shape(config))
 
     def loss(variables, batch, rng):
-      (cls, reg), batch_stats = _apply_train(model, variables, batch["image"], rng)
+      (cls, reg), batch_stats = apply_train(model, variables, batch["image"], rng)
       classes = jnp.where(batch["valid"][:, None] > 0, batch["classes"], -1)
       value, parts = detection.retinanet_loss(cls, reg, anchors, batch["boxes"], classes)
       return value, (batch_stats, {k: parts[k] for k in self.train_metrics})
@@ -262,78 +223,3 @@ class Detection(_Dense):
     results = dense.coco_evaluate(truth, detections)
     results["detections"] = len(detections)
     return results
-
-
-class LanguageModel:
-  """Next-token prediction on byte tokens; metrics per real target (mask 1)."""
-
-  name = "language_model"
-  train_metrics = ("accuracy",)
-  input_dtype = jnp.int32
-
-  def dataset(self, config, split: str) -> Dataset:
-    return text.load_text_dataset(
-      config.dataset, split, context=config.context, data_dir=config.data_dir
-    )
-
-  def preprocess(self, config) -> text.TokenPreprocess:
-    return text.TokenPreprocess(config.context)
-
-  def input_shape(self, config) -> tuple[int]:
-    return (config.context,)
-
-  @staticmethod
-  def _per_token(logits, batch):
-    weights = batch["mask"] * batch["valid"][:, None]
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-    correct = jnp.argmax(logits, -1) == batch["targets"]
-    return losses * weights, correct * weights, weights
-
-  def loss_fn(self, model: nn.Module, config) -> LossFn:
-    def loss(variables, batch, rng):
-      logits = model.apply(variables, batch["tokens"], train=True, rngs={"dropout": rng})
-      losses, correct, weights = self._per_token(logits, batch)
-      count = jnp.maximum(jnp.sum(weights), 1.0)
-      metrics = {"accuracy": jnp.sum(correct) / count}
-      return jnp.sum(losses) / count, (variables.get("batch_stats", {}), metrics)
-
-    return loss
-
-  def eval_fn(self, model: nn.Module) -> Callable[[dict, dict], dict]:
-    def step(variables, batch):
-      logits = model.apply(variables, batch["tokens"], train=False)
-      losses, correct, weights = self._per_token(logits, batch)
-      return dict(nll=jnp.sum(losses), correct=jnp.sum(correct), tokens=jnp.sum(weights))
-
-    return step
-
-  def summarize(self, outputs: Iterable[dict], dataset: Dataset) -> dict:
-    totals = _sum_tree(outputs)
-    tokens = max(float(totals["tokens"]), 1.0)
-    loss = float(totals["nll"]) / tokens
-    return dict(
-      loss=loss,
-      bits_per_byte=loss / float(np.log(2)),  # a token is a byte
-      accuracy=float(totals["correct"]) / tokens,
-      tokens=int(totals["tokens"]),
-    )
-
-  def model_info(self, config, dataset: Dataset) -> dict:
-    return dict(
-      task=self.name,
-      model=config.model,
-      model_kwargs=_plain(config.get("model_kwargs", {})),
-      num_classes=dataset.num_classes,
-      context=config.context,
-      corpus=dataset.source.corpus,
-    )
-
-
-TASKS = {t.name: t for t in (Classification, Segmentation, Detection, LanguageModel)}
-
-
-def get_task(config: ml_collections.ConfigDict):
-  name = config.get("task", "classification")
-  if name not in TASKS:
-    raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
-  return TASKS[name]()

@@ -1,0 +1,149 @@
+"""Text tasks: byte-level language modelling, word-level text classification."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from involution_jax.data import labelled_text, text
+from involution_jax.data.pipeline import Dataset
+from involution_jax.tasks.common import LossFn, cross_entropy, plain, sum_tree
+
+
+class LanguageModel:
+  """Next-token prediction on byte tokens; metrics per real target (mask 1)."""
+
+  name = "language_model"
+  train_metrics = ("accuracy",)
+  input_dtype = jnp.int32
+
+  def dataset(self, config, split: str) -> Dataset:
+    return text.load_text_dataset(
+      config.dataset, split, context=config.context, data_dir=config.data_dir
+    )
+
+  def preprocess(self, config) -> text.TokenPreprocess:
+    return text.TokenPreprocess(config.context)
+
+  def input_shape(self, config) -> tuple[int]:
+    return (config.context,)
+
+  @staticmethod
+  def _per_token(logits, batch):
+    weights = batch["mask"] * batch["valid"][:, None]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    correct = jnp.argmax(logits, -1) == batch["targets"]
+    return losses * weights, correct * weights, weights
+
+  def loss_fn(self, model: nn.Module, config) -> LossFn:
+    def loss(variables, batch, rng):
+      logits = model.apply(variables, batch["tokens"], train=True, rngs={"dropout": rng})
+      losses, correct, weights = self._per_token(logits, batch)
+      count = jnp.maximum(jnp.sum(weights), 1.0)
+      metrics = {"accuracy": jnp.sum(correct) / count}
+      return jnp.sum(losses) / count, (variables.get("batch_stats", {}), metrics)
+
+    return loss
+
+  def eval_fn(self, model: nn.Module) -> Callable[[dict, dict], dict]:
+    def step(variables, batch):
+      logits = model.apply(variables, batch["tokens"], train=False)
+      losses, correct, weights = self._per_token(logits, batch)
+      return dict(nll=jnp.sum(losses), correct=jnp.sum(correct), tokens=jnp.sum(weights))
+
+    return step
+
+  def summarize(self, outputs: Iterable[dict], dataset: Dataset) -> dict:
+    totals = sum_tree(outputs)
+    tokens = max(float(totals["tokens"]), 1.0)
+    loss = float(totals["nll"]) / tokens
+    return dict(
+      loss=loss,
+      bits_per_byte=loss / float(np.log(2)),  # a token is a byte
+      accuracy=float(totals["correct"]) / tokens,
+      tokens=int(totals["tokens"]),
+    )
+
+  def model_info(self, config, dataset: Dataset) -> dict:
+    return dict(
+      task=self.name,
+      model=config.model,
+      model_kwargs=plain(config.get("model_kwargs", {})),
+      num_classes=dataset.num_classes,
+      context=config.context,
+      corpus=dataset.source.corpus,
+    )
+
+
+class TextClassification:
+  """Word sequences -> a class (a "pooled" sequence model); padding masked out."""
+
+  name = "text_classification"
+  train_metrics = ("accuracy",)
+  input_dtype = jnp.int32
+
+  def dataset(self, config, split: str) -> Dataset:
+    return labelled_text.load_labelled_text(
+      config.dataset,
+      split,
+      data_dir=config.data_dir,
+      max_vocab=config.model_kwargs.vocab_size,
+      text_column=config.get("text_column", "text"),
+      label_column=config.get("label_column", "label"),
+    )
+
+  def preprocess(self, config) -> labelled_text.WordsPreprocess:
+    return labelled_text.WordsPreprocess(config.context)
+
+  def input_shape(self, config) -> tuple[int]:
+    return (config.context,)
+
+  def loss_fn(self, model: nn.Module, config) -> LossFn:
+    def loss(variables, batch, rng):
+      logits = model.apply(
+        variables, batch["tokens"], train=True, mask=batch["mask"], rngs={"dropout": rng}
+      )
+      value = cross_entropy(logits, batch["label"], batch["valid"], config.label_smoothing)
+      correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["valid"])
+      accuracy = correct / jnp.maximum(jnp.sum(batch["valid"]), 1)
+      return value, (variables.get("batch_stats", {}), {"accuracy": accuracy})
+
+    return loss
+
+  def eval_fn(self, model: nn.Module) -> Callable[[dict, dict], dict]:
+    def step(variables, batch):
+      logits = model.apply(variables, batch["tokens"], train=False, mask=batch["mask"])
+      labels, valid = batch["label"], batch["valid"]
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      return dict(
+        loss=jnp.sum(losses * valid),
+        correct=jnp.sum((jnp.argmax(logits, -1) == labels) * valid),
+        count=jnp.sum(valid),
+      )
+
+    return step
+
+  def summarize(self, outputs: Iterable[dict], dataset: Dataset) -> dict:
+    totals = sum_tree(outputs)
+    count = max(float(totals["count"]), 1.0)
+    return dict(
+      loss=float(totals["loss"]) / count,
+      accuracy=float(totals["correct"]) / count,
+      count=int(totals["count"]),
+    )
+
+  def model_info(self, config, dataset: Dataset) -> dict:
+    return dict(
+      task=self.name,
+      model=config.model,
+      model_kwargs=plain(config.get("model_kwargs", {})),
+      num_classes=dataset.num_classes,
+      class_names=list(dataset.class_names),
+      context=config.context,
+      vocabulary=list(dataset.source.vocabulary),
+      vocabulary_sha256=dataset.source.vocabulary_sha256,
+    )
