@@ -1,0 +1,122 @@
+"""Token mixers side by side: the same sequence model, budget and data, one mixer apart.
+
+For each mixer and seed: train `--config TASK:MIXER` in its own workdir, then score
+the validation and test splits. Writes a markdown table (mean and spread over the
+seeds) and the raw numbers as JSON, and prints the table.
+
+    python experiments/compare_mixers.py --task charlm --seeds 0,1,2
+    python experiments/compare_mixers.py --task sentiment --mixers involution,conv \\
+        --set num_train_steps=300
+
+Every figure in the README's sequence tables comes from a command like these,
+printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from involution_jax import configs
+from involution_jax.evaluator import evaluate_weights
+from involution_jax.models import create_model
+from involution_jax.models.mixers import MIXERS
+from involution_jax.models.rednet import count_params
+from involution_jax.trainer import train_and_evaluate
+
+METRIC = {"charlm": "bits_per_byte", "sentiment": "accuracy"}
+
+
+def _params(config) -> int:
+  model = create_model(
+    config.model, num_classes=config.get("num_classes") or 2, **config.model_kwargs
+  )
+  shapes = jax.eval_shape(
+    lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, config.context), jnp.int32), train=False
+    )
+  )
+  return count_params(shapes["params"])
+
+
+def run(task: str, mixer: str, seed: int, overrides: list[str], root: str) -> dict:
+  config = configs.get_config(f"{task}:{mixer}", [*overrides, f"seed={seed}"])
+  workdir = os.path.join(root, f"{task}_{mixer}_seed{seed}")
+  start = time.time()
+  metrics = train_and_evaluate(config, workdir)
+  seconds = time.time() - start
+  scores = {
+    split: evaluate_weights(
+      configs.get_config(f"{task}:{mixer}", [*overrides, f"eval_split={split}"]), workdir
+    )
+    for split in ("validation", "test")
+  }
+  tokens_per_step = config.batch_size * config.context
+  return dict(
+    mixer=mixer,
+    seed=seed,
+    params=_params(config),
+    steps=metrics["steps"],
+    train_seconds=seconds,
+    tokens_per_second=(metrics["images_per_second"] or 0) * config.context,
+    tokens_per_step=tokens_per_step,
+    **{
+      f"{split}_{k}": v for split, s in scores.items() for k, v in s.items() if isinstance(v, float)
+    },
+  )
+
+
+def table(task: str, rows: list[dict]) -> str:
+  metric = METRIC[task]
+  lines = [
+    f"| mixer | params | validation {metric} | test {metric} | tokens/s | train s |",
+    "|---|---:|---:|---:|---:|---:|",
+  ]
+  for mixer in dict.fromkeys(r["mixer"] for r in rows):
+    mine = [r for r in rows if r["mixer"] == mixer]
+    cell = lambda key: (
+      f"{np.mean([r[key] for r in mine]):.3f}"
+      + (f" ± {np.std([r[key] for r in mine]):.3f}" if len(mine) > 1 else "")
+    )
+    lines.append(
+      f"| {mixer} | {mine[0]['params'] / 1e6:.2f}M | {cell(f'validation_{metric}')} | "
+      f"{cell(f'test_{metric}')} | {np.mean([r['tokens_per_second'] for r in mine]):,.0f} | "
+      f"{np.mean([r['train_seconds'] for r in mine]):.0f} |"
+    )
+  seeds = sorted({r["seed"] for r in rows})
+  lines.append(f"\n{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); mean ± standard deviation.")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--task", choices=sorted(METRIC), default="charlm")
+  parser.add_argument("--mixers", default=",".join(MIXERS))
+  parser.add_argument("--seeds", default="0")
+  parser.add_argument("--set", action="append", default=[], help="a config override FIELD=VALUE")
+  parser.add_argument("--root", default="runs/mixers", help="the runs' workdirs go here")
+  parser.add_argument("--out", default=None, help="markdown file (default: ROOT/TASK.md)")
+  args = parser.parse_args()
+  rows = [
+    run(args.task, mixer, int(seed), args.set, args.root)
+    for mixer in args.mixers.split(",")
+    for seed in args.seeds.split(",")
+  ]
+  markdown = table(args.task, rows)
+  out = args.out or os.path.join(args.root, f"{args.task}.md")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    f.write(markdown + "\n")
+  with open(os.path.splitext(out)[0] + ".json", "w") as f:
+    json.dump(rows, f, indent=2)
+  print(markdown)
+
+
+if __name__ == "__main__":
+  main()
