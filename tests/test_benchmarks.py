@@ -16,6 +16,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
     ("net_bench.py", ["RedNet-50 (ours, JAX)", "ResNet-50 (JAX, same style)"]),
     ("pipeline_bench.py", ["records decoded", "bound (1 + read_ahead)"]),
     ("nnx_bench.py", ["nnx.jit (bridge)", "nnx split/merge + jax.jit", "vs linen"]),
+    ("seq_bench.py", ["dynamic (unfold)", "vs attention", "us / token"]),
   ],
 )
 def test_benchmark_quick_run_prints_its_table(script, rows):

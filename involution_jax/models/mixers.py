@@ -37,12 +37,13 @@ def _check_heads(width: int, heads: int, name: str) -> None:
 
 
 def _causal_apply(module: nn.Module, x: jax.Array, kernel: jax.Array, span: int) -> jax.Array:
-  """Causal involution of x (B, T, D) with kernel (B, T, G, K), or one decoding step."""
+  """Causal involution of x (B, T, D) with kernel (B, T, G, K), or one decoding step;
+  `module.method` is the op's formulation ("patches": the T x K x D unfold)."""
   if module.decode:
     recent = decoding_window(module, x, span)
     if recent is not None:
-      return involution(recent, kernel, padding=((0, 0),))
-  return involution(x, kernel, padding="CAUSAL")
+      return involution(recent, kernel, padding=((0, 0),), method=module.method)
+  return involution(x, kernel, padding="CAUSAL", method=module.method)
 
 
 class DynamicConv(nn.Module):
@@ -53,6 +54,7 @@ class DynamicConv(nn.Module):
   dropconnect: float = 0.0
   decode: bool = False
   dtype: Dtype | None = None
+  method: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -71,6 +73,7 @@ class LightConv(nn.Module):
   heads: int = 8
   dropconnect: float = 0.0
   decode: bool = False
+  method: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -89,6 +92,7 @@ class CausalConv(nn.Module):
 
   kernel_size: int = 3
   decode: bool = False
+  method: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -174,8 +178,10 @@ def make_mixer(
   decode: bool,
   dtype: Dtype | None,
   module_name: str,
+  method: str = "auto",
 ) -> nn.Module:
-  """The mixer `name` (one of `MIXERS`) with the fields that apply to it."""
+  """The mixer `name` (one of `MIXERS`) with the fields that apply to it; `method`: the
+  convolutional mixers' op formulation (see `involution_jax.involution`)."""
   if name == "involution":
     return Involution(
       kernel_size=(kernel_size,),
@@ -186,14 +192,15 @@ def make_mixer(
       kernel_dropout=dropconnect,
       decode=decode,
       dtype=dtype,
+      method=method,
       name=module_name,
     )
   if name == "dynamic":
-    return DynamicConv(kernel_size, heads, dropconnect, decode, dtype, name=module_name)
+    return DynamicConv(kernel_size, heads, dropconnect, decode, dtype, method, name=module_name)
   if name == "lightweight":
-    return LightConv(kernel_size, heads, dropconnect, decode, name=module_name)
+    return LightConv(kernel_size, heads, dropconnect, decode, method, name=module_name)
   if name == "conv":
-    return CausalConv(kernel_size, decode, name=module_name)
+    return CausalConv(kernel_size, decode, method, name=module_name)
   if name == "attention":
     return CausalSelfAttention(heads, rope, max_length, decode, dtype, name=module_name)
   raise ValueError(f"unknown mixer {name!r}; expected one of {MIXERS}")

@@ -44,6 +44,8 @@ class SequenceModel(nn.Module):
       `max_length` positions); the convolutions need none.
     max_length: the longest sequence attention decodes (its cache) or learns positions for.
     decode: one token per call from a `cache` collection (see `generate`).
+    method: the convolutional mixers' op formulation (`involution_jax.involution`;
+      "patches" is the T x K x D unfold of fairseq's DynamicConv, for comparison).
   """
 
   mixer: str = "involution"
@@ -64,6 +66,7 @@ class SequenceModel(nn.Module):
   max_length: int = 2048
   decode: bool = False
   dtype: Dtype | None = None
+  method: str = "auto"
 
   def _kernel_sizes(self) -> tuple[int, ...]:
     sizes = self.kernel_sizes
@@ -127,6 +130,7 @@ class SequenceModel(nn.Module):
         decode=self.decode,
         dtype=self.dtype,
         module_name=f"block{i}_mixer",
+        method=self.method,
       )
       h = mixer(h, train)
       x = x + drop(dense(self.width, name=f"block{i}_out")(h))
