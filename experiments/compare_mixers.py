@@ -45,9 +45,9 @@ def _params(config) -> int:
   return count_params(shapes["params"])
 
 
-def run(task: str, mixer: str, seed: int, overrides: list[str], root: str) -> dict:
+def run(task: str, mixer: str, seed: int, overrides: list[str], workdir: str) -> dict:
+  """Trains `task:mixer` with `overrides` in `workdir`; its scores, size and speed."""
   config = configs.get_config(f"{task}:{mixer}", [*overrides, f"seed={seed}"])
-  workdir = os.path.join(root, f"{task}_{mixer}_seed{seed}")
   start = time.time()
   metrics = train_and_evaluate(config, workdir)
   seconds = time.time() - start
@@ -104,7 +104,7 @@ def main() -> None:
   parser.add_argument("--out", default=None, help="markdown file (default: ROOT/TASK.md)")
   args = parser.parse_args()
   rows = [
-    run(args.task, mixer, int(seed), args.set, args.root)
+    run(args.task, mixer, int(seed), args.set, os.path.join(args.root, f"{mixer}_seed{seed}"))
     for mixer in args.mixers.split(",")
     for seed in args.seeds.split(",")
   ]

@@ -48,3 +48,30 @@ def test_compare_mixers_writes_its_table(tmp_path):
   assert [r["mixer"] for r in rows] == ["conv", "involution"]
   assert all(0 < r["test_bits_per_byte"] < 9 and r["params"] > 0 for r in rows)
   assert (tmp_path / "charlm.md").read_text().startswith("| mixer | params |")
+
+
+def test_ablation_writes_its_table_and_picture(tmp_path):
+  flags = [w for item in TINY if "kernel_sizes" not in item for w in ("--set", item)]
+  done = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "ablation.py"),
+      "--knobs",
+      "kernel_size",
+      "--values",
+      "3,5",
+      "--root",
+      str(tmp_path),
+      *flags,
+    ],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=python_env(),
+    cwd=tmp_path,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "| kernel_size | 3 |" in done.stdout and "| kernel_size | 5 |" in done.stdout
+  results = json.loads((tmp_path / "ablation.json").read_text())
+  assert [r["value"] for r in results["kernel_size"]] == [3, 5]
+  assert (tmp_path / "ablation.png").stat().st_size > 0
