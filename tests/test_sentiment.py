@@ -132,3 +132,20 @@ def test_training_learns_the_fixture_and_checks_the_vocabulary(reviews, tmp_path
   config.data_dir = str(other)
   with pytest.raises(ValueError, match="was trained with another vocabulary"):
     evaluate_weights(config, str(tmp_path / "run"))
+
+
+def test_tfds_text_datasets_through_mock_data(tfds):
+  with tfds.testing.mock_data(num_examples=12):
+    train = labelled_text.load_labelled_text(
+      "tfds:imdb_reviews", "train", data_dir=None, max_vocab=50
+    )
+    test = labelled_text.load_labelled_text(
+      "tfds:imdb_reviews", "test", data_dir=None, max_vocab=50
+    )
+    assert train.class_names == ("neg", "pos") and len(train.source) == len(test.source) == 12
+    assert test.source.vocabulary == train.source.vocabulary  # from the training split
+    assert all(r["tokens"].dtype == np.int32 for r in (train.source[i] for i in range(12)))
+    with pytest.raises(ValueError, match="has no feature 'sentence'"):
+      labelled_text.load_labelled_text(
+        "tfds:imdb_reviews", "train", data_dir=None, max_vocab=50, text_column="sentence"
+      )

