@@ -54,7 +54,7 @@ def test_decoding_step_by_step_equals_the_full_pass(mixer, fields):
   model = _model(mixer, **fields)
   tokens = _tokens(seed=3)
   variables = model.init(jax.random.PRNGKey(4), tokens, train=False)
-  full = model.apply(variables, tokens, train=False)
+  full = jax.jit(lambda t: model.apply(variables, t, train=False))(tokens)
   decoder = model.clone(decode=True)
   cache = decoder.init(jax.random.PRNGKey(0), tokens[:, :1], train=False)["cache"]
   step = jax.jit(
