@@ -103,18 +103,18 @@ def main() -> None:
   parser.add_argument("--root", default="runs/mixers", help="the runs' workdirs go here")
   parser.add_argument("--out", default=None, help="markdown file (default: ROOT/TASK.md)")
   args = parser.parse_args()
-  rows = [
-    run(args.task, mixer, int(seed), args.set, os.path.join(args.root, f"{mixer}_seed{seed}"))
-    for mixer in args.mixers.split(",")
-    for seed in args.seeds.split(",")
-  ]
-  markdown = table(args.task, rows)
   out = args.out or os.path.join(args.root, f"{args.task}.md")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    f.write(markdown + "\n")
-  with open(os.path.splitext(out)[0] + ".json", "w") as f:
-    json.dump(rows, f, indent=2)
+  rows = []
+  for mixer in args.mixers.split(","):
+    for seed in args.seeds.split(","):
+      workdir = os.path.join(args.root, f"{mixer}_seed{seed}")
+      rows.append(run(args.task, mixer, int(seed), args.set, workdir))
+      markdown = table(args.task, rows)  # written after every run: a cut sweep keeps its rows
+      with open(out, "w") as f:
+        f.write(markdown + "\n")
+      with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump(rows, f, indent=2)
   print(markdown)
 
 

@@ -9,7 +9,13 @@ from involution_jax import configs, train_step
 from involution_jax.tasks import get_task
 
 CONFIGS = configs.names()
-NUM_CLASSES = {"classification": 1000, "segmentation": 19, "detection": 80}
+NUM_CLASSES = {
+  "classification": 1000,
+  "segmentation": 19,
+  "detection": 80,
+  "language_model": 256,
+  "text_classification": 2,
+}
 
 
 def test_the_expected_configs_exist():
@@ -21,6 +27,8 @@ def test_the_expected_configs_exist():
     "digitscenes_det",
     "cityscapes_fpn_red50",
     "coco_retinanet_red50",
+    "charlm",
+    "sentiment",
   } | {f"rednet{d}_imagenet" for d in (26, 38, 50, 101, 152)} <= set(CONFIGS)
 
 
@@ -31,9 +39,13 @@ def test_config_validates_and_builds_its_model(name):
   task = get_task(config)
   model = train_step.model_from_config(config, NUM_CLASSES[task.name])
   shape = task.input_shape(config)
-  small = (1, min(shape[0], 96), min(shape[1], 128), 3)  # shapes only; any size works
+  if len(shape) == 1:  # tokens
+    small = (1, min(shape[0], 64))
+  else:
+    small = (1, min(shape[0], 96), min(shape[1], 128), 3)  # shapes only; any size works
   variables = jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(small), train=False)
+    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(small, task.input_dtype), train=False)
   )
-  assert "params" in variables and "batch_stats" in variables
+  assert "params" in variables
+  assert ("batch_stats" in variables) == (task.input_dtype == jnp.float32)  # images: BatchNorm
   assert config.get("init_from") is None  # a field, overridable from the command line
