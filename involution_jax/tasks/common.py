@@ -40,3 +40,15 @@ def cross_entropy(
 
 def plain(value):
   return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value or {})
+
+
+def model_info(task: str, config, dataset, **fields) -> dict:
+  """What every checkpoint records about its model (task, model, fields, classes), and
+  the task's own `fields`."""
+  return dict(
+    task=task,
+    model=config.model,
+    model_kwargs=plain(config.get("model_kwargs", {})),
+    num_classes=dataset.num_classes,
+    **fields,
+  )

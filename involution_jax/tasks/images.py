@@ -12,7 +12,13 @@ import optax
 from involution_jax.data import classification, dense
 from involution_jax.data.pipeline import Dataset
 from involution_jax.models import detection, segmentation
-from involution_jax.tasks.common import LossFn, apply_train, cross_entropy, plain, sum_tree
+from involution_jax.tasks.common import (
+  LossFn,
+  apply_train,
+  cross_entropy,
+  model_info,
+  sum_tree,
+)
 
 
 class Classification:
@@ -75,11 +81,10 @@ class Classification:
     return results
 
   def model_info(self, config, dataset: Dataset) -> dict:
-    return dict(
-      task=self.name,
-      model=config.model,
-      model_kwargs=plain(config.get("model_kwargs", {})),
-      num_classes=dataset.num_classes,
+    return model_info(
+      self.name,
+      config,
+      dataset,
       class_names=list(dataset.class_names),
       image_size=config.image_size,
       mean=list(config.mean),
@@ -119,11 +124,10 @@ class _Dense:
     return (*(tuple(crop) if crop else self._size(config)), 3)
 
   def model_info(self, config, dataset: Dataset) -> dict:
-    return dict(
-      task=self.name,
-      model=config.model,
-      model_kwargs=plain(config.get("model_kwargs", {})),
-      num_classes=dataset.num_classes,
+    return model_info(
+      self.name,
+      config,
+      dataset,
       class_names=list(dataset.class_names),
       image_size=list(self._size(config)),
       mean=list(config.mean),

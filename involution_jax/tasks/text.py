@@ -11,7 +11,7 @@ import optax
 
 from involution_jax.data import labelled_text, text
 from involution_jax.data.pipeline import Dataset
-from involution_jax.tasks.common import LossFn, cross_entropy, plain, sum_tree
+from involution_jax.tasks.common import LossFn, cross_entropy, model_info, sum_tree
 
 
 class LanguageModel:
@@ -69,11 +69,10 @@ class LanguageModel:
     )
 
   def model_info(self, config, dataset: Dataset) -> dict:
-    return dict(
-      task=self.name,
-      model=config.model,
-      model_kwargs=plain(config.get("model_kwargs", {})),
-      num_classes=dataset.num_classes,
+    return model_info(
+      self.name,
+      config,
+      dataset,
       context=config.context,
       corpus=dataset.source.corpus,
     )
@@ -137,11 +136,10 @@ class TextClassification:
     )
 
   def model_info(self, config, dataset: Dataset) -> dict:
-    return dict(
-      task=self.name,
-      model=config.model,
-      model_kwargs=plain(config.get("model_kwargs", {})),
-      num_classes=dataset.num_classes,
+    return model_info(
+      self.name,
+      config,
+      dataset,
       class_names=list(dataset.class_names),
       context=config.context,
       vocabulary=list(dataset.source.vocabulary),
