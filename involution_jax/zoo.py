@@ -28,8 +28,9 @@ import urllib.error
 import urllib.request
 
 from involution_jax import cli
+from involution_jax.data.cache import CACHE_ENV as CACHE_ENV  # re-exported: the tests set it
+from involution_jax.data.cache import cache_dir
 
-CACHE_ENV = "INVOLUTION_JAX_CACHE"
 URL_ENV = "INVOLUTION_JAX_PRETRAINED_URL"
 DEFAULT_URL = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph"
 MANIFEST = "manifest.json"
@@ -66,11 +67,6 @@ class DownloadError(OSError):
 def is_name(name: str) -> bool:
   """Whether `name` is a registry name (as opposed to a path)."""
   return name in REGISTRY
-
-
-def cache_dir() -> str:
-  default = os.path.join(os.path.expanduser("~"), ".cache", "involution_jax")
-  return os.environ.get(CACHE_ENV) or default
 
 
 def url(name: str) -> str:

