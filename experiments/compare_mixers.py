@@ -105,17 +105,24 @@ def main() -> None:
   args = parser.parse_args()
   out = args.out or os.path.join(args.root, f"{args.task}.md")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  raw = os.path.splitext(out)[0] + ".json"
   rows = []
-  for mixer in args.mixers.split(","):
-    for seed in args.seeds.split(","):
+  if os.path.exists(raw):  # a rerun keeps the rows it already has and runs the rest
+    with open(raw) as f:
+      rows = json.load(f)
+    if any(r.get("overrides") != args.set for r in rows):
+      parser.error(f"{raw} holds runs made with other --set overrides: pass another --out")
+  for seed in map(int, args.seeds.split(",")):  # seed-major: a cut sweep has whole seeds
+    for mixer in args.mixers.split(","):
+      if any(r["mixer"] == mixer and r["seed"] == seed for r in rows):
+        continue
       workdir = os.path.join(args.root, f"{mixer}_seed{seed}")
-      rows.append(run(args.task, mixer, int(seed), args.set, workdir))
-      markdown = table(args.task, rows)  # written after every run: a cut sweep keeps its rows
-      with open(out, "w") as f:
-        f.write(markdown + "\n")
-      with open(os.path.splitext(out)[0] + ".json", "w") as f:
+      rows.append(dict(run(args.task, mixer, seed, args.set, workdir), overrides=args.set))
+      with open(out, "w") as f:  # written after every run: a cut sweep keeps its rows
+        f.write(table(args.task, rows) + "\n")
+      with open(raw, "w") as f:
         json.dump(rows, f, indent=2)
-  print(markdown)
+  print(table(args.task, rows))
 
 
 if __name__ == "__main__":

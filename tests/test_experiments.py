@@ -22,26 +22,21 @@ TINY = [
 ]
 
 
-def test_compare_mixers_writes_its_table(tmp_path):
-  flags = [w for item in TINY for w in ("--set", item)]
-  done = subprocess.run(
-    [
-      sys.executable,
-      os.path.join(ROOT, "experiments", "compare_mixers.py"),
-      "--task",
-      "charlm",
-      "--mixers",
-      "conv,involution",
-      "--root",
-      str(tmp_path),
-      *flags,
-    ],
+def _experiment(script: str, args: list[str], cwd) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "experiments", script), *args],
     capture_output=True,
     text=True,
     timeout=600,
     env=python_env(),
-    cwd=tmp_path,
+    cwd=cwd,
   )
+
+
+def test_compare_mixers_writes_its_table_and_resumes(tmp_path):
+  flags = [w for item in TINY for w in ("--set", item)]
+  base = ["--task", "charlm", "--root", str(tmp_path), *flags]
+  done = _experiment("compare_mixers.py", [*base, "--mixers", "conv,involution"], tmp_path)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "| conv |" in done.stdout and "| involution |" in done.stdout
   rows = json.loads((tmp_path / "charlm.json").read_text())
@@ -49,26 +44,25 @@ def test_compare_mixers_writes_its_table(tmp_path):
   assert all(0 < r["test_bits_per_byte"] < 9 and r["params"] > 0 for r in rows)
   assert (tmp_path / "charlm.md").read_text().startswith("| mixer | params |")
 
+  # A second call keeps the rows it has and runs only the missing (mixer, seed) pairs.
+  again = _experiment("compare_mixers.py", [*base, "--mixers", "conv", "--seeds", "0,1"], tmp_path)
+  assert again.returncode == 0, again.stderr[-3000:]
+  rows_again = json.loads((tmp_path / "charlm.json").read_text())
+  assert rows_again[:2] == rows
+  assert [(r["mixer"], r["seed"]) for r in rows_again[2:]] == [("conv", 1)]
+  assert "2 seed(s) (0, 1)" in again.stdout
+
+  # Rows made under other overrides are never mixed into one table.
+  other = _experiment("compare_mixers.py", [*base, "--set", "learning_rate=0.1"], tmp_path)
+  assert other.returncode == 2 and "other --set overrides" in other.stderr
+
 
 def test_ablation_writes_its_table_and_picture(tmp_path):
   flags = [w for item in TINY if "kernel_sizes" not in item for w in ("--set", item)]
-  done = subprocess.run(
-    [
-      sys.executable,
-      os.path.join(ROOT, "experiments", "ablation.py"),
-      "--knobs",
-      "kernel_size",
-      "--values",
-      "3,5",
-      "--root",
-      str(tmp_path),
-      *flags,
-    ],
-    capture_output=True,
-    text=True,
-    timeout=600,
-    env=python_env(),
-    cwd=tmp_path,
+  done = _experiment(
+    "ablation.py",
+    ["--knobs", "kernel_size", "--values", "3,5", "--root", str(tmp_path), *flags],
+    tmp_path,
   )
   assert done.returncode == 0, done.stderr[-3000:]
   assert "| kernel_size | 3 |" in done.stdout and "| kernel_size | 5 |" in done.stdout
