@@ -64,7 +64,7 @@ def run(task: str, mixer: str, seed: int, overrides: list[str], workdir: str) ->
     params=_params(config),
     steps=metrics["steps"],
     train_seconds=seconds,
-    tokens_per_second=(metrics["images_per_second"] or 0) * config.context,
+    tokens_per_second=(metrics["examples_per_second"] or 0) * config.context,
     tokens_per_step=tokens_per_step,
     **{
       f"{split}_{k}": v for split, s in scores.items() for k, v in s.items() if isinstance(v, float)

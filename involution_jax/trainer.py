@@ -267,7 +267,7 @@ def train_and_evaluate(
         now = time.time()
         if step > start_step + 1:
           timed_steps, timed_seconds = step - start_step - 1, now - tick
-        images_per_second = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
+        examples_per_second = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
         summary = {
           k: float(np.mean([h[k] for h in history])) for k in ("loss",) + task.train_metrics
         }
@@ -282,13 +282,13 @@ def train_and_evaluate(
             "name the files. Fix or remove them (or raise the fraction) and rerun"
           )
         bar.set_postfix(
-          **{k: f"{v:.4f}" for k, v in summary.items()}, img_s=f"{images_per_second:.0f}"
+          **{k: f"{v:.4f}" for k, v in summary.items()}, ex_s=f"{examples_per_second:.0f}"
         )
         if writer:
           scalars = dict(
             summary,
             learning_rate=float(history[-1]["learning_rate"]),
-            images_per_second=images_per_second,
+            examples_per_second=examples_per_second,
           )
           _write_scalars(writer, workdir, "train", scalars, step)
         last_summary, history = summary, []
@@ -319,7 +319,9 @@ def train_and_evaluate(
     final.update({f"test_{k}": v for k, v in results.items() if k not in ("unreadable", "count")})
     final.update(
       steps=total_steps,
-      images_per_second=timed_steps * config.batch_size / timed_seconds if timed_seconds else None,
+      examples_per_second=(
+        timed_steps * config.batch_size / timed_seconds if timed_seconds else None
+      ),
       wall_time_s=time.time() - start_time,
       unreadable_train_images=int(
         np.sum(multihost_utils.process_allgather(np.int64(len(unreadable_files))))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import load_config
 
-from involution_jax.data import labelled_text
+from involution_jax.data import cache, labelled_text
 from involution_jax.models.mixers import MIXERS
 from involution_jax.models.sequence import SequenceModel
 
@@ -67,6 +67,17 @@ def test_the_reader_drops_plots_and_splits_stratified(reviews):
     labelled_text.UNKNOWN,
     labelled_text.UNKNOWN,
   ]
+
+
+def test_the_default_wheel_folder_follows_the_cache_variable(reviews, monkeypatch, tmp_path):
+  (tmp_path / "cache").mkdir()
+  (tmp_path / "cache" / "wheels").symlink_to(reviews, target_is_directory=True)
+  monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+  assert labelled_text.default_wheel_dir() == str(tmp_path / "cache" / "wheels")
+  assert len(labelled_text.rotten_tomatoes()) == 60
+  monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "empty"))
+  with pytest.raises(FileNotFoundError, match=str(tmp_path / "empty" / "wheels")):
+    labelled_text.rotten_tomatoes()
 
 
 def test_missing_wheel_and_columns_are_clear(tmp_path):

@@ -26,7 +26,7 @@ METRIC_KEYS = {
   "test_accuracy",
   "test_top5_accuracy",
   "steps",
-  "images_per_second",
+  "examples_per_second",
   "wall_time_s",
 }
 
@@ -42,7 +42,7 @@ def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   assert set(saved) >= METRIC_KEYS
   assert saved["steps"] == 4 and saved["devices"] == 8
   assert 0 <= saved["test_accuracy"] <= saved["test_top5_accuracy"] <= 1
-  assert saved["images_per_second"] > 0 and np.isfinite(saved["train_loss"])
+  assert saved["examples_per_second"] > 0 and np.isfinite(saved["train_loss"])
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
   variables, info = checkpoints.load_for_inference(str(tmp_path))
