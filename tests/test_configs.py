@@ -26,6 +26,8 @@ def test_the_expected_configs_exist():
     "digitscenes_seg",
     "digitscenes_det",
     "cityscapes_fpn_red50",
+    "cityscapes_upernet_red50",
+    "digitscenes_upernet",
     "coco_retinanet_red50",
     "charlm",
     "sentiment",

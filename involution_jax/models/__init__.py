@@ -1,4 +1,4 @@
-"""Flax (linen) models: layers, RedNet, FPN necks, RetinaNet, Semantic FPN, the registry.
+"""Flax (linen) models: layers, RedNet, FPN necks, dense heads, sequence models, the registry.
 
 - `involution`: the involution layer (1-3 dimensions, causal, decoding).
 - `layers`: the PyTorch-exact pieces it and RedNet need (BatchNorm, convs, pools).
@@ -6,6 +6,9 @@
 - `fpn`: the FPN neck (conv or involution) on a RedNet backbone.
 - `detection`: RetinaNet with anchors, box coding, losses, NMS.
 - `segmentation`: Semantic FPN with its loss and mIoU.
+- `upernet`: UPerNet (pyramid pooling + FPN fusion, auxiliary FCN head).
+- `mixers`, `sequence`: token mixers (involution, DynamicConv, LightConv, conv,
+  attention) and the sequence model built on them, with `generate`.
 - `registry`: `create_model(name, **fields)` for configs and checkpoints.
 """
 

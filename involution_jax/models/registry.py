@@ -10,6 +10,7 @@ from involution_jax.models.detection import RetinaNet
 from involution_jax.models.rednet import RedNet, rednet26, rednet38, rednet50, rednet101, rednet152
 from involution_jax.models.segmentation import SemanticFPN
 from involution_jax.models.sequence import SequenceModel
+from involution_jax.models.upernet import UPerNet
 
 # "rednet": the bare module, configured entirely by keyword (e.g. small stage_sizes).
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -21,6 +22,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
   "rednet152": rednet152,
   "semantic_fpn": SemanticFPN,
   "retinanet": RetinaNet,
+  "upernet": UPerNet,
   "sequence": SequenceModel,
 }
 

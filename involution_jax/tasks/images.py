@@ -141,11 +141,17 @@ class Segmentation(_Dense):
 
   def loss_fn(self, model, config) -> LossFn:
     def loss(variables, batch, rng):
-      logits, batch_stats = apply_train(model, variables, batch["image"], rng)
+      outputs, batch_stats = apply_train(model, variables, batch["image"], rng)
       labels = jnp.where(
         batch["valid"][:, None, None] > 0, batch["mask"], segmentation.IGNORE_LABEL
       )
+      # A model with an auxiliary head (UPerNet) returns (logits, auxiliary logits).
+      logits, *auxiliary = outputs if isinstance(outputs, tuple) else (outputs,)
       value = segmentation.segmentation_loss(logits, labels)
+      for aux in auxiliary:
+        value += config.get("auxiliary_loss_weight", 0.4) * segmentation.segmentation_loss(
+          aux, labels
+        )
       confusion = segmentation.confusion_matrix(logits, labels, logits.shape[-1])
       accuracy = jnp.trace(confusion) / jnp.maximum(jnp.sum(confusion), 1)
       return value, (batch_stats, {"pixel_accuracy": accuracy})
