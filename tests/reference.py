@@ -53,3 +53,45 @@ def involution_reference_nd(x, kernel, stride, dilation, padding):
     weights = kernel[(slice(None),) * (n + 1) + (group_of_channel,) + tuple(tap)]
     out += picked * valid[None, ..., None] * weights
   return out
+
+
+def _bilinear_reference(feature, y, x):
+  """torchvision's roi_align bilinear tap: feature (H, W, C) at (y, x), 0 outside [-1, size]."""
+  height, width = feature.shape[:2]
+  if y < -1.0 or y > height or x < -1.0 or x > width:
+    return np.zeros(feature.shape[-1])
+  y, x = max(y, 0.0), max(x, 0.0)
+  y_low, x_low = int(y), int(x)
+  if y_low >= height - 1:
+    y_low = y_high = height - 1
+    y = float(y_low)
+  else:
+    y_high = y_low + 1
+  if x_low >= width - 1:
+    x_low = x_high = width - 1
+    x = float(x_low)
+  else:
+    x_high = x_low + 1
+  ly, lx = y - y_low, x - x_low
+  return (
+    (1 - ly) * (1 - lx) * feature[y_low, x_low]
+    + (1 - ly) * lx * feature[y_low, x_high]
+    + ly * (1 - lx) * feature[y_high, x_low]
+    + ly * lx * feature[y_high, x_high]
+  )
+
+
+def roi_align_reference(feature, box, spatial_scale, output_size, sampling_ratio):
+  """torchvision.ops.roi_align(aligned=True) for one (H, W, C) map and one box, float64."""
+  feature = np.asarray(feature, np.float64)
+  x1, y1, x2, y2 = (float(v) * spatial_scale - 0.5 for v in box)
+  bin_h, bin_w = (y2 - y1) / output_size, (x2 - x1) / output_size
+  out = np.zeros((output_size, output_size, feature.shape[-1]))
+  for ph in range(output_size):
+    for pw in range(output_size):
+      for iy in range(sampling_ratio):
+        y = y1 + ph * bin_h + (iy + 0.5) * bin_h / sampling_ratio
+        for ix in range(sampling_ratio):
+          x = x1 + pw * bin_w + (ix + 0.5) * bin_w / sampling_ratio
+          out[ph, pw] += _bilinear_reference(feature, y, x)
+  return out / sampling_ratio**2
