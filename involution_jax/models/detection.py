@@ -92,8 +92,10 @@ def assign(
   gt_valid: jax.Array,
   pos_iou: float = 0.5,
   neg_iou: float = 0.4,
+  min_pos_iou: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
-  """mmdet's MaxIoUAssigner (min_pos_iou 0, every gt keeps its best anchors).
+  """mmdet's MaxIoUAssigner: every gt keeps its best anchors if their IoU >= `min_pos_iou`
+  (RetinaNet 0, the RPN 0.3).
 
   Returns (assigned gt index per anchor, label: 1 positive, 0 negative, -1 ignored).
   """
@@ -103,7 +105,8 @@ def assign(
   label = jnp.where(best >= pos_iou, 1, jnp.where(best < neg_iou, 0, -1))
   # Low-quality matches: the anchors with a gt's highest IoU are that gt's positives.
   gt_best = jnp.max(iou, axis=0)  # (G,)
-  is_best = (iou == gt_best[None]) & gt_valid[None] & (gt_best[None] > 0)
+  good = (gt_best > 0) & (gt_best >= min_pos_iou)
+  is_best = (iou == gt_best[None]) & gt_valid[None] & good[None]
   has_best = jnp.any(is_best, axis=1)
   last_best = iou.shape[1] - 1 - jnp.argmax(is_best[:, ::-1], axis=1)  # later gts win, as mmdet
   index = jnp.where(has_best, last_best, index)
@@ -116,7 +119,7 @@ def focal_loss(
 ) -> jax.Array:
   """Element-wise sigmoid focal loss (Lin et al.); targets in {0, 1}."""
   p = jax.nn.sigmoid(logits)
-  ce = jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  ce = jax.nn.softplus(logits) - logits * targets
   p_t = p * targets + (1 - p) * (1 - targets)
   alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
   return alpha_t * (1 - p_t) ** gamma * ce
