@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
 
 from involution_jax.models.detection import RetinaNet
+from involution_jax.models.rcnn import TwoStageDetector
 from involution_jax.models.rednet import RedNet, rednet26, rednet38, rednet50, rednet101, rednet152
 from involution_jax.models.segmentation import SemanticFPN
 from involution_jax.models.sequence import SequenceModel
@@ -22,6 +24,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
   "rednet152": rednet152,
   "semantic_fpn": SemanticFPN,
   "retinanet": RetinaNet,
+  "faster_rcnn": functools.partial(TwoStageDetector, with_mask=False),
+  "mask_rcnn": functools.partial(TwoStageDetector, with_mask=True),
   "upernet": UPerNet,
   "sequence": SequenceModel,
 }

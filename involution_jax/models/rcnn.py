@@ -1,0 +1,190 @@
+"""Faster R-CNN and Mask R-CNN (mmdet 2.x) on a RedNet-FPN, with conv or involution parts.
+
+`TwoStageDetector` = RedNet-50 (`backbone`) -> FPN P2-P6 (`neck`: conv or
+involution outputs; P6 by subsampling P5) -> `RPNHead` (`rpn_head`: conv or
+involution) -> proposals -> multi-level RoIAlign -> `BoxHead` (`bbox_head`, two
+shared FC layers) and, with `with_mask`, `MaskHead` (`mask_head`: four 3x3 convs
+or involutions, a 2x deconvolution, per-class 28 x 28 masks). The three published
+variants: neck/head = conv/conv, involution/conv, involution/involution.
+
+`__call__` is inference at fixed shapes: {"boxes" (B, D, 4), "scores" (B, D),
+"classes" (B, D), "valid" (B, D)} and, with masks, "masks" (B, D, 28, 28)
+probabilities of each detection's class (`paste_masks` puts them into the image).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from involution_jax.models import detection, rpn
+from involution_jax.models.fpn import rednet_fpn
+from involution_jax.models.involution import Involution
+from involution_jax.models.roi import roi_align
+
+Dtype = Any
+ROI_STRIDES = (4, 8, 16, 32)  # RoIs read P2-P5
+BOX_STDS = (0.1, 0.1, 0.2, 0.2)
+
+
+def _mixer(kind: str, channels: int, name: str, **common):
+  """A 3x3 conv (bias) or an involution (K=7, 16 channels per group, r=4), then ReLU."""
+  if kind == "conv":
+    layer = nn.Conv(channels, (3, 3), padding=1, name=name, **common)
+    return lambda x, train: nn.relu(layer(x))
+  if kind == "involution":
+    layer = Involution(7, 1, 16, 4, name=name, **common)
+    return lambda x, train: nn.relu(layer(x, train))
+  raise ValueError(f"unknown head {kind!r}; expected 'conv' or 'involution'")
+
+
+class BoxHead(nn.Module):
+  """mmdet's Shared2FCBBoxHead. rois: (..., 7, 7, C) -> (class logits (..., K + 1),
+  class-specific deltas (..., K, 4)); the last logit is the background."""
+
+  num_classes: int
+  fc_channels: int = 1024
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, rois: jax.Array) -> tuple[jax.Array, jax.Array]:
+    common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = rois.reshape(*rois.shape[:-3], -1)
+    for i in range(2):
+      x = nn.relu(nn.Dense(self.fc_channels, name=f"shared_fcs_{i}", **common)(x))
+    init = nn.initializers.normal
+    logits = nn.Dense(self.num_classes + 1, kernel_init=init(0.01), name="fc_cls", **common)(x)
+    deltas = nn.Dense(self.num_classes * 4, kernel_init=init(0.001), name="fc_reg", **common)(x)
+    return logits, deltas.reshape(*deltas.shape[:-1], self.num_classes, 4)
+
+
+class MaskHead(nn.Module):
+  """mmdet's FCNMaskHead. rois: (..., 14, 14, C) -> mask logits (..., 28, 28, K)."""
+
+  num_classes: int
+  head: str = "conv"
+  channels: int = 256
+  num_convs: int = 4
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, rois: jax.Array, train: bool) -> jax.Array:
+    common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    lead = rois.shape[:-3]
+    x = rois.reshape(-1, *rois.shape[-3:])
+    for i in range(self.num_convs):
+      x = _mixer(self.head, self.channels, f"convs_{i}", **common)(x, train)
+    x = nn.ConvTranspose(self.channels, (2, 2), (2, 2), name="upsample", **common)(x)
+    x = nn.Conv(self.num_classes, (1, 1), name="conv_logits", **common)(nn.relu(x))
+    return x.reshape(*lead, *x.shape[1:])
+
+
+def decode_detections(
+  logits: jax.Array,
+  deltas: jax.Array,
+  proposals: jax.Array,
+  proposal_valid: jax.Array,
+  image_hw: tuple[int, int],
+  *,
+  score_threshold: float = 0.05,
+  iou_threshold: float = 0.5,
+  max_detections: int = 100,
+  pre_nms: int = 1000,
+) -> dict:
+  """One image's box-head outputs -> fixed-size detections (mmdet's multiclass NMS).
+
+  logits (P, K + 1), deltas (P, K, 4), proposals (P, 4), proposal_valid (P,).
+  Every (proposal, class) pair with softmax score > `score_threshold` is a
+  candidate; the `pre_nms` best go through NMS within each class.
+  """
+  num_classes = deltas.shape[-2]
+  scores = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, :num_classes]
+  scores = jnp.where(proposal_valid[:, None], scores, 0.0).reshape(-1)
+  top, flat = jax.lax.top_k(scores, min(pre_nms, scores.shape[0]))
+  roi, classes = flat // num_classes, flat % num_classes
+  stds = jnp.asarray(BOX_STDS, jnp.float32)
+  boxes = detection.decode_boxes(
+    proposals[roi], deltas[roi, classes].astype(jnp.float32) * stds, image_hw
+  )
+  keep, kept = detection.batched_nms(
+    boxes, top, classes, top > score_threshold, iou_threshold, max_detections
+  )
+  return dict(
+    boxes=jnp.where(kept[:, None], boxes[keep], 0.0),
+    scores=jnp.where(kept, top[keep], 0.0),
+    classes=jnp.where(kept, classes[keep], -1),
+    valid=kept,
+  )
+
+
+class TwoStageDetector(nn.Module):
+  """Faster R-CNN (`with_mask=False`) or Mask R-CNN on RedNet + FPN P2-P6.
+
+  `neck` and `head` are "conv" or "involution" (`head` is the RPN's 3x3 conv and
+  the mask head's four convs; the box head is fully connected either way).
+  x: (B, H, W, 3) -> detections (see the module docstring).
+  """
+
+  num_classes: int
+  backbone: dict | None = None
+  neck: str = "conv"
+  head: str = "conv"
+  with_mask: bool = False
+  neck_channels: int = 256
+  fc_channels: int = 1024
+  test_proposals: int = 1000
+  max_detections: int = 100
+  score_threshold: float = 0.05
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
+
+  def _strides(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(RPN strides of P2-P6, RoI strides of P2-P5); halved without the stem's max-pool."""
+    halve = not (self.backbone or {}).get("stem_pool", True)
+    return tuple(s >> halve for s in rpn.STRIDES), tuple(s >> halve for s in ROI_STRIDES)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> dict:
+    common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    image_hw = x.shape[1:3]
+    levels = rednet_fpn(
+      x, train, backbone=self.backbone, neck=self.neck, neck_channels=self.neck_channels, **common
+    )
+    levels = (*levels, levels[-1][:, ::2, ::2])  # P6: mmdet's max-pool of size 1, stride 2
+    rpn_strides, roi_strides = self._strides()
+    logits, deltas = rpn.RPNHead(self.head, self.neck_channels, name="rpn_head", **common)(
+      levels, train
+    )
+    anchors = jnp.asarray(rpn.anchors([lv.shape[1:3] for lv in levels], rpn_strides))
+    counts = [lv.shape[1] * lv.shape[2] * 3 for lv in levels]
+    proposals = jax.vmap(
+      lambda lo, d: rpn.propose(lo, d, anchors, counts, image_hw, max_proposals=self.test_proposals)
+    )(logits, deltas)
+    boxes = jax.lax.stop_gradient(proposals["boxes"])
+    bbox_head = BoxHead(self.num_classes, self.fc_channels, name="bbox_head", **common)
+    cls, reg = bbox_head(roi_align(levels[:4], boxes, roi_strides, 7))
+    out = jax.vmap(
+      lambda c, r, p, v: decode_detections(
+        c,
+        r,
+        p,
+        v,
+        image_hw,
+        score_threshold=self.score_threshold,
+        max_detections=self.max_detections,
+      )
+    )(cls, reg, boxes, proposals["valid"])
+    if self.with_mask:
+      mask_head = MaskHead(
+        self.num_classes, self.head, self.neck_channels, name="mask_head", **common
+      )
+      mask_logits = mask_head(roi_align(levels[:4], out["boxes"], roi_strides, 14), train)
+      chosen = jnp.maximum(out["classes"], 0)[:, :, None, None, None]
+      picked = jnp.take_along_axis(mask_logits, chosen, axis=-1)[..., 0]
+      out["masks"] = jax.nn.sigmoid(picked.astype(jnp.float32))
+    return out
