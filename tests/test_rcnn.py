@@ -4,9 +4,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from involution_jax.models import create_model, rcnn
+from involution_jax.models import create_model, detection, rcnn
+from involution_jax.models import rcnn_targets as targets
 from involution_jax.models.rednet import count_params
 
 SMALL = dict(
@@ -82,3 +84,105 @@ def test_inference_outputs_are_fixed_size_and_consistent(name, head):
     assert np.all((out["masks"] >= 0) & (out["masks"] <= 1))
   else:
     assert "masks" not in out
+
+
+def test_roi_sampling_adds_the_ground_truth_and_keeps_the_counts():
+  rng = np.random.default_rng(0)
+  gt = jnp.array([[10.0, 10.0, 50.0, 60.0], [70.0, 20.0, 90.0, 40.0], [0.0, 0.0, 0.0, 0.0]])
+  gt_valid = jnp.array([True, True, False])
+  centre = rng.uniform(0, 100, size=(900, 2))
+  side = rng.uniform(8, 60, size=(900, 2))
+  proposals = jnp.asarray(np.concatenate([centre - side / 2, centre + side / 2], 1), jnp.float32)
+  proposals = proposals.at[:300].set(gt[0] + jnp.asarray(rng.normal(0, 2, (300, 4)), jnp.float32))
+  valid = jnp.arange(900) < 850  # 50 padding slots
+  out = targets.sample_rois(proposals, valid, gt, gt_valid, jax.random.PRNGKey(0))
+  chex.assert_shape([out["boxes"], out["gt_index"]], [(512, 4), (512,)])
+  positive, sampled = np.asarray(out["positive"]), np.asarray(out["sampled"])
+  assert positive.sum() == 128 and sampled.sum() == 512  # 25% of 512: many near-gt proposals
+  assert np.all(np.flatnonzero(positive) == np.arange(128))  # positives first
+  iou = np.asarray(detection.box_iou(out["boxes"], gt[:2]))
+  assert np.all(iou[positive].max(1) >= 0.5) and np.all(iou[sampled & ~positive].max(1) < 0.5)
+  # Without proposals, the ground truth alone is sampled, as positives.
+  alone = targets.sample_rois(proposals, jnp.zeros(900, bool), gt, gt_valid, jax.random.PRNGKey(0))
+  assert int(alone["positive"].sum()) == 2 and int(alone["sampled"].sum()) == 2
+  np.testing.assert_allclose(alone["boxes"][:2], gt[:2])
+
+
+def test_box_loss_on_a_hand_worked_example():
+  gt, classes = jnp.array([[10.0, 10.0, 30.0, 50.0]]), jnp.array([2])
+  samples = dict(
+    boxes=jnp.array([[10.0, 10.0, 30.0, 50.0], [12.0, 10.0, 32.0, 50.0], [60.0, 60.0, 70.0, 70.0]]),
+    gt_index=jnp.array([0, 0, 0]),
+    positive=jnp.array([True, True, False]),
+    sampled=jnp.array([True, True, True]),
+  )
+  logits = jnp.zeros((3, 4))  # 3 classes + background
+  deltas = jnp.zeros((3, 3, 4))
+  ce, l1 = targets.box_loss(logits, deltas, samples, gt, classes)
+  assert float(ce) == pytest.approx(3 * np.log(4), rel=1e-6)
+  # The second RoI is 2 px right of the box of width 20: dx = -0.1, over std 0.1.
+  assert float(l1) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_mask_targets_on_a_hand_made_instance():
+  mask = np.zeros((1, 32, 32), np.float32)
+  mask[0, 8:24, 16:32] = 1.0  # rows 8-23, columns 16-31
+  rois = jnp.array([[16.0, 8.0, 32.0, 24.0], [0.0, 8.0, 32.0, 24.0]])
+  out = np.asarray(targets.mask_targets(jnp.asarray(mask), rois, jnp.array([0, 0]), size=8))
+  np.testing.assert_array_equal(out[0], np.ones((8, 8)))  # the box is the instance
+  np.testing.assert_array_equal(out[1], np.repeat([[0, 0, 0, 0, 1, 1, 1, 1]], 8, 0))
+
+
+def _scene_batch():
+  """Two 64 x 64 images with bright rectangles: boxes, classes, masks."""
+  images = np.zeros((2, 64, 64, 3), np.float32)
+  boxes = np.zeros((2, 3, 4), np.float32)
+  classes = np.full((2, 3), -1, np.int32)
+  masks = np.zeros((2, 3, 64, 64), np.float32)
+  for b, objects in enumerate([[(4, 6, 30, 28, 0), (36, 30, 60, 62, 1)], [(10, 10, 50, 40, 2)]]):
+    for k, (x1, y1, x2, y2, c) in enumerate(objects):
+      images[b, y1:y2, x1:x2, c] = 1.0
+      boxes[b, k], classes[b, k] = (x1, y1, x2, y2), c
+      masks[b, k, y1:y2, x1:x2] = 1.0
+  return jnp.asarray(images), dict(
+    boxes=jnp.asarray(boxes), classes=jnp.asarray(classes), masks=jnp.asarray(masks)
+  )
+
+
+@pytest.mark.parametrize("name,part", [("faster_rcnn", "conv"), ("mask_rcnn", "involution")])
+def test_training_steps_lower_every_loss_term(name, part):
+  model = create_model(name, num_classes=3, neck=part, head=part, **SMALL)
+  images, gt = _scene_batch()
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x))(images)
+  params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+  tx = optax.adam(2e-3)
+  opt = tx.init(params)
+
+  @jax.jit
+  def step(params, state, opt, rng):
+    def loss(p):
+      out, updates = model.apply(
+        {"params": p, **state},
+        images,
+        train=True,
+        targets=gt,
+        mutable=["batch_stats"],
+        rngs={"sample": rng},
+      )
+      return out["loss"], (out, updates)
+
+    grads, (out, updates) = jax.grad(loss, has_aux=True)(params)
+    change, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, change), updates, opt, out
+
+  history = []
+  for i in range(40):
+    params, state, opt, out = step(params, state, opt, jax.random.PRNGKey(i % 4))
+    history.append({k: float(v) for k, v in out.items()})
+  terms = ["rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss"]
+  terms += ["mask_loss"] if name == "mask_rcnn" else []
+  assert set(terms) | {"loss"} <= set(history[0])
+  for term in terms + ["loss"]:
+    first = np.mean([h[term] for h in history[:4]])
+    last = np.mean([h[term] for h in history[-4:]])
+    assert np.isfinite(last) and last < 0.8 * first, (term, first, last)

@@ -93,9 +93,10 @@ def assign(
   pos_iou: float = 0.5,
   neg_iou: float = 0.4,
   min_pos_iou: float = 0.0,
+  low_quality: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
-  """mmdet's MaxIoUAssigner: every gt keeps its best anchors if their IoU >= `min_pos_iou`
-  (RetinaNet 0, the RPN 0.3).
+  """mmdet's MaxIoUAssigner: with `low_quality`, every gt also keeps its best anchors if
+  their IoU >= `min_pos_iou` (RetinaNet 0, the RPN 0.3; the R-CNN stage has none).
 
   Returns (assigned gt index per anchor, label: 1 positive, 0 negative, -1 ignored).
   """
@@ -105,7 +106,7 @@ def assign(
   label = jnp.where(best >= pos_iou, 1, jnp.where(best < neg_iou, 0, -1))
   # Low-quality matches: the anchors with a gt's highest IoU are that gt's positives.
   gt_best = jnp.max(iou, axis=0)  # (G,)
-  good = (gt_best > 0) & (gt_best >= min_pos_iou)
+  good = (gt_best > 0) & (gt_best >= min_pos_iou) & low_quality
   is_best = (iou == gt_best[None]) & gt_valid[None] & good[None]
   has_best = jnp.any(is_best, axis=1)
   last_best = iou.shape[1] - 1 - jnp.argmax(is_best[:, ::-1], axis=1)  # later gts win, as mmdet

@@ -21,13 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from involution_jax.models import detection, rpn
+from involution_jax.models import rcnn_targets as targets_lib
 from involution_jax.models.fpn import rednet_fpn
 from involution_jax.models.involution import Involution
 from involution_jax.models.roi import roi_align
 
 Dtype = Any
 ROI_STRIDES = (4, 8, 16, 32)  # RoIs read P2-P5
-BOX_STDS = (0.1, 0.1, 0.2, 0.2)
 
 
 def _mixer(kind: str, channels: int, name: str, **common):
@@ -107,7 +107,7 @@ def decode_detections(
   scores = jnp.where(proposal_valid[:, None], scores, 0.0).reshape(-1)
   top, flat = jax.lax.top_k(scores, min(pre_nms, scores.shape[0]))
   roi, classes = flat // num_classes, flat % num_classes
-  stds = jnp.asarray(BOX_STDS, jnp.float32)
+  stds = jnp.asarray(targets_lib.BOX_STDS, jnp.float32)
   boxes = detection.decode_boxes(
     proposals[roi], deltas[roi, classes].astype(jnp.float32) * stds, image_hw
   )
@@ -137,6 +137,7 @@ class TwoStageDetector(nn.Module):
   with_mask: bool = False
   neck_channels: int = 256
   fc_channels: int = 1024
+  train_proposals: int = 1000
   test_proposals: int = 1000
   max_detections: int = 100
   score_threshold: float = 0.05
@@ -149,7 +150,14 @@ class TwoStageDetector(nn.Module):
     return tuple(s >> halve for s in rpn.STRIDES), tuple(s >> halve for s in ROI_STRIDES)
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> dict:
+  def __call__(self, x: jax.Array, train: bool = False, targets: dict | None = None) -> dict:
+    """Detections of x (B, H, W, 3); with `targets`, the training losses instead.
+
+    targets: {"boxes" (B, G, 4), "classes" (B, G) (-1 for padding) and, for Mask
+    R-CNN, "masks" (B, G, H, W)}. The losses ({"loss", "rpn_cls_loss",
+    "rpn_box_loss", "cls_loss", "box_loss", "mask_loss"}) draw the anchor and RoI
+    samples from the "sample" random stream.
+    """
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     image_hw = x.shape[1:3]
     levels = rednet_fpn(
@@ -162,11 +170,32 @@ class TwoStageDetector(nn.Module):
     )
     anchors = jnp.asarray(rpn.anchors([lv.shape[1:3] for lv in levels], rpn_strides))
     counts = [lv.shape[1] * lv.shape[2] * 3 for lv in levels]
+    bbox_head = BoxHead(self.num_classes, self.fc_channels, name="bbox_head", **common)
+    mask_head = None
+    if self.with_mask:
+      mask_head = MaskHead(
+        self.num_classes, self.head, self.neck_channels, name="mask_head", **common
+      )
+    pyramid = dict(levels=levels[:4], strides=roi_strides)
+    if targets is not None:
+      proposals = jax.vmap(
+        lambda lo, d: rpn.propose(
+          lo, d, anchors, counts, image_hw, pre_nms=2000, max_proposals=self.train_proposals
+        )
+      )(jax.lax.stop_gradient(logits), jax.lax.stop_gradient(deltas))
+      rpn_total, losses = rpn.rpn_loss(
+        logits, deltas, anchors, targets["boxes"], targets["classes"] >= 0, self.make_rng("sample")
+      )
+      losses.update(
+        _roi_losses(pyramid, proposals, targets, bbox_head, mask_head, self.make_rng("sample"))
+      )
+      heads = sum(losses[k] for k in ("cls_loss", "box_loss", "mask_loss") if k in losses)
+      return dict(losses, loss=rpn_total + heads)
+
     proposals = jax.vmap(
       lambda lo, d: rpn.propose(lo, d, anchors, counts, image_hw, max_proposals=self.test_proposals)
     )(logits, deltas)
     boxes = jax.lax.stop_gradient(proposals["boxes"])
-    bbox_head = BoxHead(self.num_classes, self.fc_channels, name="bbox_head", **common)
     cls, reg = bbox_head(roi_align(levels[:4], boxes, roi_strides, 7))
     out = jax.vmap(
       lambda c, r, p, v: decode_detections(
@@ -179,12 +208,38 @@ class TwoStageDetector(nn.Module):
         max_detections=self.max_detections,
       )
     )(cls, reg, boxes, proposals["valid"])
-    if self.with_mask:
-      mask_head = MaskHead(
-        self.num_classes, self.head, self.neck_channels, name="mask_head", **common
-      )
+    if mask_head is not None:
       mask_logits = mask_head(roi_align(levels[:4], out["boxes"], roi_strides, 14), train)
       chosen = jnp.maximum(out["classes"], 0)[:, :, None, None, None]
       picked = jnp.take_along_axis(mask_logits, chosen, axis=-1)[..., 0]
       out["masks"] = jax.nn.sigmoid(picked.astype(jnp.float32))
     return out
+
+
+def _roi_losses(pyramid, proposals, targets, bbox_head, mask_head, rng) -> dict:
+  """The box head's (and mask head's) losses on RoIs sampled from proposals + ground truth."""
+  gt_boxes = targets["boxes"].astype(jnp.float32)
+  gt_classes = targets["classes"]
+  samples = jax.vmap(targets_lib.sample_rois)(
+    jax.lax.stop_gradient(proposals["boxes"]),
+    proposals["valid"],
+    gt_boxes,
+    gt_classes >= 0,
+    jax.random.split(rng, gt_boxes.shape[0]),
+  )
+  cls, reg = bbox_head(roi_align(pyramid["levels"], samples["boxes"], pyramid["strides"], 7))
+  ce, l1 = jax.vmap(targets_lib.box_loss)(cls, reg, samples, gt_boxes, gt_classes)
+  count = jnp.maximum(jnp.sum(samples["sampled"]), 1)
+  losses = dict(cls_loss=jnp.sum(ce) / count, box_loss=jnp.sum(l1) / count)
+  if mask_head is not None:
+    # Positives come first in each sample and are at most a quarter of it.
+    first = {k: v[:, : v.shape[1] // 4] for k, v in samples.items()}
+    rois = roi_align(pyramid["levels"], first["boxes"], pyramid["strides"], 14)
+    mask_logits = mask_head(rois, True)
+    mask_targets = jax.vmap(targets_lib.mask_targets)(
+      targets["masks"], first["boxes"], first["gt_index"]
+    )
+    classes = jnp.take_along_axis(gt_classes, first["gt_index"], axis=1)
+    total = jax.vmap(targets_lib.mask_loss)(mask_logits, mask_targets, classes, first["positive"])
+    losses["mask_loss"] = jnp.sum(total) / jnp.maximum(jnp.sum(first["positive"]), 1)
+  return losses
