@@ -13,6 +13,7 @@ NUM_CLASSES = {
   "classification": 1000,
   "segmentation": 19,
   "detection": 80,
+  "two_stage_detection": 80,
   "language_model": 256,
   "text_classification": 2,
 }
@@ -29,6 +30,9 @@ def test_the_expected_configs_exist():
     "cityscapes_upernet_red50",
     "digitscenes_upernet",
     "coco_retinanet_red50",
+    "coco_faster_rcnn_red50",
+    "coco_mask_rcnn_red50",
+    "digitscenes_rcnn",
     "charlm",
     "sentiment",
   } | {f"rednet{d}_imagenet" for d in (26, 38, 50, 101, 152)} <= set(CONFIGS)

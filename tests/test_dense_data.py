@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from involution_jax.data import dense, pipeline
+from involution_jax.data import coco, dense, pipeline
 
 MEAN_STD = dict(mean=(0.0,) * 3, std=(1.0,) * 3)
 
@@ -137,7 +137,7 @@ def _coco(root):
 
 def test_coco_layout_and_ap_of_perfect_detections(tmp_path, pycocotools):
   _coco(tmp_path)
-  source = dense.CocoSource(str(tmp_path), "val2017", max_objects=3)
+  source = coco.CocoSource(str(tmp_path), "val2017", max_objects=3)
   assert source.image_ids == [3, 7] and source.class_names == ("person", "dog")
   first, second = source[0], source[1]
   assert list(first["classes"]) == [-1, -1, -1]  # crowd boxes are left out
@@ -147,18 +147,18 @@ def test_coco_layout_and_ap_of_perfect_detections(tmp_path, pycocotools):
     {"image_id": 7, "category_id": 18, "bbox": [2, 3, 10, 8], "score": 0.9},
     {"image_id": 7, "category_id": 1, "bbox": [15, 5, 6, 6], "score": 0.8},
   ]
-  assert dense.coco_evaluate(source.coco, perfect) == pytest.approx(dict(ap=1.0, ap50=1.0))
+  assert coco.coco_evaluate(source.coco, perfect) == pytest.approx(dict(ap=1.0, ap50=1.0))
   shifted = [dict(d, bbox=[d["bbox"][0] + 4, *d["bbox"][1:]]) for d in perfect]
-  assert dense.coco_evaluate(source.coco, shifted)["ap"] < 0.5
+  assert coco.coco_evaluate(source.coco, shifted)["ap"] < 0.5
   with pytest.raises(FileNotFoundError, match="instances_train2017.json"):
-    dense.CocoSource(str(tmp_path), "train2017")
+    coco.CocoSource(str(tmp_path), "train2017")
 
 
 def test_ground_truth_of_digit_scenes_scores_itself_perfectly(pycocotools):
   ds = dense.digit_scenes("detection", "validation", 6, canvas=48, sizes=(12, 20))
-  truth = dense.coco_ground_truth(ds)
+  truth = coco.coco_ground_truth(ds)
   detections = [
     {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
     for a in truth["annotations"]
   ]
-  assert dense.coco_evaluate(truth, detections) == pytest.approx(dict(ap=1.0, ap50=1.0))
+  assert coco.coco_evaluate(truth, detections) == pytest.approx(dict(ap=1.0, ap50=1.0))

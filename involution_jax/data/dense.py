@@ -3,22 +3,21 @@
 Records: {"image": uint8 (H, W, 3)} or {"path": str}, plus for segmentation
 {"mask": uint8 (H, W)} or {"mask_path": str} (class per pixel, 255 = ignore),
 for detection {"boxes": float32 (G, 4) x1 y1 x2 y2, "classes": int32 (G,),
--1 = padding}. `DensePreprocess` turns them into fixed-shape examples that go
-through the same grain pipelines (`pipeline.train_iterator`, `pipeline.eval_batches`)
-as classification.
+-1 = padding} and, for instance segmentation, {"instance_masks": uint8 (G, H, W)}
+(or COCO's "segmentations"; COCO itself is in `coco`). `DensePreprocess` turns
+them into fixed-shape examples that go through the same grain pipelines
+(`pipeline.train_iterator`, `pipeline.eval_batches`) as classification.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import json
 import os
 
 import numpy as np
 from PIL import Image
 
+from involution_jax.data import coco
 from involution_jax.data.classification import digits
 from involution_jax.data.images import read_rgb, warn_unreadable
 from involution_jax.data.pipeline import Dataset
@@ -57,7 +56,8 @@ class DigitScenes:
   "train" scenes use the digits of the classification train split, "validation"
   the held-out ones, so validation digits are unseen. A pixel belongs to a digit
   when its intensity is above `threshold`; the mask holds 1 + digit there (0 is
-  background) and the box is the tight box of those pixels.
+  background), the box is the tight box of those pixels and the digit's own
+  mask is its plane of "instance_masks" (G, H, W).
   """
 
   def __init__(
@@ -85,6 +85,7 @@ class DigitScenes:
     mask = np.zeros((self.canvas, self.canvas), np.uint8)
     boxes = np.zeros((self.max_objects, 4), np.float32)
     classes = np.full(self.max_objects, -1, np.int32)
+    instances = np.zeros((self.max_objects, self.canvas, self.canvas), np.uint8)
     placed = []
     for _ in range(int(rng.integers(1, self.max_objects + 1))):
       size = int(rng.integers(self.sizes[0], self.sizes[1] + 1))
@@ -105,6 +106,7 @@ class DigitScenes:
       k = len(placed)
       placed.append((y, x, size))
       mask[y : y + size, x : x + size][on] = 1 + self.labels[j]
+      instances[k, y : y + size, x : x + size] = on
       rows, cols = np.nonzero(on)
       boxes[k] = (x + cols.min(), y + rows.min(), x + cols.max() + 1, y + rows.max() + 1)
       classes[k] = self.labels[j]
@@ -113,6 +115,7 @@ class DigitScenes:
       "mask": mask,
       "boxes": boxes,
       "classes": classes,
+      "instance_masks": instances,
     }
 
 
@@ -170,59 +173,6 @@ class _Records:
     return self.records[i]
 
 
-# --- COCO ------------------------------------------------------------------------------------
-
-
-class CocoSource(_Records):
-  """COCO detection from `root/annotations/instances_<split>.json` and `root/<split>/`.
-
-  Categories map to 0..C-1 in id order; crowd boxes are left out. `coco` is the
-  pycocotools index, for evaluation; `image_ids[i]` the id of record i.
-  """
-
-  def __init__(self, root: str, split: str, max_objects: int = 100):
-    try:
-      from pycocotools.coco import COCO
-    except ImportError as e:
-      raise ImportError("COCO needs pycocotools: pip install 'involution-jax[coco]'") from e
-    annotations = os.path.join(root, "annotations", f"instances_{split}.json")
-    if not os.path.exists(annotations):
-      raise FileNotFoundError(
-        f"COCO annotations not found: {annotations} (expected "
-        f"{root}/annotations/instances_<split>.json and images in "
-        f"{root}/<split>/, e.g. split 'train2017'); set config.data_dir"
-      )
-    with _quiet():
-      self.coco = COCO(annotations)
-    self.category_ids = sorted(self.coco.getCatIds())
-    index = {c: k for k, c in enumerate(self.category_ids)}
-    self.image_ids = sorted(self.coco.getImgIds())
-    records = []
-    for image_id in self.image_ids:
-      info = self.coco.loadImgs(image_id)[0]
-      anns = [
-        a
-        for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=image_id))
-        if not a.get("iscrowd", 0) and a["bbox"][2] > 0 and a["bbox"][3] > 0
-      ]
-      boxes = np.zeros((max_objects, 4), np.float32)
-      classes = np.full(max_objects, -1, np.int32)
-      for k, a in enumerate(anns[:max_objects]):
-        x, y, w, h = a["bbox"]
-        boxes[k] = (x, y, x + w, y + h)
-        classes[k] = index[a["category_id"]]
-      records.append(
-        {"path": os.path.join(root, split, info["file_name"]), "boxes": boxes, "classes": classes}
-      )
-    super().__init__(records)
-    self.class_names = tuple(self.coco.loadCats(c)[0]["name"] for c in self.category_ids)
-
-
-def _quiet() -> contextlib.AbstractContextManager:
-  """pycocotools prints progress; keep it off the terminal."""
-  return contextlib.redirect_stdout(io.StringIO())
-
-
 def load_dense_dataset(config, task: str, split: str) -> Dataset:
   """config.dataset: "digit_scenes", "cityscapes" or "coco"."""
   if config.dataset == "digit_scenes":
@@ -241,7 +191,7 @@ def load_dense_dataset(config, task: str, split: str) -> Dataset:
   if config.dataset == "cityscapes":
     return cityscapes(config.data_dir, split)
   if config.dataset == "coco":
-    source = CocoSource(config.data_dir, split, config.get("max_objects", 100))
+    source = coco.CocoSource(config.data_dir, split, config.get("max_objects", 100))
     return Dataset(source, len(source.class_names), source.class_names)
   raise ValueError(
     f"unknown dense dataset {config.dataset!r}; expected 'digit_scenes', 'cityscapes' or 'coco'"
@@ -259,7 +209,9 @@ class DensePreprocess:
   at the bottom right (mask: ignore). Training scales likewise times a random
   factor from `train_scale`, optionally mirrors (`flip`), and takes a random
   `crop_size` window (padded when smaller). Outputs {"image", "valid"} plus
-  {"mask"} or {"boxes", "classes", "scale"} (input pixels per original pixel).
+  {"mask"} or {"boxes", "classes", "scale"} (input pixels per original pixel),
+  and with `instance_masks` each object's mask, "instance_masks" (G, h, w) uint8,
+  from the records' "instance_masks" (G, H, W) or COCO "segmentations".
   """
 
   task: str
@@ -270,6 +222,17 @@ class DensePreprocess:
   flip: bool = False
   train_scale: tuple[float, float] = (1.0, 1.0)
   max_objects: int = 100
+  instance_masks: bool = False
+
+  def _instances(self, record: dict, size: tuple[int, int]) -> np.ndarray:
+    """The record's object masks, (G, H, W) uint8 (G = its box count)."""
+    if "instance_masks" in record:
+      return np.asarray(record["instance_masks"], np.uint8)
+    planes = np.zeros((len(record["boxes"]), *size), np.uint8)
+    for k, segmentation in enumerate(record.get("segmentations", ())):
+      if segmentation:
+        planes[k] = coco.decode_segmentation(segmentation, *size)
+    return planes
 
   def _load(self, record: dict):
     if not record:  # padding
@@ -288,6 +251,8 @@ class DensePreprocess:
             mask = f.convert("L")
         else:  # an image to predict on: nothing labelled
           mask = Image.new("L", image.size, IGNORE)
+      elif self.instance_masks:
+        mask = self._instances(record, image.size[::-1])
       return image, mask
     except Exception as e:  # unreadable file: logged, example marked invalid
       warn_unreadable(str(record.get("path")), f"{type(e).__name__}: {e}")
@@ -319,13 +284,17 @@ class DensePreprocess:
     crop = pixels[top : top + out_h, left : left + out_w]
     canvas[: crop.shape[0], : crop.shape[1]] = crop
     out = {"image": canvas, "valid": np.float32(valid), "scale": np.float32(scale)}
-    if self.task == "segmentation":
-      labels = np.asarray(mask.resize((nw, nh), Image.NEAREST), np.uint8)
+
+    def place(plane: Image.Image, fill: int) -> np.ndarray:  # as the image: scale, flip, crop
+      labels = np.asarray(plane.resize((nw, nh), Image.NEAREST), np.uint8)
       labels = labels[:, ::-1] if flip else labels
-      full = np.full((out_h, out_w), IGNORE, np.int32)
+      full = np.full((out_h, out_w), fill, np.int32)
       part = labels[top : top + out_h, left : left + out_w]
       full[: part.shape[0], : part.shape[1]] = part
-      out["mask"] = full
+      return full
+
+    if self.task == "segmentation":
+      out["mask"] = place(mask, IGNORE)
     else:
       b = boxes * scale
       if flip:
@@ -338,6 +307,11 @@ class DensePreprocess:
       keep = (classes >= 0) & (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
       out["boxes"] = np.where(keep[:, None], b, 0).astype(np.float32)
       out["classes"] = np.where(keep, classes, -1).astype(np.int32)
+      if self.instance_masks:
+        planes = np.zeros((len(classes), out_h, out_w), np.uint8)
+        for k in np.flatnonzero(keep) if valid else ():
+          planes[k] = place(Image.fromarray(mask[k]), 0)
+        out["instance_masks"] = planes
     return out
 
   def train(self, record: dict, rng: np.random.Generator) -> dict:
@@ -349,57 +323,3 @@ class DensePreprocess:
   def blank(self) -> dict:
     """A padding example (valid = 0) of the evaluation shape."""
     return self._example({}, None)
-
-
-def coco_ground_truth(dataset: Dataset) -> dict:
-  """A COCO-format ground-truth dict of a detection dataset (image id = index)."""
-  images, annotations = [], []
-  for i in range(len(dataset.source)):
-    record = dataset.source[i]
-    h, w = (
-      np.asarray(record["image"]).shape[:2]
-      if "image" in record
-      else Image.open(record["path"]).size[::-1]
-    )
-    images.append({"id": i, "height": int(h), "width": int(w)})
-    for box, cls in zip(record["boxes"], record["classes"]):
-      if cls >= 0:
-        x1, y1, x2, y2 = (float(v) for v in box)
-        annotations.append(
-          {
-            "id": len(annotations) + 1,
-            "image_id": i,
-            "category_id": int(cls),
-            "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "area": (x2 - x1) * (y2 - y1),
-            "iscrowd": 0,
-          }
-        )
-  categories = [{"id": k, "name": n} for k, n in enumerate(dataset.class_names)]
-  return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def coco_evaluate(ground_truth, detections: list[dict]) -> dict:
-  """AP (0.5:0.95) and AP50 with pycocotools' COCOeval.
-
-  ground_truth: a COCO-format dict or a pycocotools `COCO`; detections:
-  [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}].
-  """
-  from pycocotools.coco import COCO
-  from pycocotools.cocoeval import COCOeval
-
-  with _quiet():
-    if isinstance(ground_truth, dict):
-      coco = COCO()
-      coco.dataset = json.loads(json.dumps(ground_truth))
-      coco.createIndex()
-    else:
-      coco = ground_truth
-    if not detections:
-      return dict(ap=0.0, ap50=0.0)
-    results = coco.loadRes(detections)
-    evaluator = COCOeval(coco, results, "bbox")
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-  return dict(ap=float(max(evaluator.stats[0], 0)), ap50=float(max(evaluator.stats[1], 0)))

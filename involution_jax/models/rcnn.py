@@ -14,6 +14,7 @@ probabilities of each detection's class (`paste_masks` puts them into the image)
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -122,6 +123,27 @@ def decode_detections(
   )
 
 
+def paste_masks(masks: jax.Array, boxes: jax.Array, image_hw: tuple[int, int]) -> jax.Array:
+  """Mask probabilities (D, M, M) of boxes (D, 4) -> (D, H, W) probabilities in the image.
+
+  As mmdet's `_do_paste_mask` (grid_sample, align_corners=False, zeros outside):
+  pixel centre (y + 0.5, x + 0.5) reads the mask bilinearly at
+  ((y + 0.5 - y1) / (y2 - y1)) M - 0.5; bilinear weights are separable, so
+  pasting is two small matmuls per mask. Threshold at 0.5 for the binary mask.
+  """
+  size = masks.shape[-1]
+
+  def weights(low, high, length):  # (D, length, M) tent weights of the mask's cells
+    centres = (jnp.arange(length) + 0.5)[None, :] - low[:, None]
+    pos = centres / jnp.maximum(high - low, 1e-6)[:, None] * size - 0.5
+    return jnp.maximum(0.0, 1.0 - jnp.abs(pos[..., None] - jnp.arange(size)))
+
+  boxes = boxes.astype(jnp.float32)
+  rows = weights(boxes[:, 1], boxes[:, 3], image_hw[0])
+  cols = weights(boxes[:, 0], boxes[:, 2], image_hw[1])
+  return jnp.einsum("dhm,dmn,dwn->dhw", rows, masks.astype(jnp.float32), cols)
+
+
 class TwoStageDetector(nn.Module):
   """Faster R-CNN (`with_mask=False`) or Mask R-CNN on RedNet + FPN P2-P6.
 
@@ -138,6 +160,8 @@ class TwoStageDetector(nn.Module):
   neck_channels: int = 256
   fc_channels: int = 1024
   train_proposals: int = 1000
+  roi_samples: int = 512  # RoIs per image for the box head in training, 25% positive at most
+  mask_rois: int | None = None  # positive slots for the mask head (None: all, roi_samples / 4)
   test_proposals: int = 1000
   max_detections: int = 100
   score_threshold: float = 0.05
@@ -186,8 +210,19 @@ class TwoStageDetector(nn.Module):
       rpn_total, losses = rpn.rpn_loss(
         logits, deltas, anchors, targets["boxes"], targets["classes"] >= 0, self.make_rng("sample")
       )
+      sample = functools.partial(targets_lib.sample_rois, num=self.roi_samples)
+      mask_rois = self.mask_rois or self.roi_samples // 4
       losses.update(
-        _roi_losses(pyramid, proposals, targets, bbox_head, mask_head, self.make_rng("sample"))
+        _roi_losses(
+          pyramid,
+          proposals,
+          targets,
+          sample,
+          bbox_head,
+          mask_head,
+          mask_rois,
+          self.make_rng("sample"),
+        )
       )
       heads = sum(losses[k] for k in ("cls_loss", "box_loss", "mask_loss") if k in losses)
       return dict(losses, loss=rpn_total + heads)
@@ -216,11 +251,12 @@ class TwoStageDetector(nn.Module):
     return out
 
 
-def _roi_losses(pyramid, proposals, targets, bbox_head, mask_head, rng) -> dict:
-  """The box head's (and mask head's) losses on RoIs sampled from proposals + ground truth."""
+def _roi_losses(pyramid, proposals, targets, sample, bbox_head, mask_head, mask_rois, rng) -> dict:
+  """The box head's (and mask head's) losses on RoIs sampled from proposals + ground truth;
+  the mask head sees the first `mask_rois` sampled RoIs, positives first."""
   gt_boxes = targets["boxes"].astype(jnp.float32)
   gt_classes = targets["classes"]
-  samples = jax.vmap(targets_lib.sample_rois)(
+  samples = jax.vmap(sample)(
     jax.lax.stop_gradient(proposals["boxes"]),
     proposals["valid"],
     gt_boxes,
@@ -232,8 +268,7 @@ def _roi_losses(pyramid, proposals, targets, bbox_head, mask_head, rng) -> dict:
   count = jnp.maximum(jnp.sum(samples["sampled"]), 1)
   losses = dict(cls_loss=jnp.sum(ce) / count, box_loss=jnp.sum(l1) / count)
   if mask_head is not None:
-    # Positives come first in each sample and are at most a quarter of it.
-    first = {k: v[:, : v.shape[1] // 4] for k, v in samples.items()}
+    first = {k: v[:, :mask_rois] for k, v in samples.items()}
     rois = roi_align(pyramid["levels"], first["boxes"], pyramid["strides"], 14)
     mask_logits = mask_head(rois, True)
     mask_targets = jax.vmap(targets_lib.mask_targets)(

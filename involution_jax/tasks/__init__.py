@@ -1,7 +1,8 @@
 """Tasks: what the trainer and evaluator need to know about a kind of problem.
 
-`config.task`: "classification" (default), "segmentation", "detection",
-"language_model" or "text_classification". A
+`config.task`: "classification" (default), "segmentation", "detection"
+(RetinaNet), "two_stage_detection" (Faster / Mask R-CNN), "language_model" or
+"text_classification". A
 task loads a split (`dataset`), prepares examples (`preprocess`), names its
 input shape, defines the training loss with its metrics (`loss_fn`) and the
 evaluation: a per-batch function on the device (`eval_fn`) and a summary of
@@ -17,9 +18,18 @@ import ml_collections
 from involution_jax.tasks.common import cross_entropy
 from involution_jax.tasks.images import Classification, Detection, Segmentation
 from involution_jax.tasks.text import LanguageModel, TextClassification
+from involution_jax.tasks.two_stage import TwoStageDetection
 
 TASKS = {
-  t.name: t for t in (Classification, Segmentation, Detection, LanguageModel, TextClassification)
+  t.name: t
+  for t in (
+    Classification,
+    Segmentation,
+    Detection,
+    TwoStageDetection,
+    LanguageModel,
+    TextClassification,
+  )
 }
 
 
@@ -37,6 +47,7 @@ __all__ = [
   "LanguageModel",
   "Segmentation",
   "TextClassification",
+  "TwoStageDetection",
   "cross_entropy",
   "get_task",
 ]

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from involution_jax.data import classification, dense
+from involution_jax.data import classification, coco, dense
 from involution_jax.data.pipeline import Dataset
 from involution_jax.models import detection, segmentation
 from involution_jax.tasks.common import (
@@ -93,7 +93,7 @@ class Classification:
     )
 
 
-class _Dense:
+class DenseTask:
   """Shared by segmentation and detection: datasets, preprocessing, model info."""
 
   name = ""
@@ -135,7 +135,7 @@ class _Dense:
     )
 
 
-class Segmentation(_Dense):
+class Segmentation(DenseTask):
   name = "segmentation"
   train_metrics = ("pixel_accuracy",)
 
@@ -179,7 +179,7 @@ class Segmentation(_Dense):
     return results
 
 
-class Detection(_Dense):
+class Detection(DenseTask):
   name = "detection"
   train_metrics = ("cls_loss", "box_loss")
 
@@ -229,7 +229,7 @@ class Detection(_Dense):
                 )
               )
         index += 1
-    truth = getattr(source, "coco", None) or dense.coco_ground_truth(dataset)
-    results = dense.coco_evaluate(truth, detections)
+    truth = getattr(source, "coco", None) or coco.coco_ground_truth(dataset)
+    results = coco.coco_evaluate(truth, detections)
     results["detections"] = len(detections)
     return results
