@@ -39,3 +39,14 @@ def draw_boxes(
     draw.rectangle(d["box"], outline=colour, width=max(1, min(picture.size) // 100))
     draw.text((d["box"][0] + 2, d["box"][1] + 1), f"{d['class']} {d['score']:.2f}", fill=colour)
   return np.asarray(picture)
+
+
+def overlay_instances(image: np.ndarray, detections: Sequence[dict], alpha: float = 0.5):
+  """image (H, W, 3) uint8 with each detection's "mask" (H, W) bool, if any, tinted by
+  its class."""
+  out = image.astype(np.float32)
+  colours = palette(max([d["index"] + 1 for d in detections] + [1])).astype(np.float32)
+  for d in detections:
+    if "mask" in d:
+      out[d["mask"]] = (1 - alpha) * out[d["mask"]] + alpha * colours[d["index"]]
+  return out.round().astype(np.uint8)

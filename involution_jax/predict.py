@@ -25,7 +25,7 @@ from PIL import Image
 from involution_jax import cli, drawing
 from involution_jax.data.classification import IMAGE_EXTENSIONS
 from involution_jax.data.images import read_rgb
-from involution_jax.models import detection, segmentation
+from involution_jax.models import detection, rcnn, segmentation
 from involution_jax.weights import load_weights, model_from_info, preprocess_from_info
 
 
@@ -63,6 +63,9 @@ def _forward(model, task: str):
         segmentation.resize_bilinear(model.apply(v, x, train=False), x.shape[1:3]), axis=-1
       )
     )
+
+  if task == "two_stage_detection":  # the model post-processes: boxes (and 28 x 28 masks)
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))
 
   def detect(v, x):
     cls, reg = model.apply(v, x, train=False)
@@ -165,6 +168,19 @@ class Predictor:
       ]
     }
 
+  def _two_stage_detection(self, out, path, top_k, example) -> dict:
+    """As detection; Mask R-CNN adds each detection's "mask" (H, W) bool at the image's size."""
+    result = self._detection(out, path, top_k, example)
+    if "masks" in out:
+      with Image.open(path) as image:
+        w, h = image.size
+      keep = np.flatnonzero(out["valid"])
+      boxes = out["boxes"][keep] / float(example["scale"])
+      pasted = np.asarray(rcnn.paste_masks(out["masks"][keep], boxes, (h, w))) >= 0.5
+      for d, plane in zip(result["detections"], pasted):
+        d["mask"] = plane
+    return result
+
 
 def format_table(results: list[dict]) -> str:
   lines = []
@@ -196,11 +212,25 @@ def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str
     if "mask" in r:
       picture = drawing.overlay_mask(image, r["mask"], len(class_names))
     else:
-      picture = drawing.draw_boxes(image, r["detections"])
+      picture = drawing.draw_boxes(
+        drawing.overlay_instances(image, r["detections"]), r["detections"]
+      )
     out = os.path.join(out_dir, os.path.splitext(os.path.basename(r["path"]))[0] + ".png")
     Image.fromarray(picture).save(out)
     written.append(out)
   return written
+
+
+def _printable(result: dict) -> dict:
+  """A result without its mask arrays (instance masks become their pixel counts)."""
+  out = {k: v for k, v in result.items() if k != "mask"}
+  if "detections" in out:
+    out["detections"] = [
+      {k: v for k, v in d.items() if k != "mask"}
+      | ({"mask_pixels": int(d["mask"].sum())} if "mask" in d else {})
+      for d in out["detections"]
+    ]
+  return out
 
 
 @cli.command("involution-predict")
@@ -251,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.out_dir:
     for path in write_pictures(results, predictor.class_names, args.out_dir):
       print(f"wrote {path}", file=sys.stderr)
-  printable = [{k: v for k, v in r.items() if k != "mask"} for r in results]
+  printable = [_printable(r) for r in results]
   print(json.dumps(printable, indent=2) if args.json else format_table(printable))
   return 1 if all("error" in r for r in results) else 0
 

@@ -133,3 +133,25 @@ def test_dense_models_predict_and_draw(name, tmp_path, capsys):
   for path, size in zip(paths, ((48, 48), (37, 61))):
     with Image.open(out / (Path(path).stem + ".png")) as png:
       assert png.size == size[::-1]
+
+
+def test_mask_rcnn_predicts_boxes_and_instance_masks(tmp_path, capsys):
+  from helpers import load_config
+
+  config = load_config("digitscenes_rcnn", "mask_conv", num_train_scenes=4)
+  save_random_checkpoint(str(tmp_path / "ckpt"), config=config)
+  path = tmp_path / "scene.png"
+  Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 61, 3), np.uint8)).save(path)
+  [result] = predict.Predictor.load(str(tmp_path / "ckpt"), batch_size=1).predict([str(path)])
+  assert result["detections"]  # random weights: softmax scores ~1/11 pass the 0.05 threshold
+  for d in result["detections"]:  # at the image's size (pasting: tests/test_instances.py)
+    assert d["mask"].shape == (37, 61) and d["mask"].dtype == bool
+  out = tmp_path / "drawn"
+  flags = ["--out-dir", str(out), "--json", "--min-score", "0", "--batch-size", "1"]
+  assert predict.main([str(tmp_path / "ckpt"), str(path), *flags]) == 0
+  [printed] = json.loads(capsys.readouterr().out)
+  assert [d["mask_pixels"] for d in printed["detections"]] == [
+    int(d["mask"].sum()) for d in result["detections"]
+  ]
+  with Image.open(out / "scene.png") as png:
+    assert png.size == (61, 37)
