@@ -117,3 +117,31 @@ def paddle_state(state) -> dict:
       )
     out[key] = value
   return out
+
+
+def losses_on_one_batch(config, steps: int, global_batch: int) -> list[float]:
+  """The losses of `steps` training steps of `config`'s task, at a constant learning rate,
+  all on its first training batch of `global_batch` examples."""
+  import jax
+  import optax
+
+  from involution_jax import tasks, train_step
+  from involution_jax.data import pipeline
+
+  task = tasks.get_task(config)
+  dataset = task.dataset(config, "train")
+  model = train_step.model_from_config(config, dataset.num_classes)
+  schedule = optax.constant_schedule(config.learning_rate)
+  tx = train_step.optimizer(config, schedule)
+  state = jax.jit(
+    lambda: train_step.init_state(model, tx, jax.random.PRNGKey(0), task.input_shape(config))
+  )()
+  step = jax.jit(train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config))
+  batch = next(
+    pipeline.train_iterator(dataset, task.preprocess(config), global_batch=global_batch, seed=0)
+  )
+  losses = []
+  for _ in range(steps):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  return losses

@@ -3,15 +3,12 @@ and the two-stage task end to end."""
 
 import json
 
-import jax
 import numpy as np
-import optax
 import pytest
-from helpers import load_config
+from helpers import load_config, losses_on_one_batch
 from PIL import Image
 
-from involution_jax import tasks, train_step
-from involution_jax.data import coco, dense, pipeline
+from involution_jax.data import coco, dense
 from involution_jax.models import rcnn
 from involution_jax.trainer import train_and_evaluate
 
@@ -186,20 +183,7 @@ SMALL = dict(
 @pytest.mark.parametrize("variant", ["faster_inv", "mask_conv"])
 def test_steps_on_a_batch_lower_the_loss(variant):
   config = load_config("digitscenes_rcnn", variant, learning_rate=0.005)
-  task = tasks.get_task(config)
-  dataset = task.dataset(config, "train")
-  model = train_step.model_from_config(config, dataset.num_classes)
-  schedule = optax.constant_schedule(config.learning_rate)
-  tx = train_step.optimizer(config, schedule)
-  state = jax.jit(
-    lambda: train_step.init_state(model, tx, jax.random.PRNGKey(0), task.input_shape(config))
-  )()
-  step = jax.jit(train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config))
-  batch = next(pipeline.train_iterator(dataset, task.preprocess(config), global_batch=8, seed=0))
-  losses = []
-  for _ in range(10):
-    state, metrics = step(state, batch)
-    losses.append(float(metrics["loss"]))
+  losses = losses_on_one_batch(config, steps=10, global_batch=8)
   assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
 
 

@@ -2,14 +2,11 @@
 
 import json
 
-import jax
 import numpy as np
-import optax
 import pytest
-from helpers import load_config
+from helpers import load_config, losses_on_one_batch
 
-from involution_jax import tasks, train_step
-from involution_jax.data import pipeline
+from involution_jax import tasks
 from involution_jax.trainer import train_and_evaluate
 
 SMALL = dict(
@@ -28,21 +25,7 @@ SMALL = dict(
   "name,neck", [("digitscenes_seg", "involution"), ("digitscenes_det", "conv")]
 )
 def test_steps_on_a_batch_lower_the_loss(name, neck):
-  config = load_config(name, neck)
-  task = tasks.get_task(config)
-  dataset = task.dataset(config, "train")
-  model = train_step.model_from_config(config, dataset.num_classes)
-  schedule = optax.constant_schedule(config.learning_rate)
-  tx = train_step.optimizer(config, schedule)
-  state = jax.jit(
-    lambda: train_step.init_state(model, tx, jax.random.PRNGKey(0), task.input_shape(config))
-  )()
-  step = jax.jit(train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config))
-  batch = next(pipeline.train_iterator(dataset, task.preprocess(config), global_batch=16, seed=0))
-  losses = []
-  for _ in range(8):
-    state, metrics = step(state, batch)
-    losses.append(float(metrics["loss"]))
+  losses = losses_on_one_batch(load_config(name, neck), steps=8, global_batch=16)
   assert all(np.isfinite(losses)) and losses[-1] < 0.9 * min(losses[:3]), losses
 
 

@@ -4,9 +4,8 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from helpers import load_config
+from helpers import load_config, losses_on_one_batch
 
 from involution_jax import tasks, train_step
 from involution_jax.data import pipeline
@@ -91,15 +90,6 @@ def test_the_auxiliary_loss_is_weighed_in():
 
 
 def test_training_steps_lower_the_loss():
-  config, task, model, _, batch = _loss_setup()
-  schedule = optax.constant_schedule(config.learning_rate)
-  tx = train_step.optimizer(config, schedule)
-  state = jax.jit(
-    lambda: train_step.init_state(model, tx, jax.random.PRNGKey(0), task.input_shape(config))
-  )()
-  step = jax.jit(train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config))
-  losses = []
-  for _ in range(8):
-    state, metrics = step(state, batch)
-    losses.append(float(metrics["loss"]))
+  config = load_config("digitscenes_upernet", num_train_scenes=32, num_eval_scenes=8)
+  losses = losses_on_one_batch(config, steps=8, global_batch=8)
   assert all(np.isfinite(losses)) and losses[-1] < 0.9 * min(losses[:3]), losses

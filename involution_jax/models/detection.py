@@ -191,6 +191,19 @@ def batched_nms(boxes, scores, classes, valid, iou_threshold, max_outputs):
   return nms(boxes + offset[:, None], scores, valid, iou_threshold, max_outputs)
 
 
+def nms_detections(boxes, scores, classes, valid, iou_threshold, max_detections) -> dict:
+  """Per-class NMS of candidates (N, 4), (N,), (N,), (N,) -> {"boxes" (D, 4), "scores" (D,),
+  "classes" (D,), "valid" (D,)}, best first, D = `max_detections`; padding: zero boxes and
+  scores, class -1."""
+  keep, kept = batched_nms(boxes, scores, classes, valid, iou_threshold, max_detections)
+  return dict(
+    boxes=jnp.where(kept[:, None], boxes[keep], 0),
+    scores=jnp.where(kept, scores[keep], 0),
+    classes=jnp.where(kept, classes[keep], -1),
+    valid=kept,
+  )
+
+
 def postprocess(
   cls_logits: jax.Array,
   box_deltas: jax.Array,
@@ -215,13 +228,7 @@ def postprocess(
     anchors[anchor_index], box_deltas[anchor_index].astype(jnp.float32), image_hw
   )
   valid = top_scores > score_threshold
-  keep, kept = batched_nms(boxes, top_scores, classes, valid, iou_threshold, max_detections)
-  return dict(
-    boxes=jnp.where(kept[:, None], boxes[keep], 0),
-    scores=jnp.where(kept, top_scores[keep], 0),
-    classes=jnp.where(kept, classes[keep], -1),
-    valid=kept,
-  )
+  return nms_detections(boxes, top_scores, classes, valid, iou_threshold, max_detections)
 
 
 # --- the model -------------------------------------------------------------------------

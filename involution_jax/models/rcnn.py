@@ -112,14 +112,8 @@ def decode_detections(
   boxes = detection.decode_boxes(
     proposals[roi], deltas[roi, classes].astype(jnp.float32) * stds, image_hw
   )
-  keep, kept = detection.batched_nms(
+  return detection.nms_detections(
     boxes, top, classes, top > score_threshold, iou_threshold, max_detections
-  )
-  return dict(
-    boxes=jnp.where(kept[:, None], boxes[keep], 0.0),
-    scores=jnp.where(kept, top[keep], 0.0),
-    classes=jnp.where(kept, classes[keep], -1),
-    valid=kept,
   )
 
 

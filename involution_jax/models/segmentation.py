@@ -29,6 +29,21 @@ def resize_bilinear(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
   return jax.image.resize(x, (x.shape[0], *hw, x.shape[-1]), "bilinear", antialias=False)
 
 
+def classify_pixels(x: jax.Array, num_classes: int, dropout: float, train: bool, **common):
+  """mmseg's `cls_seg` inside a compact module: dropout, then a 1x1 conv ("conv_seg",
+  normal(0.01) init) to class logits. x: (B, H, W, C) -> (B, H, W, num_classes)."""
+  x = nn.Dropout(dropout, deterministic=not train)(x)
+  return conv(
+    x,
+    num_classes,
+    1,
+    use_bias=True,
+    name="conv_seg",
+    kernel_init=nn.initializers.normal(0.01),
+    **common,
+  )
+
+
 class SemanticFPNHead(nn.Module):
   """Per level: max(1, log2(stride / stride_0)) blocks of 3x3 conv + BN + ReLU, each
   (except at the finest level) followed by a bilinear x2 upsample; levels summed,
@@ -55,16 +70,7 @@ class SemanticFPNHead(nn.Module):
         out = x
       else:  # sizes differ only for inputs that are not multiples of 32
         out = out + (x if x.shape[1:3] == out.shape[1:3] else resize_bilinear(x, out.shape[1:3]))
-    out = nn.Dropout(self.dropout, deterministic=not train)(out)
-    return conv(
-      out,
-      self.num_classes,
-      1,
-      use_bias=True,
-      name="conv_seg",
-      kernel_init=nn.initializers.normal(0.01),
-      **common,
-    )
+    return classify_pixels(out, self.num_classes, self.dropout, train, **common)
 
 
 class SemanticFPN(nn.Module):

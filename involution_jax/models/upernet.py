@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from involution_jax.models.fpn import DENSE_BACKBONE
-from involution_jax.models.layers import ConvModule, conv
+from involution_jax.models.layers import ConvModule
 from involution_jax.models.rednet import RedNet
-from involution_jax.models.segmentation import resize_bilinear
+from involution_jax.models.segmentation import classify_pixels, resize_bilinear
 
 Dtype = Any
 
@@ -42,19 +42,6 @@ def adaptive_avg_pool(x: jax.Array, bins: int) -> jax.Array:
   rows = jnp.asarray(_bin_means(x.shape[1], bins), x.dtype)
   cols = jnp.asarray(_bin_means(x.shape[2], bins), x.dtype)
   return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
-
-
-def _classifier(x: jax.Array, num_classes: int, dropout: float, train: bool, **common):
-  x = nn.Dropout(dropout, deterministic=not train)(x)
-  return conv(
-    x,
-    num_classes,
-    1,
-    use_bias=True,
-    name="conv_seg",
-    kernel_init=nn.initializers.normal(0.01),
-    **common,
-  )
 
 
 class UPerHead(nn.Module):
@@ -103,7 +90,7 @@ class UPerHead(nn.Module):
     size = outs[0].shape[1:3]
     fused = jnp.concatenate([outs[0]] + [resize_bilinear(o, size) for o in outs[1:]], axis=-1)
     x = ConvModule(self.channels, 3, name="fpn_bottleneck", **common)(fused, train)
-    return _classifier(x, self.num_classes, self.dropout, train, **common)
+    return classify_pixels(x, self.num_classes, self.dropout, train, **common)
 
 
 class FCNHead(nn.Module):
@@ -122,7 +109,7 @@ class FCNHead(nn.Module):
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     for i in range(self.num_convs):
       x = ConvModule(self.channels, 3, name=f"convs_{i}", **common)(x, train)
-    return _classifier(x, self.num_classes, self.dropout, train, **common)
+    return classify_pixels(x, self.num_classes, self.dropout, train, **common)
 
 
 class UPerNet(nn.Module):
