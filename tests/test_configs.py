@@ -55,3 +55,21 @@ def test_config_validates_and_builds_its_model(name):
   assert "params" in variables
   assert ("batch_stats" in variables) == (task.input_dtype == jnp.float32)  # images: BatchNorm
   assert config.get("init_from") is None  # a field, overridable from the command line
+
+
+@pytest.mark.parametrize("variant", ["faster_inv_softmax", "mask", "cascade_conv", "mask_gn"])
+def test_digit_rcnn_variants_are_checked(variant):
+  with pytest.raises(ValueError, match=f"variant '{variant}'.*inv_softmax for mask only"):
+    load_config("digitscenes_rcnn", variant)
+
+
+def test_two_stage_recipes_follow_the_official_configs():
+  # warm-up iterations and clipping norm of the official mmdet configs, per variant
+  expected = {"conv_conv": (500, 0.0), "inv_conv": (2000, 0.0), "inv_inv": (2000, 5.0)}
+  for name in ("coco_faster_rcnn_red50", "coco_mask_rcnn_red50"):
+    for variant, (warmup, clip) in expected.items():
+      config = load_config(name, variant)
+      assert round(config.warmup_epochs * 7330) == warmup and config.grad_clip_norm == clip
+  mask = load_config("digitscenes_rcnn", "mask_inv_softmax")
+  assert mask.model_kwargs.mask_kernel_normalization == "softmax"
+  assert "mask_kernel_normalization" not in load_config("digitscenes_rcnn", "mask_inv").model_kwargs

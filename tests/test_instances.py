@@ -180,7 +180,7 @@ SMALL = dict(
 )
 
 
-@pytest.mark.parametrize("variant", ["faster_inv", "mask_conv"])
+@pytest.mark.parametrize("variant", ["faster_inv", "mask_conv", "mask_inv_softmax"])
 def test_steps_on_a_batch_lower_the_loss(variant):
   config = load_config("digitscenes_rcnn", variant, learning_rate=0.005)
   losses = losses_on_one_batch(config, steps=10, global_batch=8)

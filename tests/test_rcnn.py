@@ -60,6 +60,26 @@ def test_head_sizes():
   chex.assert_shape(out, (2, 5, 28, 28, 80))
   with pytest.raises(ValueError, match="unknown head 'mlp'"):
     rcnn.MaskHead(3, head="mlp").init(jax.random.PRNGKey(0), rois[:1, :1, :, :, :8], train=False)
+  with pytest.raises(ValueError, match="kernel_normalization='softmax' needs head='involution'"):
+    rcnn.MaskHead(3, kernel_normalization="softmax").init(
+      jax.random.PRNGKey(0), rois[:1, :1, :, :, :8], train=False
+    )
+
+
+def test_softmax_mask_head_averages_each_neighbourhood():
+  rois = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 14, 14, 32))
+  outputs = {}
+  for normalization in (None, "softmax"):
+    head = rcnn.MaskHead(5, head="involution", channels=32, kernel_normalization=normalization)
+    variables = head.init(jax.random.PRNGKey(0), rois, train=False)
+    _, state = head.apply(variables, rois, train=True, mutable=["batch_stats", "intermediates"])
+    kernels = [v["kernel"][0] for v in state["intermediates"].values()]
+    assert len(kernels) == 4 and kernels[0].shape == (6, 14, 14, 2, 7, 7)
+    outputs[normalization] = kernels
+  for kernel in outputs["softmax"]:
+    np.testing.assert_allclose(np.sum(kernel, axis=(-2, -1)), 1.0, rtol=1e-5)
+    assert float(jnp.min(kernel)) > 0
+  assert not np.allclose(np.sum(outputs[None][0], axis=(-2, -1)), 1.0, atol=0.1)
 
 
 @pytest.mark.parametrize("name,head", [("faster_rcnn", "conv"), ("mask_rcnn", "involution")])

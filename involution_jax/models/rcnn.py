@@ -31,13 +31,13 @@ Dtype = Any
 ROI_STRIDES = (4, 8, 16, 32)  # RoIs read P2-P5
 
 
-def _mixer(kind: str, channels: int, name: str, **common):
+def _mixer(kind: str, channels: int, name: str, kernel_normalization: str | None, **common):
   """A 3x3 conv (bias) or an involution (K=7, 16 channels per group, r=4), then ReLU."""
   if kind == "conv":
     layer = nn.Conv(channels, (3, 3), padding=1, name=name, **common)
     return lambda x, train: nn.relu(layer(x))
   if kind == "involution":
-    layer = Involution(7, 1, 16, 4, name=name, **common)
+    layer = Involution(7, 1, 16, 4, kernel_normalization=kernel_normalization, name=name, **common)
     return lambda x, train: nn.relu(layer(x, train))
   raise ValueError(f"unknown head {kind!r}; expected 'conv' or 'involution'")
 
@@ -64,22 +64,34 @@ class BoxHead(nn.Module):
 
 
 class MaskHead(nn.Module):
-  """mmdet's FCNMaskHead. rois: (..., 14, 14, C) -> mask logits (..., 28, 28, K)."""
+  """mmdet's FCNMaskHead. rois: (..., 14, 14, C) -> mask logits (..., 28, 28, K).
+
+  `kernel_normalization`: None (the paper) or "softmax" over each involution
+  kernel's taps (`head="involution"` only): every layer then averages its
+  neighbourhood, so four of them without a norm can neither blow up nor vanish.
+  """
 
   num_classes: int
   head: str = "conv"
   channels: int = 256
   num_convs: int = 4
+  kernel_normalization: str | None = None
   dtype: Dtype | None = None
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, rois: jax.Array, train: bool) -> jax.Array:
+    if self.kernel_normalization is not None and self.head != "involution":
+      raise ValueError(
+        f"MaskHead: kernel_normalization={self.kernel_normalization!r} needs "
+        f"head='involution', got head={self.head!r}"
+      )
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     lead = rois.shape[:-3]
     x = rois.reshape(-1, *rois.shape[-3:])
     for i in range(self.num_convs):
-      x = _mixer(self.head, self.channels, f"convs_{i}", **common)(x, train)
+      mixer = _mixer(self.head, self.channels, f"convs_{i}", self.kernel_normalization, **common)
+      x = mixer(x, train)
     x = nn.ConvTranspose(self.channels, (2, 2), (2, 2), name="upsample", **common)(x)
     x = nn.Conv(self.num_classes, (1, 1), name="conv_logits", **common)(nn.relu(x))
     return x.reshape(*lead, *x.shape[1:])
@@ -143,6 +155,8 @@ class TwoStageDetector(nn.Module):
 
   `neck` and `head` are "conv" or "involution" (`head` is the RPN's 3x3 conv and
   the mask head's four convs; the box head is fully connected either way).
+  `mask_kernel_normalization`: "softmax" normalises the mask head's involution
+  kernels (see `MaskHead`; not in the paper).
   x: (B, H, W, 3) -> detections (see the module docstring).
   """
 
@@ -156,6 +170,7 @@ class TwoStageDetector(nn.Module):
   train_proposals: int = 1000
   roi_samples: int = 512  # RoIs per image for the box head in training, 25% positive at most
   mask_rois: int | None = None  # positive slots for the mask head (None: all, roi_samples / 4)
+  mask_kernel_normalization: str | None = None
   test_proposals: int = 1000
   max_detections: int = 100
   score_threshold: float = 0.05
@@ -192,7 +207,12 @@ class TwoStageDetector(nn.Module):
     mask_head = None
     if self.with_mask:
       mask_head = MaskHead(
-        self.num_classes, self.head, self.neck_channels, name="mask_head", **common
+        self.num_classes,
+        self.head,
+        self.neck_channels,
+        kernel_normalization=self.mask_kernel_normalization,
+        name="mask_head",
+        **common,
       )
     pyramid = dict(levels=levels[:4], strides=roi_strides)
     if targets is not None:
