@@ -2,12 +2,16 @@
 
     involution-visualize --weights runs/default --image x.jpg --layer layer2_0/conv2 \
         --out kernels.png [--groups 0,1,2,3] [--pixels 3,4 5,5]
+    involution-visualize --weights runs/mask_inv --image scene.png \
+        --layer mask_head/convs_0 [--detection 1]
 
 Top row: the image the model saw, then per chosen group the generated kernel
 summed over its K x K window at every output position, as a heatmap over the
 image (the paper's figure). Bottom row: the K x K kernel itself (first chosen
 group) at chosen pixels, marked on the image. Kernels are captured from the
-model's own forward pass (the layers sow them), not recomputed.
+model's own forward pass (the layers sow them), not recomputed. A Mask R-CNN's
+mask-head layers work on each detection's 14 x 14 RoI: their heatmaps lie over
+that detection's box (`--detection`, by rank; default the best).
 """
 
 from __future__ import annotations
@@ -24,22 +28,24 @@ from involution_jax.weights import load_weights, model_from_info, preprocess_fro
 PANEL_INCHES, DPI = 2.5, 100
 
 
-def capture_kernels(model, variables: dict, images) -> dict[str, np.ndarray]:
-  """{layer path ("layer2_0/conv2"): kernel (B, Ho, Wo, G, K, K)} for every involution."""
-  _, state = model.apply(variables, images, train=False, mutable=["intermediates"])
+def capture(model, variables: dict, images) -> tuple[object, dict[str, np.ndarray]]:
+  """The model's eval outputs for images (B, H, W, 3) and {layer path ("layer2_0/conv2"):
+  kernel (N, Ho, Wo, G, K, K)} for every involution; N = B, or B x detections for a
+  detector's mask head (its RoIs, image-major)."""
+  outputs, state = model.apply(variables, images, train=False, mutable=["intermediates"])
   flat = traverse_util.flatten_dict(state["intermediates"])
-  return {
-    "/".join(path[:-1]): np.asarray(value[0])
-    for path, value in flat.items()
-    if path[-1] == "kernel"
-  }
+  kernels = {"/".join(p[:-1]): np.asarray(v[0]) for p, v in flat.items() if p[-1] == "kernel"}
+  return outputs, kernels
 
 
-def _overlay(ax, image, heat, title):
+def capture_kernels(model, variables: dict, images) -> dict[str, np.ndarray]:
+  """{layer path: kernel (N, Ho, Wo, G, K, K)} of every involution (see `capture`)."""
+  return capture(model, variables, images)[1]
+
+
+def _overlay(ax, image, heat, title, extent):
   ax.imshow(image)
-  ax.imshow(
-    heat, cmap="jet", alpha=0.5, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5)
-  )
+  ax.imshow(heat, cmap="jet", alpha=0.5, extent=extent)
   ax.set_title(title, fontsize=8)
   ax.axis("off")
 
@@ -52,11 +58,13 @@ def plot_kernels(
   groups: Sequence[int] = (0, 1, 2, 3),
   pixels: Sequence[tuple[int, int]] | None = None,
   layer: str = "",
+  region: Sequence[float] | None = None,
 ) -> tuple[int, int]:
   """Draws one image's kernels (Ho, Wo, G, K, K) to a PNG; returns its (width, height).
 
   image: (H, W, 3) in [0, 1]. Groups beyond G are dropped; pixels default to
-  four spread over the output grid.
+  four spread over the output grid. region: the box (x1, y1, x2, y2), in image
+  pixels, that the output grid covers (default the whole image; a RoI's box).
   """
   import matplotlib
 
@@ -81,15 +89,17 @@ def plot_kernels(
   )
   for ax in axes.ravel():
     ax.axis("off")
-  scale = (image.shape[0] / ho, image.shape[1] / wo)
+  x1, y1, x2, y2 = region if region is not None else (0, 0, image.shape[1], image.shape[0])
+  extent = (x1 - 0.5, x2 - 0.5, y2 - 0.5, y1 - 0.5)  # pixel centres at integers
   axes[0, 0].imshow(image)
   axes[0, 0].set_title(f"input {layer}", fontsize=8)
   summed = kernel.sum(axis=(-1, -2))  # (Ho, Wo, G)
   for col, group in enumerate(groups, start=1):
-    _overlay(axes[0, col], image, summed[..., group], f"group {group}: sum of K x K")
+    _overlay(axes[0, col], image, summed[..., group], f"group {group}: sum of K x K", extent)
   axes[1, 0].imshow(image)
   for col, (i, j) in enumerate(pixels, start=1):
-    y, x = (i + 0.5) * scale[0] - 0.5, (j + 0.5) * scale[1] - 0.5
+    y = y1 + (i + 0.5) * (y2 - y1) / ho - 0.5
+    x = x1 + (j + 0.5) * (x2 - x1) / wo - 0.5
     axes[1, 0].plot(x, y, "o", ms=6, mfc="none", mec="yellow")
     axes[1, 0].annotate(
       str(col), (x, y), xytext=(4, 4), textcoords="offset points", color="yellow", fontsize=8
@@ -142,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     "--pixels", nargs="*", default=None, help="output pixels i,j for the K x K panels"
   )
+  parser.add_argument(
+    "--detection",
+    type=int,
+    default=0,
+    help="mask-head layers: which detection's RoI, by rank (default 0: the best)",
+  )
   args = parser.parse_args(argv)
   pixels = [_pixel(p) for p in args.pixels] if args.pixels else None
   try:
@@ -154,18 +170,37 @@ def main(argv: list[str] | None = None) -> int:
   example = preprocess.eval({"path": args.image, "label": 0})
   if not example["valid"]:
     raise ValueError(f"cannot read image {args.image}")
-  kernels = capture_kernels(model_from_info(info), variables, example["image"][None])
+  outputs, kernels = capture(model_from_info(info), variables, example["image"][None])
   if not kernels:
     raise ValueError(f"the model in {args.weights} has no involution layers")
   layer = args.layer or next(iter(kernels))
   if layer not in kernels:
     raise ValueError(f"unknown layer {layer!r}; involution layers: {', '.join(kernels)}")
+  kernel, region, what = kernels[layer][0], None, ""
+  if layer.startswith("mask_head/"):
+    kernel, region, what = _detection_kernel(outputs, kernels[layer], args.detection)
   shown = (
     np.clip(example["image"] * np.array(preprocess.std) + np.array(preprocess.mean), 0, 255) / 255
   )
-  size = plot_kernels(shown, kernels[layer][0], args.out, groups=groups, pixels=pixels, layer=layer)
-  print(f"{layer}: kernels {kernels[layer].shape[1:]} -> {args.out} ({size[0]}x{size[1]})")
+  size = plot_kernels(
+    shown, kernel, args.out, groups=groups, pixels=pixels, layer=layer, region=region
+  )
+  print(f"{layer}{what}: kernels {kernel.shape} -> {args.out} ({size[0]}x{size[1]})")
   return 0
+
+
+def _detection_kernel(outputs: dict, kernels: np.ndarray, rank: int):
+  """The mask-head kernel (Ho, Wo, G, K, K) of one image's detection `rank`, its box, a label."""
+  valid = np.asarray(outputs["valid"][0])
+  if not 0 <= rank < int(valid.sum()):
+    raise ValueError(f"--detection {rank}: the image has {int(valid.sum())} detections")
+  index = int(np.flatnonzero(valid)[rank])
+  box = np.asarray(outputs["boxes"][0, index], np.float64)
+  label = (
+    f" (detection {rank}: class {int(outputs['classes'][0, index])}, "
+    f"score {float(outputs['scores'][0, index]):.2f})"
+  )
+  return kernels[index], tuple(box), label
 
 
 if __name__ == "__main__":

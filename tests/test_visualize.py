@@ -70,3 +70,26 @@ def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
     visualize.plot_kernels(
       np.zeros((16, 16, 3)), np.zeros((8, 8, 2, 3, 3)), str(tmp_path / "x.png"), pixels=[(9, 0)]
     )
+
+
+def test_mask_head_kernels_are_drawn_over_their_detection(tmp_path, capsys):
+  from helpers import load_config
+
+  config = load_config("digitscenes_rcnn", "mask_inv", num_train_scenes=4)
+  path = str(tmp_path / "ckpt")
+  model, variables, _ = save_random_checkpoint(path, config=config)
+  image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), np.uint8)
+  outputs, kernels = visualize.capture(model, variables, image[None].astype(np.float32) / 128 - 1)
+  detections = config.model_kwargs.max_detections
+  assert kernels["mask_head/convs_0"].shape == (detections, 14, 14, 4, 7, 7)  # one per RoI
+  assert kernels["neck/fpn_convs_0"].shape[0] == 1
+  Image.fromarray(image).save(tmp_path / "scene.png")
+  flags = ["--weights", path, "--image", str(tmp_path / "scene.png"), "--layer"]
+  out = tmp_path / "mask.png"
+  assert visualize.main([*flags, "mask_head/convs_3", "--out", str(out), "--detection", "1"]) == 0
+  assert "mask_head/convs_3 (detection 1: class" in capsys.readouterr().out
+  with Image.open(out) as png:
+    assert png.format == "PNG" and png.size == (5 * 250, 2 * 250)
+  bad = ["--out", str(tmp_path / "none.png"), "--detection", "99"]
+  assert visualize.main([*flags, "mask_head/convs_0", *bad]) == 1
+  assert "--detection 99: the image has" in capsys.readouterr().err
