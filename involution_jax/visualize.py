@@ -46,6 +46,8 @@ def capture_kernels(model, variables: dict, images) -> dict[str, np.ndarray]:
 def _overlay(ax, image, heat, title, extent):
   ax.imshow(image)
   ax.imshow(heat, cmap="jet", alpha=0.5, extent=extent)
+  ax.set_xlim(-0.5, image.shape[1] - 0.5)  # the whole image, even when the heat covers a box
+  ax.set_ylim(image.shape[0] - 0.5, -0.5)
   ax.set_title(title, fontsize=8)
   ax.axis("off")
 
