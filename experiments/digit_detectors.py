@@ -18,13 +18,9 @@ import argparse
 import json
 import os
 
-import jax
-import jax.numpy as jnp
-
 from involution_jax import configs
 from involution_jax.models import create_model
-from involution_jax.models.rednet import count_params
-from involution_jax.summary import forward_gmacs
+from involution_jax.summary import params_and_gmacs
 from involution_jax.trainer import train_and_evaluate
 
 VARIANTS = ("faster_conv", "faster_inv", "mask_conv", "mask_inv", "mask_inv_softmax")
@@ -46,14 +42,11 @@ def run(variant: str, workdir: str) -> dict:
   config = configs.get_config(f"digitscenes_rcnn:{variant}")
   metrics = _finished(workdir, config.num_train_steps) or train_and_evaluate(config, workdir)
   model = create_model(config.model, num_classes=NUM_CLASSES, **config.model_kwargs)
-  size = config.image_size
-  shapes = jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False)
-  )
+  params, gmacs = params_and_gmacs(model, config.image_size)
   return dict(
     variant=variant,
-    params=count_params(shapes["params"]),
-    gmacs=forward_gmacs(model, size),
+    params=params,
+    gmacs=gmacs,
     box_ap=metrics["test_ap"],
     box_ap50=metrics["test_ap50"],
     mask_ap=metrics.get("test_mask_ap"),

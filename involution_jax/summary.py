@@ -22,8 +22,9 @@ from involution_jax.models import create_model
 from involution_jax.models.rednet import STAGE_SIZES, count_params
 
 
-def forward_gmacs(model, image_size: int = 224) -> float:
-  """Multiply-adds (G) of one image's eval forward pass, from XLA's cost analysis."""
+def params_and_gmacs(model, image_size: int = 224) -> tuple[int, float]:
+  """A model's parameter count and the multiply-adds (G) of one image's eval forward
+  pass, from XLA's cost analysis; the input is (1, image_size, image_size, 3)."""
   x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   variables = jax.eval_shape(
     lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape), train=False)
@@ -31,23 +32,19 @@ def forward_gmacs(model, image_size: int = 224) -> float:
   compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return cost["flops"] / 2e9
+  return count_params(variables["params"]), cost["flops"] / 2e9
 
 
 def summarize(depths=tuple(STAGE_SIZES), image_size: int = 224, quiet: bool = False) -> list[dict]:
   """One row per depth: our params and GMACs beside the published ones."""
   rows = []
   for depth in cli.progress(depths, desc="compile", unit="model", leave=False, quiet=quiet):
-    model = create_model(f"rednet{depth}")
-    variables = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
-    )
-    gmacs = forward_gmacs(model, image_size)
+    params, gmacs = params_and_gmacs(create_model(f"rednet{depth}"), image_size)
     published = zoo.REGISTRY[f"rednet{depth}"]
     rows.append(
       dict(
         model=f"RedNet-{depth}",
-        params=count_params(variables["params"]),
+        params=params,
         published_params=published.params,
         gmacs=round(gmacs, 3),
         published_gmacs=published.gmacs,
