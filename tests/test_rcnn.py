@@ -80,6 +80,9 @@ def test_softmax_mask_head_averages_each_neighbourhood():
     np.testing.assert_allclose(np.sum(kernel, axis=(-2, -1)), 1.0, rtol=1e-5)
     assert float(jnp.min(kernel)) > 0
   assert not np.allclose(np.sum(outputs[None][0], axis=(-2, -1)), 1.0, atol=0.1)
+  faster = create_model("faster_rcnn", num_classes=3, mask_kernel_normalization="softmax")
+  with pytest.raises(ValueError, match="mask_kernel_normalization='softmax' needs a mask head"):
+    jax.eval_shape(lambda: faster.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
 
 
 @pytest.mark.parametrize("name,head", [("faster_rcnn", "conv"), ("mask_rcnn", "involution")])

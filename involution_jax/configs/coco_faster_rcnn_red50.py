@@ -22,7 +22,6 @@ VARIANTS = {  # neck, head, warm-up iterations, gradient clipping norm (0: none)
   "inv_conv": ("involution", "conv", 2000, 0.0),
   "inv_inv": ("involution", "involution", 2000, 5.0),
 }
-ITERATIONS_PER_EPOCH = 7330  # COCO train2017 at batch 16
 
 
 def get_config(variant: str = "inv_conv", model: str = "faster_rcnn") -> ml_collections.ConfigDict:
@@ -36,6 +35,6 @@ def get_config(variant: str = "inv_conv", model: str = "faster_rcnn") -> ml_coll
     dict(neck=neck, head=head, backbone=dict(depth=50, stem_kernel_size=7))
   )
   config.learning_rate = 0.02
-  config.warmup_epochs = warmup_iterations / ITERATIONS_PER_EPOCH
+  config.warmup_epochs = warmup_iterations / coco_retinanet_red50.ITERATIONS_PER_EPOCH
   config.grad_clip_norm = grad_clip_norm
   return config

@@ -15,6 +15,8 @@ import ml_collections
 
 from involution_jax.data import imagenet as imagenet_data
 
+ITERATIONS_PER_EPOCH = 7330  # COCO train2017 at batch 16
+
 
 def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -59,7 +61,7 @@ def get_config(neck: str = "involution") -> ml_collections.ConfigDict:
   config.grad_clip_norm = 40.0 if neck == "involution" else 0.0
   config.schedule = "step"
   config.lr_step_epochs = (8, 11)
-  config.warmup_epochs = 2000 / 7330  # 2,000 iterations of ~7.3k per epoch at batch 16
+  config.warmup_epochs = 2000 / ITERATIONS_PER_EPOCH  # 2,000 iterations
   config.warmup_init_factor = 0.001
   config.grad_accum_steps = 1
 

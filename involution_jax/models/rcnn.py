@@ -191,6 +191,11 @@ class TwoStageDetector(nn.Module):
     "rpn_box_loss", "cls_loss", "box_loss", "mask_loss"}) draw the anchor and RoI
     samples from the "sample" random stream.
     """
+    if self.mask_kernel_normalization is not None and not self.with_mask:
+      raise ValueError(
+        f"mask_kernel_normalization={self.mask_kernel_normalization!r} needs a mask head "
+        "(mask_rcnn); Faster R-CNN has none"
+      )
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     image_hw = x.shape[1:3]
     levels = rednet_fpn(
