@@ -19,6 +19,8 @@ import os
 from compare_mixers import run
 from matplotlib.figure import Figure
 
+from involution_jax import configs
+
 KNOBS = {
   "kernel_size": (3, 7, 15, 31),
   "group_channels": (1, 4, 16, 64),
@@ -26,7 +28,7 @@ KNOBS = {
 }
 
 
-def _override(knob: str, value: int, depth: int = 4) -> str:
+def _override(knob: str, value: int, depth: int) -> str:
   if knob == "kernel_size":  # the same K in every block
     return f"model_kwargs.kernel_sizes={(value,) * depth}"
   return f"model_kwargs.{knob}={value}"
@@ -70,17 +72,22 @@ def main() -> None:
       "|---|---:|---:|---:|---:|",
     ],
   )
+  base = configs.get_config("charlm:involution", args.set).model_kwargs
+  trained = {}  # a knob at its default value is the same run for every knob: train it once
   for knob in knobs:
     values = [int(v) for v in args.values.split(",")] if args.values else KNOBS[knob]
     results[knob] = []
     for value in values:
-      depth = next(
-        (int(o.split("=")[1]) for o in args.set if o.startswith("model_kwargs.depth=")), 4
-      )
-      overrides = [*args.set, _override(knob, value, depth)]
-      row = run(
-        "charlm", "involution", args.seed, overrides, os.path.join(args.root, f"{knob}_{value}")
-      )
+      override = _override(knob, value, base.depth)
+      if configs.get_config("charlm:involution", [*args.set, override]).model_kwargs == base:
+        override = "default"
+      if override not in trained:
+        name = "default" if override == "default" else f"{knob}_{value}"
+        extra = [] if override == "default" else [override]
+        trained[override] = run(
+          "charlm", "involution", args.seed, [*args.set, *extra], os.path.join(args.root, name)
+        )
+      row = trained[override]
       results[knob].append(dict(row, knob=knob, value=value))
       lines.append(
         f"| {knob} | {value} | {row['params'] / 1e6:.2f}M | "
