@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from common import best_time_s, mib, peak_rss_growth, print_table
+from common import best_time_s, mib, peak_rss_growth, peak_rss_growth_in_child, print_table
 
 from involution_jax import rednet50, tasks, train_step
 from involution_jax.models.layers import BatchNorm, conv, max_pool
@@ -133,29 +131,12 @@ def _torch_memory_child(batch_size, size) -> None:
 
 
 def _torch_measure(batch_size, size, repeats):
-  """Times in this process; memory in a child where glibc gives every freed block of
-  >= 64 KiB back to the system (MALLOC_MMAP_THRESHOLD_), so that the resident set
-  follows PyTorch's live memory: with glibc's defaults, memory a step frees and
-  reuses stays resident and the peak growth undercounts it (RedNet-50: by ~800 MiB)."""
+  """Times in this process; memory in a child (`common.peak_rss_growth_in_child`)."""
   train, infer = _torch_steps(batch_size, size)
   t_train = best_time_s(train, repeats, warmup=0)
   t_infer = best_time_s(infer, repeats, warmup=0)
-  child = subprocess.run(
-    [
-      sys.executable,
-      os.path.abspath(__file__),
-      "--torch-memory-child",
-      "--batch",
-      str(batch_size),
-      "--size",
-      str(size),
-    ],
-    env=dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"),
-    capture_output=True,
-    text=True,
-    check=True,
-  )
-  train_growth, infer_growth = (int(v) for v in child.stdout.split()[-2:])
+  argv = [os.path.abspath(__file__), "--torch-memory-child", "--batch", str(batch_size)]
+  train_growth, infer_growth = peak_rss_growth_in_child([*argv, "--size", str(size)])
   return t_train, t_infer, mib(train_growth), mib(infer_growth)
 
 

@@ -10,18 +10,23 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 @pytest.mark.parametrize(
-  "script, rows",
+  "script, flags, rows",
   [
-    ("op_bench.py", ["2-D", "1-D", "3-D", "shift", "patches", "causal", "K=3x3x3"]),
-    ("net_bench.py", ["RedNet-50 (ours, JAX)", "ResNet-50 (JAX, same style)"]),
-    ("pipeline_bench.py", ["records decoded", "bound (1 + read_ahead)"]),
-    ("nnx_bench.py", ["nnx.jit (bridge)", "nnx split/merge + jax.jit", "vs linen"]),
-    ("seq_bench.py", ["dynamic (unfold)", "vs attention", "us / token"]),
+    ("op_bench.py", [], ["2-D", "1-D", "3-D", "shift", "patches", "causal", "K=3x3x3"]),
+    ("net_bench.py", [], ["RedNet-50 (ours, JAX)", "ResNet-50 (JAX, same style)"]),
+    ("pipeline_bench.py", [], ["records decoded", "bound (1 + read_ahead)"]),
+    ("nnx_bench.py", [], ["nnx.jit (bridge)", "nnx split/merge + jax.jit", "vs linen"]),
+    (
+      "seq_bench.py",
+      ["--plot", "seq.png"],
+      ["dynamic (unfold)", "dynamic (unfold, PyTorch)", "vs attention", "us / token"],
+    ),
   ],
 )
-def test_benchmark_quick_run_prints_its_table(script, rows):
+def test_benchmark_quick_run_prints_its_table(script, flags, rows, tmp_path):
+  flags = [os.path.join(tmp_path, f) if f.endswith(".png") else f for f in flags]
   done = subprocess.run(
-    [sys.executable, os.path.join(BENCHMARKS, script), "--quick"],
+    [sys.executable, os.path.join(BENCHMARKS, script), "--quick", *flags],
     capture_output=True,
     text=True,
     timeout=600,
@@ -30,6 +35,9 @@ def test_benchmark_quick_run_prints_its_table(script, rows):
   assert done.returncode == 0, done.stderr[-3000:]
   for row in rows:
     assert row in done.stdout
+  assert "failed:" not in done.stdout  # a variant that failed records it and stops its row
+  for picture in (f for f in flags if f.endswith(".png")):
+    assert os.path.getsize(picture) > 0
 
 
 def test_gpu_script_names_files_and_flags_that_exist():
