@@ -30,6 +30,7 @@ from common import (
   print_table,
 )
 
+from involution_jax.models.mixers import make_mixer
 from involution_jax.models.sequence import SequenceModel
 
 VARIANTS = {
@@ -39,110 +40,168 @@ VARIANTS = {
   "attention": dict(mixer="attention"),
 }
 TORCH = "dynamic (unfold, PyTorch)"
+KERNEL_SIZES = (3, 7, 15, 31)
+HEADS = 8
 
 
 def _model(width: int, depth: int, max_length: int, **variant) -> SequenceModel:
-  sizes = (3, 7, 15, 31)[:depth]
   return SequenceModel(
-    width=width, depth=depth, kernel_sizes=sizes, dropout=0.0, max_length=max_length, **variant
+    width=width,
+    depth=depth,
+    kernel_sizes=KERNEL_SIZES[:depth],
+    heads=HEADS,
+    dropout=0.0,
+    max_length=max_length,
+    **variant,
   )
 
 
-def _train_step(model, batch, length):
-  tokens = jnp.zeros((batch, length), jnp.int32)
-  params = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(0), tokens, train=False)
+def _jax_step(part, variant, width, depth, batch, length):
+  """The jitted gradient step and its arguments: the LM's loss ("model"), or the mixer
+  alone at the last block's K against a cotangent ("mixer")."""
+  key = jax.random.PRNGKey(0)
+  if part == "model":
+    model = _model(width, depth, length, **variant)
+    tokens = jnp.zeros((batch, length), jnp.int32)
+    params = jax.jit(model.init, static_argnames="train")(key, tokens, train=False)
 
-  def loss(params, tokens):
-    logits = model.apply(params, tokens, train=False)
-    return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:]).mean()
+    def loss(params, tokens):
+      logits = model.apply(params, tokens, train=False)
+      return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], tokens[:, 1:]).mean()
 
-  step = jax.jit(jax.grad(loss))
-  return step, (params, tokens)
+    return jax.jit(jax.grad(loss)), (params, tokens)
+  mixer = make_mixer(
+    variant["mixer"],
+    kernel_size=KERNEL_SIZES[depth - 1],
+    heads=HEADS,
+    group_channels=16,
+    reduction_ratio=4,
+    kernel_normalization=None,
+    dropconnect=0.0,
+    rope=True,
+    max_length=length,
+    decode=False,
+    dtype=None,
+    module_name="mixer",
+    method=variant.get("method", "auto"),
+  )
+  x = jax.random.normal(key, (batch, length, width))
+  params = jax.jit(mixer.init, static_argnames="train")(key, x, train=False)
+  loss = lambda params, x, cotangent: jnp.vdot(mixer.apply(params, x, train=False), cotangent)
+  return jax.jit(jax.grad(loss, argnums=(0, 1))), (params, x, x[:, ::-1])
 
 
-def _torch_step(width, depth, batch, length):
-  from torch_lm import gradient_step
+def _torch_step(part, width, depth, batch, length):
+  from torch_lm import gradient_step, mixer_gradient_step
 
-  return gradient_step(width, (3, 7, 15, 31)[:depth], 8, batch, length)
+  if part == "model":
+    return gradient_step(width, KERNEL_SIZES[:depth], HEADS, batch, length)
+  return mixer_gradient_step(width, KERNEL_SIZES[depth - 1], HEADS, batch, length)
 
 
-def _torch_memory_child(width, depth, batch, length) -> None:
-  step = _torch_step(width, depth, batch, length)
+def _torch_memory_child(part, width, depth, batch, length) -> None:
+  step = _torch_step(part, width, depth, batch, length)
   step()  # the parameters' gradients exist, as in the timed steps
   print(peak_rss_growth(step))
 
 
-def _measure(name, variant, width, depth, batch, length, repeats) -> tuple[float, int]:
-  """(seconds, bytes) of one training step: XLA's temporaries, or PyTorch's peak RSS growth."""
+def _measure(part, name, width, depth, batch, length, repeats) -> dict:
+  """One training step: `seconds` where it ran, and `bytes`: XLA's temporaries (also
+  where it would not fit, with `needs`: all its compiled memory), or PyTorch's peak
+  resident growth."""
   if name == TORCH:
-    step = _torch_step(width, depth, batch, length)
+    step = _torch_step(part, width, depth, batch, length)
     seconds = best_time_s(step, repeats=repeats, min_seconds=0.0)
     sizes = ("--width", width, "--depth", depth, "--batch", batch, "--length", length)
-    argv = [os.path.abspath(__file__), "--torch-memory-child", *map(str, sizes)]
-    return seconds, peak_rss_growth_in_child(argv)[0]
-  step, args = _train_step(_model(width, depth, length, **variant), batch, length)
+    argv = [os.path.abspath(__file__), "--torch-memory-child", part, *map(str, sizes)]
+    return dict(seconds=seconds, bytes=peak_rss_growth_in_child(argv)[0])
+  step, args = _jax_step(part, VARIANTS[name], width, depth, batch, length)
   memory = step.lower(*args).compile().memory_analysis()
   needed = sum(getattr(memory, f"{kind}_size_in_bytes") for kind in ("temp", "argument", "output"))
   if needed > 0.9 * available_bytes():  # running it would wake the kernel's OOM killer
-    raise MemoryError(f"needs {needed / 2**30:.1f} GiB, {available_bytes() / 2**30:.1f} free")
-  return best_time_s(
-    lambda: step(*args), repeats=repeats, min_seconds=0.0
-  ), memory.temp_size_in_bytes
+    return dict(bytes=memory.temp_size_in_bytes, needs=needed)
+  seconds = best_time_s(lambda: step(*args), repeats=repeats, min_seconds=0.0)
+  return dict(seconds=seconds, bytes=memory.temp_size_in_bytes)
 
 
-def training_runs(lengths, tokens, width, depth, repeats, variants) -> dict[str, list[dict]]:
-  """Per variant, one entry per length: T, B and (seconds, bytes) or the error it stopped at."""
-  runs = {name: [] for name in variants}
+def training_runs(part, lengths, tokens, width, depth, repeats, names) -> dict[str, list[dict]]:
+  """Per variant, one entry per length (T, B and `_measure`'s), B = max(tokens // T, 1).
+  A variant that does not fit is still compiled at longer lengths (its memory); one
+  that fails otherwise records the error and stops."""
+  runs = {name: [] for name in names}
   for length in lengths:
     batch = max(tokens // length, 1)
-    for name, variant in variants.items():
+    for name in names:
       if runs[name] and "error" in runs[name][-1]:
         continue
       try:
-        seconds, memory = _measure(name, variant, width, depth, batch, length, repeats)
-        runs[name].append(dict(length=length, batch=batch, seconds=seconds, bytes=memory))
-      except Exception as e:  # out of memory, or a compile that cannot fit
-        error = str(e).strip().splitlines()[0][:60] if str(e).strip() else type(e).__name__
-        runs[name].append(dict(length=length, batch=batch, error=error))
+        result = _measure(part, name, width, depth, batch, length, repeats)
+      except Exception as e:  # a compile or run that fails
+        result = dict(error=(str(e).strip().splitlines() or [type(e).__name__])[0][:60])
+      runs[name].append(dict(result, length=length, batch=batch))
   return runs
 
 
 def training_rows(runs: dict[str, list[dict]]) -> list[list[str]]:
-  attention = {r["length"]: r.get("seconds") for r in runs.get("attention", [])}
+  attention = {r["length"]: r for r in runs.get("attention", [])}
   rows = []
   for length in sorted({r["length"] for entries in runs.values() for r in entries}):
     for name, entries in runs.items():
       for r in (r for r in entries if r["length"] == length):
         cells = [f"{length}", f"{r['batch']}", name]
         if "error" in r:
-          rows.append([*cells, f"failed: {r['error']}", "", ""])
+          rows.append([*cells, f"failed: {r['error']}", "", "", ""])
           continue
-        base = attention.get(length)
-        ratio = f"{base / r['seconds']:.2f}x" if base else "-"
-        rows.append([*cells, f"{r['seconds'] * 1e3:.1f}", f"{mib(r['bytes']):.0f}", ratio])
+        base = attention.get(length, {})
+        if "seconds" in r:
+          time = f"{r['seconds'] * 1e3:.1f}"
+        else:
+          time = f"out of memory (needs {r['needs'] / 2**30:.1f} GiB)"
+        speed = (
+          f"{base['seconds'] / r['seconds']:.1f}x" if "seconds" in base and "seconds" in r else "-"
+        )
+        share = f"{r['bytes'] / base['bytes']:.1%}" if "bytes" in base and name != TORCH else "-"
+        memory = mib(r["bytes"])
+        rows.append(
+          [*cells, time, f"{memory:.0f}" if memory >= 10 else f"{memory:.2f}", speed, share]
+        )
   return rows
 
 
-def draw(runs: dict[str, list[dict]], decoding: list[list[str]], out: str) -> None:
-  """Log-log: step time and memory against T per variant; decoding time against P."""
+def draw(runs: dict[str, dict], decoding: list[list[str]], out: str) -> None:
+  """Log-log, per part: step time and memory against T per variant; decoding against P."""
   from matplotlib.figure import Figure
   from matplotlib.ticker import LogLocator, NullLocator, StrMethodFormatter
 
-  figure = Figure(figsize=(13.5, 3.8), layout="constrained")
-  time_ax, memory_ax, decode_ax = figure.subplots(1, 3)
-  for name, entries in runs.items():
-    done = [r for r in entries if "seconds" in r]
-    lengths = [r["length"] for r in done]
-    time_ax.plot(lengths, [r["seconds"] * 1e3 for r in done], "o-", label=name)
-    memory_ax.plot(lengths, [mib(r["bytes"]) for r in done], "o-", label=name)
+  figure = Figure(figsize=(13.5, 3.8 * max(len(runs), 1)), layout="constrained")
+  axes = figure.subplots(max(len(runs), 1), 3, squeeze=False)
+  panels = []
+  for (part, part_runs), (time_ax, memory_ax, _) in zip(runs.items(), axes):
+    for name, entries in part_runs.items():
+      ran = [r for r in entries if "seconds" in r]
+      (line,) = time_ax.plot([r["length"] for r in ran], [r["seconds"] * 1e3 for r in ran], "o-")
+      compiled = [r for r in entries if "bytes" in r]
+      memory_ax.plot(
+        [r["length"] for r in compiled],
+        [mib(r["bytes"]) for r in compiled],
+        "o-",
+        color=line.get_color(),
+        label=name,
+      )
+    title = "LM" if part == "model" else "mixer alone"
+    panels += [
+      (time_ax, f"{title}: training step", "ms", "T"),
+      (memory_ax, f"{title}: memory", "MiB", "T"),
+    ]
+  decode_ax = axes[0][2]
   for name in ("involution", "attention"):
     rows = [r for r in decoding if r[1] == name]
     decode_ax.plot([int(r[0]) for r in rows], [float(r[2]) for r in rows], "o-", label=name)
-  for ax, title, unit in (
-    (time_ax, "training step (B x T constant)", "ms"),
-    (memory_ax, "training step memory", "MiB"),
-    (decode_ax, "one decoding step after P tokens", "us / token"),
-  ):
+  if decoding:
+    panels.append((decode_ax, "one decoding step after P tokens", "us / token", "P"))
+  for row in axes[1:]:
+    row[2].set_visible(False)
+  for ax, title, unit, xlabel in panels:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ticks = sorted({int(x) for line in ax.get_lines() for x in line.get_xdata()})
@@ -150,11 +209,12 @@ def draw(runs: dict[str, list[dict]], decoding: list[list[str]], out: str) -> No
     ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("P" if ax is decode_ax else "T")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(unit)
     ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small")
+    if unit != "ms":
+      ax.legend(fontsize="small")
   figure.savefig(out, dpi=110)
 
 
@@ -180,38 +240,61 @@ def decoding_rows(prompts, width, depth, repeats) -> list[list[str]]:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
-  parser.add_argument("--no-torch", action="store_true", help="no PyTorch row")
+  parser.add_argument("--parts", default="model,mixer,decode", help="which tables, in order")
+  parser.add_argument("--no-torch", action="store_true", help="no PyTorch rows")
   parser.add_argument("--plot", default=None, help="write the log-log picture to this PNG")
-  parser.add_argument("--torch-memory-child", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--torch-memory-child", default=None, help=argparse.SUPPRESS)
   for size in ("width", "depth", "batch", "length"):
     parser.add_argument(f"--{size}", type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.torch_memory_child:
-    return _torch_memory_child(args.width, args.depth, args.batch, args.length)
-  variants = dict(VARIANTS)
+    return _torch_memory_child(
+      args.torch_memory_child, args.width, args.depth, args.batch, args.length
+    )
+  parts = args.parts.split(",")
+  if not parts or set(parts) - {"model", "mixer", "decode"}:
+    parser.error(f"--parts: some of model, mixer, decode, got {args.parts!r}")
+  names = list(VARIANTS)
   if not args.no_torch:
     try:
       import torch  # noqa: F401
 
-      variants[TORCH] = None
+      names.append(TORCH)
     except ImportError:
-      print("torch not installed: no PyTorch row")
+      print("torch not installed: no PyTorch rows")
   if args.quick:
-    lengths, tokens, width, depth, prompts, repeats = (64, 256), 512, 32, 2, (16, 64), 2
+    lengths, width, depth, prompts, repeats = (64, 256), 32, 2, (16, 64), 2
+    tokens = dict(model=512, mixer=256)
   else:
-    lengths, tokens, width, depth = (512, 2048, 8192, 32768), 32768, 256, 4
+    lengths, width, depth = (512, 2048, 8192, 32768), 256, 4
     prompts, repeats = (128, 512, 2048, 8192), 3
+    tokens = dict(model=32768, mixer=8192)  # the mixer alone: attention fits up to 8k
   platform = jax.devices()[0].platform
-  print(
-    f"training step (loss and gradients), width {width}, {depth} blocks, B x T = {tokens}, "
-    f"{platform}"
-  )
-  runs = training_runs(lengths, tokens, width, depth, repeats, variants)
-  print_table(["T", "B", "variant", "ms", "memory MiB", "vs attention"], training_rows(runs))
-  print("memory: XLA's compiled temporaries (JAX); peak resident-set growth (PyTorch)")
-  print("\none decoding step (batch 1), after a prompt of P tokens")
-  decoding = decoding_rows(prompts, width, depth, 5)
-  print_table(["P", "variant", "us / token", "cache KiB"], decoding)
+  runs = {}
+  for part in (p for p in parts if p != "decode"):
+    what = (
+      f"the LM, {depth} blocks (K = {KERNEL_SIZES[:depth]})"
+      if part == "model"
+      else f"the mixer alone, K = {KERNEL_SIZES[depth - 1]}"
+    )
+    print(
+      f"\ntraining step (gradients) of {what}, width {width}, B = max({tokens[part]} // T, 1), "
+      f"{platform}"
+    )
+    # the LM's steps take seconds here: two timed runs after the warm-up suffice
+    times = min(repeats, 2) if part == "model" else repeats
+    runs[part] = training_runs(part, lengths, tokens[part], width, depth, times, names)
+    print_table(
+      ["T", "B", "variant", "ms", "memory MiB", "vs attention", "memory / attention's"],
+      training_rows(runs[part]),
+    )
+  if runs:
+    print("memory: XLA's compiled temporaries (JAX); peak resident-set growth (PyTorch)")
+  decoding = []
+  if "decode" in parts:
+    print("\none decoding step (batch 1), after a prompt of P tokens")
+    decoding = decoding_rows(prompts, width, depth, 5)
+    print_table(["P", "variant", "us / token", "cache KiB"], decoding)
   if args.plot:
     draw(runs, decoding, args.plot)
     print(f"\n{os.path.abspath(args.plot)}")

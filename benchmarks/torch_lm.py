@@ -77,3 +77,19 @@ def gradient_step(width: int, kernel_sizes, heads: int, batch: int, length: int)
     return loss
 
   return step
+
+
+def mixer_gradient_step(width: int, kernel_size: int, heads: int, batch: int, length: int):
+  """A closure computing DynamicConvUnfold's input and weight gradients for a cotangent."""
+  mixer = DynamicConvUnfold(width, kernel_size, heads)
+  x = torch.randn(batch, length, width, requires_grad=True)
+  cotangent = torch.randn(batch, length, width)
+
+  def step():
+    mixer.zero_grad(set_to_none=True)
+    x.grad = None
+    out = mixer(x)
+    out.backward(cotangent)
+    return x.grad
+
+  return step
