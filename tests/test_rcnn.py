@@ -172,8 +172,12 @@ def _scene_batch():
   )
 
 
-@pytest.mark.parametrize("name,part", [("faster_rcnn", "conv"), ("mask_rcnn", "involution")])
-def test_training_steps_lower_every_loss_term(name, part):
+# The conv box head lags its RPN (its RoIs only become good once the RPN has learned), so it
+# gets more steps; at 40 its box loss had fallen by 19-27% depending on the machine.
+@pytest.mark.parametrize(
+  "name,part,steps", [("faster_rcnn", "conv", 60), ("mask_rcnn", "involution", 40)]
+)
+def test_training_steps_lower_every_loss_term(name, part, steps):
   model = create_model(name, num_classes=3, neck=part, head=part, **SMALL)
   images, gt = _scene_batch()
   variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x))(images)
@@ -199,7 +203,7 @@ def test_training_steps_lower_every_loss_term(name, part):
     return optax.apply_updates(params, change), updates, opt, out
 
   history = []
-  for i in range(40):
+  for i in range(steps):
     params, state, opt, out = step(params, state, opt, jax.random.PRNGKey(i % 4))
     history.append({k: float(v) for k, v in out.items()})
   terms = ["rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss"]
