@@ -5,12 +5,16 @@ involution group, 8 heads) with each of: involution, DynamicConv through our op,
 DynamicConv by unfold (fairseq's T x K x D formulation: `method="patches"` in JAX,
 and in PyTorch, `torch_lm.py`) and causal attention. Training step (loss,
 gradients) at T = 512 ... 32k with B x T constant: time, memory (XLA's compiled
-temporaries; PyTorch's peak resident growth), ratios to attention. Decoding: one
+temporaries; PyTorch's peak resident growth), ratios to attention; the same for the
+mixer alone at K = 31 (B x T = 8192, so that attention fits up to 8k). Decoding: one
 step's time at prompt lengths 128 ... 8k (attention's cache holds the prompt; the
-convolutions keep K - 1 inputs). A variant that fails to compile or run (out of
-memory) is recorded as such and its row stops.
+convolutions keep K - 1 inputs). A JAX step whose compiled memory exceeds what the
+machine has free is compiled but not run ("out of memory (needs N GiB)"), at every
+length, so its memory is still known; a variant that fails otherwise records the
+error and its row stops.
 
-    python benchmarks/seq_bench.py [--quick] [--no-torch] [--plot docs/seq_bench.png]
+    python benchmarks/seq_bench.py [--quick] [--parts model,mixer,decode] [--no-torch]
+        [--plot docs/seq_bench.png]
 """
 
 from __future__ import annotations

@@ -79,15 +79,14 @@ def main() -> None:
     results[knob] = []
     for value in values:
       override = _override(knob, value, base.depth)
-      if configs.get_config("charlm:involution", [*args.set, override]).model_kwargs == base:
-        override = "default"
-      if override not in trained:
-        name = "default" if override == "default" else f"{knob}_{value}"
-        extra = [] if override == "default" else [override]
-        trained[override] = run(
-          "charlm", "involution", args.seed, [*args.set, *extra], os.path.join(args.root, name)
+      default = configs.get_config("charlm:involution", [*args.set, override]).model_kwargs == base
+      name = "default" if default else f"{knob}_{value}"
+      if name not in trained:
+        overrides = args.set if default else [*args.set, override]
+        trained[name] = run(
+          "charlm", "involution", args.seed, overrides, os.path.join(args.root, name)
         )
-      row = trained[override]
+      row = trained[name]
       results[knob].append(dict(row, knob=knob, value=value))
       lines.append(
         f"| {knob} | {value} | {row['params'] / 1e6:.2f}M | "

@@ -40,6 +40,32 @@ def test_benchmark_quick_run_prints_its_table(script, flags, rows, tmp_path):
     assert os.path.getsize(picture) > 0
 
 
+def test_seq_bench_compiles_but_does_not_run_a_step_that_does_not_fit(monkeypatch):
+  """With no memory free, every JAX step is recorded with its compiled memory and what
+  it needs, never timed (running it would wake the OOM killer), at every length."""
+  monkeypatch.syspath_prepend(BENCHMARKS)
+  import seq_bench
+
+  monkeypatch.setattr(seq_bench, "available_bytes", lambda: 0)
+  runs = seq_bench.training_runs("mixer", (16, 32), 32, 16, 1, 1, ["involution"])
+  entries = runs["involution"]
+  assert [r["length"] for r in entries] == [16, 32]
+  assert all("seconds" not in r and r["needs"] > 0 and r["needs"] >= r["bytes"] for r in entries)
+  assert all("out of memory (needs" in row[3] for row in seq_bench.training_rows(runs))
+
+
+def test_seq_bench_rejects_an_unknown_part():
+  done = subprocess.run(
+    [sys.executable, os.path.join(BENCHMARKS, "seq_bench.py"), "--parts", "model,speed"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=BENCHMARKS,
+  )
+  assert done.returncode == 2
+  assert "--parts: some of model, mixer, decode, got 'model,speed'" in done.stderr
+
+
 def test_gpu_script_names_files_and_flags_that_exist():
   """benchmarks/gpu.sh (run only on a GPU machine) still fits the tree: every test file
   and script it runs exists, and every flag it passes is one the script takes."""

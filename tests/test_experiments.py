@@ -69,3 +69,20 @@ def test_ablation_writes_its_table_and_picture(tmp_path):
   results = json.loads((tmp_path / "ablation.json").read_text())
   assert [r["value"] for r in results["kernel_size"]] == [3, 5]
   assert (tmp_path / "ablation.png").stat().st_size > 0
+
+
+def test_ablation_trains_a_knob_at_its_default_value_once(tmp_path):
+  """group_channels=8 is TINY's own value: the same run as the defaults, trained once
+  under <root>/default and reused for every knob that hits it."""
+  flags = [w for item in TINY for w in ("--set", item)]
+  done = _experiment(
+    "ablation.py",
+    ["--knobs", "group_channels", "--values", "8,4", "--root", str(tmp_path), *flags],
+    tmp_path,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert (tmp_path / "default").is_dir() and (tmp_path / "group_channels_4").is_dir()
+  assert not (tmp_path / "group_channels_8").exists()
+  rows = json.loads((tmp_path / "ablation.json").read_text())["group_channels"]
+  assert [r["value"] for r in rows] == [8, 4]
+  assert rows[0]["validation_bits_per_byte"] != rows[1]["validation_bits_per_byte"]
