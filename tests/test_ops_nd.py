@@ -25,6 +25,9 @@ CASES_1D = [
   ((1, 9, 4), 1, (1,), 3, 1, "CAUSAL"),
   ((2, 10, 4), 2, (3,), 2, 1, [(0, 2)]),
   ((1, 14, 8), 4, (6,), 3, 1, [(3, 1)]),
+  # Rows that read only padding at both ends, and a window longer than x.
+  ((1, 5, 4), 2, (3,), 2, 1, [(6, 7)]),
+  ((2, 4, 4), 2, (7,), 1, 1, "CAUSAL"),
 ]
 CASES_3D = [
   ((1, 5, 6, 7, 4), 2, (3, 3, 3), 1, 1, "SAME"),
@@ -32,6 +35,7 @@ CASES_3D = [
   ((1, 6, 5, 6, 4), 4, (3, 3, 3), 2, (1, 2, 1), "SAME"),
   ((1, 5, 6, 4, 4), 2, (2, 3, 2), 1, 1, [(1, 0), (1, 1), (0, 1)]),
   ((1, 7, 5, 5, 2), 1, (3, 1, 3), (2, 1, 3), 2, [(2, 2), (0, 0), (1, 3)]),
+  ((1, 3, 4, 4, 2), 2, (3, 3, 3), 1, 2, [(5, 4), (1, 1), (2, 2)]),
 ]
 
 CASES_2D = [  # what xla.py does not cover: rectangular windows, explicit padding
@@ -151,7 +155,9 @@ def test_kernel_constant_over_positions_is_a_depthwise_convolution(x64, n):
   np.testing.assert_allclose(ours, conv, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", [CASES_1D[1], CASES_1D[4], CASES_1D[7], CASES_3D[2], CASES_3D[3]])
+@pytest.mark.parametrize(
+  "case", [CASES_1D[1], CASES_1D[4], CASES_1D[7], CASES_1D[8], CASES_3D[2], CASES_3D[3]]
+)
 def test_check_grads_orders_one_and_two(x64, case):
   x, kernel, options, _ = make_inputs(case)
   f = lambda x, kernel: involution(x, kernel, method="shift", **options)
