@@ -14,6 +14,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
   [
     ("op_bench.py", [], ["2-D", "1-D", "3-D", "shift", "patches", "causal", "K=3x3x3"]),
     ("net_bench.py", [], ["RedNet-50 (ours, JAX)", "ResNet-50 (JAX, same style)"]),
+    ("rows_bench.py", [], ["K=31", "kernel gradient", "speed-up"]),
     ("pipeline_bench.py", [], ["records decoded", "bound (1 + read_ahead)"]),
     ("nnx_bench.py", [], ["nnx.jit (bridge)", "nnx split/merge + jax.jit", "vs linen"]),
     (
