@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 from flax import traverse_util
 
@@ -32,9 +33,17 @@ def capture(model, variables: dict, images) -> tuple[object, dict[str, np.ndarra
   """The model's eval outputs for images (B, H, W, 3) and {layer path ("layer2_0/conv2"):
   kernel (N, Ho, Wo, G, K, K)} for every involution; N = B, or B x detections for a
   detector's mask head (its RoIs, image-major)."""
-  outputs, state = model.apply(variables, images, train=False, mutable=["intermediates"])
-  flat = traverse_util.flatten_dict(state["intermediates"])
-  kernels = {"/".join(p[:-1]): np.asarray(v[0]) for p, v in flat.items() if p[-1] == "kernel"}
+  names: list[str] = []  # filled while tracing: a jitted dict comes back key-sorted
+
+  def forward(variables, images):
+    outputs, state = model.apply(variables, images, train=False, mutable=["intermediates"])
+    sown = list(traverse_util.flatten_dict(state["intermediates"]).items())
+    names[:] = ["/".join(p[:-1]) for p, _ in sown if p[-1] == "kernel"]
+    return outputs, [v[0] for p, v in sown if p[-1] == "kernel"]
+
+  # Compiled: a Mask R-CNN's forward took 44 s op by op and 9 s jitted; a RedNet-50's 15 and 4.5.
+  outputs, captured = jax.jit(forward)(variables, images)
+  kernels = {name: np.asarray(k) for name, k in zip(names, captured)}
   return outputs, kernels
 
 
