@@ -5,7 +5,9 @@ plus one stride-2 case, against the official unfold. 1-D: dynamic-convolution
 scale (batch 8, T=4096, C=512, causal, K=31 and 7), against fairseq-style
 `Tensor.unfold` over time. 3-D: video / volume shapes (K=3), against an unfold
 over three axes. Forward and forward+backward (gradients w.r.t. x and the
-kernel); time, ratio to PyTorch (when torch is installed), XLA's compiled
+kernel), per method: "auto" (in 1-D on the CPU: `ops/native.py`'s C++ loops;
+elsewhere the same as "shift", so not run twice), "shift" (XLA's loops) and
+"patches" (the reference); time, ratio to PyTorch (when torch is installed), XLA's compiled
 temporary memory beside the unfold tensor, and the bandwidth floor (bytes that
 must move at this machine's measured copy bandwidth). Everything in one process.
 
@@ -130,6 +132,8 @@ def _rows(x_shape, window, stride, padding, methods, bandwidth, have_torch, repe
   if n == 1:
     shape += f" {padding.lower()}"
   rows = []
+  if n != 1 and "shift" in methods:  # "auto" runs "shift" there
+    methods = [m for m in methods if m != "auto"]
   for method in methods:
     fwd, fwd_bwd = _jax_fns(method, options)
     t_fwd = best_time_s(lambda: fwd(x, kernel), repeats)
@@ -177,7 +181,7 @@ def main() -> None:
   )
   parser.add_argument("--dims", default="2,1,3", help="which tables: spatial dimensions")
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--methods", default="shift,patches")
+  parser.add_argument("--methods", default="auto,shift,patches")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
   args = parser.parse_args()
   try:

@@ -18,7 +18,8 @@ axes into the batch.
 `impl` picks the implementation of 2-D SAME square windows: "xla" (`xla.py`,
 plain HLO: every backend, sharding, export) or "pallas" (`pallas.py`, Triton
 kernels on GPUs, Pallas' interpreter elsewhere). Every other case (1-D, 3-D,
-rectangular windows, causal or explicit padding) runs `xla_nd.py`.
+rectangular windows, causal or explicit padding) runs `xla_nd.py`, except that
+"auto" lowers 1-D on the CPU to `native.py`'s C++ loops where they apply.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from involution_jax.ops import pallas, xla, xla_nd
+from involution_jax.ops import native, pallas, xla, xla_nd
 
 # Canonical order of the three arrays of the trilinear form.
 _NAMES = ("x", "kernel", "out")
@@ -84,8 +85,38 @@ def _partial_impl(a, b, *, result, stride, dilation, padding, avals, impl, inter
 
 
 involution_partial_p = Primitive("involution_partial")
-involution_partial_p.def_impl(jax.jit(_partial_impl, static_argnames=_STATIC))
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def _compiled(a, b, **params):
+  """Outside jit: the primitive compiled alone, through the platform's lowering."""
+  return involution_partial_p.bind(a, b, **params)
+
+
+involution_partial_p.def_impl(_compiled)
 mlir.register_lowering(involution_partial_p, mlir.lower_fun(_partial_impl, multiple_results=False))
+
+
+def _cpu_lowering(ctx, a, b, *, result, stride, dilation, padding, avals, impl):
+  if impl == "auto" and native.applies(ctx, avals, len(stride)):
+    return native.lower(
+      ctx, a, b, result=result, stride=stride[0], dilation=dilation[0], low=padding[0][0]
+    )
+  lower = mlir.lower_fun(_partial_impl, multiple_results=False)
+  return lower(
+    ctx,
+    a,
+    b,
+    result=result,
+    stride=stride,
+    dilation=dilation,
+    padding=padding,
+    avals=avals,
+    impl=impl,
+  )
+
+
+mlir.register_lowering(involution_partial_p, _cpu_lowering, platform="cpu")
 for _platform in ("cuda", "rocm"):  # Pallas compiles (Triton) on GPUs, interprets on CPU
   mlir.register_lowering(
     involution_partial_p,
@@ -153,8 +184,9 @@ def involution_primitive(
   """x: (B, *S, C), kernel: (B, *O, G, *W) -> (B, *O, C) in x's dtype.
 
   `stride`, `dilation`: N ints; `padding`: N (low, high) pairs. Accumulated in
-  float32 (float64 for float64 input). `impl` "xla" or "pallas"; 2-D SAME square
-  windows run `xla.py`'s (or the Pallas) loops, every other case `xla_nd.py`'s.
+  float32 (float64 for float64 input). `impl` "xla", "pallas" or "auto"; 2-D
+  SAME square windows run `xla.py`'s (or the Pallas) loops, every other case
+  `xla_nd.py`'s, or for "auto" in 1-D on the CPU `native.py`'s where they apply.
   """
   n = len(stride)
   out_shape = (x.shape[0], *kernel.shape[1 : n + 1], x.shape[-1])
