@@ -28,8 +28,8 @@ import urllib.error
 import urllib.request
 
 from involution_jax import cli
-from involution_jax.data.cache import CACHE_ENV as CACHE_ENV  # re-exported: the tests set it
-from involution_jax.data.cache import cache_dir
+from involution_jax.cache import CACHE_ENV as CACHE_ENV  # re-exported: the tests set it
+from involution_jax.cache import cache_dir
 
 URL_ENV = "INVOLUTION_JAX_PRETRAINED_URL"
 DEFAULT_URL = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph"

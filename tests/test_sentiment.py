@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from helpers import load_config
 
-from involution_jax.data import cache, labelled_text
+from involution_jax import cache
+from involution_jax.data import labelled_text
 from involution_jax.models.mixers import MIXERS
 from involution_jax.models.sequence import SequenceModel
 

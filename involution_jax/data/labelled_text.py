@@ -32,7 +32,7 @@ import zipfile
 
 import numpy as np
 
-from involution_jax.data.cache import cache_dir
+from involution_jax.cache import cache_dir
 from involution_jax.data.classification import tfds_source
 from involution_jax.data.pipeline import Dataset
 

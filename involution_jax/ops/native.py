@@ -30,7 +30,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from involution_jax.data.cache import cache_dir
+from involution_jax.cache import cache_dir
 
 ENV = "INVOLUTION_JAX_NATIVE"
 SOURCE = Path(__file__).with_name("native_1d.cc")

@@ -1,4 +1,7 @@
-"""Where downloaded files live: `$INVOLUTION_JAX_CACHE`, default `~/.cache/involution_jax`."""
+"""The folder for downloads and built files.
+
+`$INVOLUTION_JAX_CACHE`, default `~/.cache/involution_jax`.
+"""
 
 from __future__ import annotations
 
