@@ -160,9 +160,9 @@ def resolve_method(method: str) -> str:
   """The formulation "auto" runs: "shift" on every backend.
 
   In 1-D on the CPU (float32/64, one device, not exported) "auto"'s shift
-  primitive lowers to C++ loops (`native.py`): forward 1.8-2x and
-  forward+backward 1.7-7x XLA's at T = 4096, C = 512 (benchmarks/op_bench.py),
-  with no temporaries; "shift" always runs XLA's.
+  primitive lowers to C++ loops (`native.py`): forward 1.9-2.5x and
+  forward+backward 2-7.5x XLA's at T = 4096, C = 512, K = 7 and 31
+  (benchmarks/op_bench.py), with no temporaries; "shift" always runs XLA's.
 
   Measured on CPU (benchmarks/op_bench.py) the shift form is 20-100x faster
   than patches forward and backward, and its memory does not grow with K*K.
