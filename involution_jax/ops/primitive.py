@@ -94,26 +94,18 @@ def _compiled(a, b, **params):
 
 
 involution_partial_p.def_impl(_compiled)
-mlir.register_lowering(involution_partial_p, mlir.lower_fun(_partial_impl, multiple_results=False))
+_xla_lowering = mlir.lower_fun(_partial_impl, multiple_results=False)
+mlir.register_lowering(involution_partial_p, _xla_lowering)
 
 
-def _cpu_lowering(ctx, a, b, *, result, stride, dilation, padding, avals, impl):
-  if impl == "auto" and native.applies(ctx, avals, len(stride)):
+def _cpu_lowering(ctx, a, b, *, impl, avals, **params):
+  """`native.py`'s C++ loops where they apply ("auto", 1-D, ...), else XLA's."""
+  if impl == "auto" and native.applies(ctx, avals, len(params["stride"])):
+    (stride,), (dilation,), ((low, _),) = params["stride"], params["dilation"], params["padding"]
     return native.lower(
-      ctx, a, b, result=result, stride=stride[0], dilation=dilation[0], low=padding[0][0]
+      ctx, a, b, result=params["result"], stride=stride, dilation=dilation, low=low
     )
-  lower = mlir.lower_fun(_partial_impl, multiple_results=False)
-  return lower(
-    ctx,
-    a,
-    b,
-    result=result,
-    stride=stride,
-    dilation=dilation,
-    padding=padding,
-    avals=avals,
-    impl=impl,
-  )
+  return _xla_lowering(ctx, a, b, impl=impl, avals=avals, **params)
 
 
 mlir.register_lowering(involution_partial_p, _cpu_lowering, platform="cpu")
