@@ -7,7 +7,8 @@
 
 Top row: the image the model saw, then per chosen group the generated kernel
 summed over its K x K window at every output position, as a heatmap over the
-image (the paper's figure). Bottom row: the K x K kernel itself (first chosen
+image (the paper's figure; for softmax-normalised kernels, whose sums are all 1,
+their largest tap). Bottom row: the K x K kernel itself (first chosen
 group) at chosen pixels, marked on the image. Kernels are captured from the
 model's own forward pass (the layers sow them), not recomputed. A Mask R-CNN's
 mask-head layers work on each detection's 14 x 14 RoI: their heatmaps lie over
@@ -50,6 +51,16 @@ def capture(model, variables: dict, images) -> tuple[object, dict[str, np.ndarra
 def capture_kernels(model, variables: dict, images) -> dict[str, np.ndarray]:
   """{layer path: kernel (N, Ho, Wo, G, K, K)} of every involution (see `capture`)."""
   return capture(model, variables, images)[1]
+
+
+def kernel_heat(kernel: np.ndarray) -> tuple[np.ndarray, str]:
+  """kernel (..., K, K) -> (heat (...), what it is): each kernel's sum over its
+  window (the paper's figure), or its largest tap where every sum is the same
+  (softmax-normalised kernels sum to 1: the sum would say nothing)."""
+  summed = kernel.sum(axis=(-1, -2))
+  if summed.size and np.ptp(summed) <= 1e-4 * max(1.0, float(np.abs(summed).max())):
+    return kernel.max(axis=(-1, -2)), f"largest tap (every sum is {summed.flat[0]:.3g})"
+  return summed, "sum of K x K"
 
 
 def _overlay(ax, image, heat, title, extent):
@@ -104,9 +115,9 @@ def plot_kernels(
   extent = (x1 - 0.5, x2 - 0.5, y2 - 0.5, y1 - 0.5)  # pixel centres at integers
   axes[0, 0].imshow(image)
   axes[0, 0].set_title(f"input {layer}", fontsize=8)
-  summed = kernel.sum(axis=(-1, -2))  # (Ho, Wo, G)
+  heat, statistic = kernel_heat(kernel)  # (Ho, Wo, G)
   for col, group in enumerate(groups, start=1):
-    _overlay(axes[0, col], image, summed[..., group], f"group {group}: sum of K x K", extent)
+    _overlay(axes[0, col], image, heat[..., group], f"group {group}: {statistic}", extent)
   axes[1, 0].imshow(image)
   for col, (i, j) in enumerate(pixels, start=1):
     y = y1 + (i + 0.5) * (y2 - y1) / ho - 0.5

@@ -93,3 +93,17 @@ def test_mask_head_kernels_are_drawn_over_their_detection(tmp_path, capsys):
   bad = ["--out", str(tmp_path / "none.png"), "--detection", "99"]
   assert visualize.main([*flags, "mask_head/convs_0", *bad]) == 1
   assert "--detection 99: the image has" in capsys.readouterr().err
+
+
+def test_heat_is_the_sum_or_for_normalised_kernels_the_largest_tap():
+  rng = np.random.default_rng(0)
+  kernel = rng.normal(size=(4, 5, 2, 3, 3))
+  heat, statistic = visualize.kernel_heat(kernel)
+  assert statistic == "sum of K x K"
+  np.testing.assert_allclose(heat, kernel.reshape(4, 5, 2, 9).sum(-1))
+  taps = np.exp(kernel.reshape(4, 5, 2, 9))
+  softmax = (taps / taps.sum(-1, keepdims=True)).reshape(kernel.shape).astype(np.float32)
+  heat, statistic = visualize.kernel_heat(softmax)
+  assert statistic == "largest tap (every sum is 1)"
+  np.testing.assert_array_equal(heat, softmax.reshape(4, 5, 2, 9).max(-1))
+  assert np.ptp(heat) > 0.1  # unlike the sums, it tells positions apart
