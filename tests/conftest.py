@@ -1,22 +1,10 @@
 """Shared test fixtures. The test process simulates 8 CPU devices."""
 
-import atexit
-import os
-import shutil
 import tempfile
 
 import jax
 import pytest
 
-# The tests build the same small programs again and again (every training run
-# compiles its steps anew, often in a child process): one persistent compilation
-# cache for the whole run, which xdist's workers and the children inherit through
-# the environment, takes about a third off the training tests. It starts empty,
-# so nothing carries over from one run (or one version of the code) to the next.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="involution-jax-tests-xla-")
-  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_num_cpu_devices", 8)
 
 
