@@ -121,8 +121,7 @@ def _tpu_lowering(ctx, a, b, *, impl, **params):
   """On TPU the interpreted Triton kernels would run (slowly) instead of failing: refuse them."""
   if impl == "pallas":
     raise ValueError("method 'pallas' targets GPUs (Triton kernels); on TPU use 'shift'")
-  lower = mlir.lower_fun(_partial_impl, multiple_results=False)
-  return lower(ctx, a, b, impl=impl, **params)
+  return _xla_lowering(ctx, a, b, impl=impl, **params)
 
 
 mlir.register_lowering(involution_partial_p, _tpu_lowering, platform="tpu")
