@@ -289,3 +289,19 @@ def test_kernel_is_sown():
 def test_layer_errors(kwargs, x_shape, message):
   with pytest.raises(ValueError, match=message):
     Involution(**kwargs).init(jax.random.PRNGKey(0), jnp.ones(x_shape), train=False)
+
+
+def test_layer_norm_of_close_channels_matches_float64():
+  """A kernel's reduce step normalises a few channels that can be nearly equal: the
+  two-pass variance keeps float32 close to float64 where E[x^2] - E[x]^2 cancels."""
+  module = ConvModule(2, kernel_size=1, norm="layer", act=False)
+  rng = np.random.default_rng(0)
+  x = np.stack([2 + 0.1 * rng.normal(size=64), rng.normal(size=64)], -1).astype(np.float32)
+  kernel = np.array([[1.0, 1.0], [0.0, 0.01]], np.float32)  # channels x0 and x0 + x1 / 100
+  variables = module.init(jax.random.PRNGKey(1), jnp.asarray(x), train=False)
+  variables = {"params": dict(variables["params"], conv={"kernel": jnp.asarray(kernel)})}
+  got = module.apply(variables, jnp.asarray(x), train=False)
+  h = x.astype(np.float64) @ kernel.astype(np.float64)
+  centred = h - h.mean(-1, keepdims=True)
+  want = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -153,7 +153,15 @@ class ConvModule(nn.Module):
       name="conv",
     )
     if self.norm == "layer":
-      x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype, name="ln")(x)
+      # Two-pass variance: over the few channels of a kernel's reduce step, E[x^2] - E[x]^2
+      # cancels when they are close, and a row's result then depends on how XLA vectorised it.
+      x = nn.LayerNorm(
+        epsilon=1e-5,
+        use_fast_variance=False,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name="ln",
+      )(x)
     elif self.norm:
       x = BatchNorm(
         self.bn_momentum, self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name="bn"
