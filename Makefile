@@ -22,7 +22,7 @@ train: $(STAMP)
 
 # Lint and format check first: CI fails on either.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

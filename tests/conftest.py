@@ -1,9 +1,18 @@
-"""Shared test fixtures. The test process simulates 8 CPU devices."""
+"""Shared test fixtures. The test process simulates 8 CPU devices (see tests/README.md)."""
 
+import os
 import tempfile
 
-import jax
-import pytest
+# LLVM at -O1 instead of -O2 (before jax starts; child processes inherit it): the suite's
+# time is mostly XLA compiling small programs once each, and -O1 compiles them 25-60%
+# faster (Mask R-CNN's train step 31 -> 24 s, its init 19 -> 7 s) while they run as fast.
+# Code generation only: the float semantics (no fast math) are the same.
+os.environ["XLA_FLAGS"] = " ".join(
+  [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=1"]
+).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 

@@ -1,9 +1,12 @@
 """The installed console scripts, run from a folder outside the repository, and configs."""
 
+import importlib
 import json
 import os
+import runpy
 import subprocess
 import sys
+from unittest import mock
 
 import ml_collections
 import numpy as np
@@ -58,20 +61,34 @@ def outside(tmp_path_factory):
   return path
 
 
+def _help(verb: str, capsys, as_module: bool) -> str:
+  """`involution-<verb> --help` in this process: the tool's main, or the module run as
+  `python -m involution_jax.<verb>` (runpy), which must exit 0 after printing it."""
+  with pytest.raises(SystemExit) as done:
+    if as_module:
+      with mock.patch.object(sys, "argv", [f"involution_jax.{verb}", "--help"]):
+        runpy.run_module(f"involution_jax.{verb}", run_name="__main__", alter_sys=True)
+    else:
+      importlib.import_module(f"involution_jax.{verb}").main(["--help"])
+  assert done.value.code == 0
+  return capsys.readouterr().out
+
+
+# runpy warns that the module it runs as __main__ was imported before (by the first call).
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
 @pytest.mark.parametrize("verb", TOOLS)
-def test_every_tool_has_help_with_an_example(outside, verb):
+def test_every_tool_has_help_with_an_example(verb, capsys):
+  text = _help(verb, capsys, as_module=False)
+  assert f"usage: involution-{verb}" in text and "examples:\n" in text
+  assert _help(verb, capsys, as_module=True) == text
+
+
+# The tools that test_installed_tools_work_from_another_folder does not run as scripts.
+@pytest.mark.parametrize("verb", ["visualize", "convert", "generate"])
+def test_installed_script_prints_the_same_help(outside, verb, capsys):
   result = _run(outside, verb, "--help", timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert f"usage: involution-{verb}" in result.stdout and "examples:\n" in result.stdout
-  module = subprocess.run(
-    [sys.executable, "-m", f"involution_jax.{verb}", "--help"],
-    cwd=outside,
-    env=_installed_env(),
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert module.returncode == 0 and module.stdout == result.stdout, module.stderr[-2000:]
+  assert result.stdout == _help(verb, capsys, as_module=False)
 
 
 def test_installed_tools_work_from_another_folder(outside):
@@ -107,47 +124,69 @@ def test_installed_tools_work_from_another_folder(outside):
   assert json.loads(summary.stdout)[0]["params"] == 9_233_166
 
 
-@pytest.mark.parametrize(
-  "verb, args, message",
-  [
-    (
-      "train",
-      ["--config.learnin_rate=0.1"],
-      "unknown config field 'learnin_rate' (did you mean 'learning_rate'?)",
-    ),
-    (
-      "train",
-      ["--config", "rednet50_imagnet"],
-      "unknown config 'rednet50_imagnet' (did you mean 'rednet50_imagenet'?)",
-    ),
-    ("train", ["--config", "missing/config.py"], "config file not found: missing/config.py"),
-    (
-      "train",
-      ["--config.batch_size=big"],
-      "bad value for config field 'batch_size': 'big' (expected int)",
-    ),
-    ("predict", ["missing.pdparams", "x.png"], "no such image or folder: x.png"),
-    ("predict", ["missing_run", "digit.png"], "no checkpoint found at"),
-    ("eval", ["--weights", "missing.pdparams"], "weights file not found: missing.pdparams"),
-    ("export", ["missing_run", "out.jaxexport"], "no checkpoint found at"),
-    ("predict", ["garbage.pdparams", "digit.png"], "garbage.pdparams is not a readable .pdparams"),
-    ("convert", ["garbage.pth", "out"], "garbage.pth is not a readable .pth checkpoint"),
-  ],
-)
-def test_user_mistakes_give_one_line_and_a_failing_exit(outside, verb, args, message):
+MISTAKES = [
+  (
+    "train",
+    ["--config.learnin_rate=0.1"],
+    "unknown config field 'learnin_rate' (did you mean 'learning_rate'?)",
+  ),
+  (
+    "train",
+    ["--config", "rednet50_imagnet"],
+    "unknown config 'rednet50_imagnet' (did you mean 'rednet50_imagenet'?)",
+  ),
+  ("train", ["--config", "missing/config.py"], "config file not found: missing/config.py"),
+  (
+    "train",
+    ["--config.batch_size=big"],
+    "bad value for config field 'batch_size': 'big' (expected int)",
+  ),
+  ("predict", ["missing.pdparams", "x.png"], "no such image or folder: x.png"),
+  ("predict", ["missing_run", "digit.png"], "no checkpoint found at"),
+  ("eval", ["--weights", "missing.pdparams"], "weights file not found: missing.pdparams"),
+  ("export", ["missing_run", "out.jaxexport"], "no checkpoint found at"),
+  ("predict", ["garbage.pdparams", "digit.png"], "garbage.pdparams is not a readable .pdparams"),
+  ("convert", ["garbage.pth", "out"], "garbage.pth is not a readable .pth checkpoint"),
+]
+
+
+def _mistake_folder(outside):
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(outside / "digit.png")
   for name in ("garbage.pdparams", "garbage.pth"):
     (outside / name).write_bytes(b"not weights")
-  result = (
-    _run(outside, verb, *args, "--workdir", "never")
-    if verb == "train"
-    else _run(outside, verb, *args)
-  )
-  assert result.returncode != 0
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith(f"involution-{verb}: error: "), result.stderr
+
+
+def _check_one_line(verb, returncode, stderr, message, outside):
+  assert returncode == 1
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"involution-{verb}: error: "), stderr
   assert message in lines[0]
   assert not (outside / "never").exists()
+
+
+def _mistake_args(verb, args):
+  return [*args, "--workdir", "never"] if verb == "train" else list(args)
+
+
+@pytest.mark.parametrize("verb, args, message", MISTAKES)
+def test_user_mistakes_give_one_line_and_a_failing_exit(
+  outside, verb, args, message, capsys, monkeypatch
+):
+  _mistake_folder(outside)
+  monkeypatch.chdir(outside)
+  main = importlib.import_module(f"involution_jax.{verb}").main
+  returncode = main(_mistake_args(verb, args))
+  _check_one_line(verb, returncode, capsys.readouterr().err, message, outside)
+
+
+# The same as real processes, for what only they show: nothing else reaches the terminal
+# (a library's warning or log line on stderr), the exit status is the process's.
+@pytest.mark.parametrize("case", [0, 8], ids=["train", "predict"])
+def test_user_mistakes_in_a_real_process_print_only_that_line(outside, case):
+  verb, args, message = MISTAKES[case]
+  _mistake_folder(outside)
+  result = _run(outside, verb, *_mistake_args(verb, args))
+  _check_one_line(verb, result.returncode, result.stderr, message, outside)
 
 
 def test_configs_by_name_with_an_argument_and_by_path(tmp_path):
