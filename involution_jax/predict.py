@@ -75,6 +75,12 @@ def _forward(model, task: str):
   return jax.jit(detect)
 
 
+def _image_size(path: str) -> tuple[int, int]:
+  """(width, height) of an image file."""
+  with Image.open(path) as image:
+    return image.size
+
+
 class Predictor:
   """A model with its weights, input preparation and class names, ready to predict."""
 
@@ -140,8 +146,7 @@ class Predictor:
     }
 
   def _segmentation(self, labels, path, top_k, example) -> dict:
-    with Image.open(path) as image:
-      w, h = image.size
+    w, h = _image_size(path)
     scale = float(example["scale"])
     region = labels[: max(1, round(h * scale)), : max(1, round(w * scale))]
     mask = np.asarray(Image.fromarray(region.astype(np.uint8)).resize((w, h), Image.NEAREST))
@@ -153,33 +158,44 @@ class Predictor:
       },
     }
 
-  def _detection(self, out, path, top_k, example) -> dict:
+  def _boxes(self, out, path, example) -> list[tuple[int, dict]]:
+    """(index in `out`, detection) of each valid box, in the image's pixels, clipped to
+    the image (the model sees it padded below and to the right); a box wholly in the
+    padding is no detection."""
+    w, h = _image_size(path)
     scale = float(example["scale"])
-    return {
-      "detections": [
-        {
-          "class": self.class_names[int(c)],
-          "index": int(c),
-          "score": float(s),
-          "box": [round(float(v) / scale, 2) for v in box],
-        }
-        for box, s, c, ok in zip(out["boxes"], out["scores"], out["classes"], out["valid"])
-        if ok
-      ]
-    }
+    found = []
+    for i in np.flatnonzero(out["valid"]):
+      x1, y1, x2, y2 = np.clip(np.asarray(out["boxes"][i], np.float64) / scale, 0, [w, h, w, h])
+      if x2 > x1 and y2 > y1:
+        c = int(out["classes"][i])
+        found.append(
+          (
+            int(i),
+            {
+              "class": self.class_names[c],
+              "index": c,
+              "score": float(out["scores"][i]),
+              "box": [round(float(v), 2) for v in (x1, y1, x2, y2)],
+            },
+          )
+        )
+    return found
+
+  def _detection(self, out, path, top_k, example) -> dict:
+    return {"detections": [d for _, d in self._boxes(out, path, example)]}
 
   def _two_stage_detection(self, out, path, top_k, example) -> dict:
     """As detection; Mask R-CNN adds each detection's "mask" (H, W) bool at the image's size."""
-    result = self._detection(out, path, top_k, example)
-    if "masks" in out:
-      with Image.open(path) as image:
-        w, h = image.size
-      keep = np.flatnonzero(out["valid"])
-      boxes = out["boxes"][keep] / float(example["scale"])
+    found = self._boxes(out, path, example)
+    if "masks" in out and found:
+      w, h = _image_size(path)
+      keep = [i for i, _ in found]
+      boxes = out["boxes"][keep] / float(example["scale"])  # where the 28 x 28 mask lies
       pasted = np.asarray(rcnn.paste_masks(out["masks"][keep], boxes, (h, w))) >= 0.5
-      for d, plane in zip(result["detections"], pasted):
+      for (_, d), plane in zip(found, pasted):
         d["mask"] = plane
-    return result
+    return {"detections": [d for _, d in found]}
 
 
 def format_table(results: list[dict]) -> str:

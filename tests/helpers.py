@@ -71,11 +71,14 @@ def run(cmd: list[str], devices: int = 1, timeout: float = 300) -> subprocess.Co
   )
 
 
-def save_random_checkpoint(path: str, image_size: int = 8, seed: int = 0, config=None) -> tuple:
+def save_random_checkpoint(
+  path: str, image_size: int = 8, seed: int = 0, config=None, edit=None
+) -> tuple:
   """A model with random weights, saved as a checkpoint with its task's model info.
 
-  Default: the digits-style RedNet of `tiny_digits_config`. Returns (model, variables,
-  model_info).
+  Default: the digits-style RedNet of `tiny_digits_config`. `edit(variables)`, if
+  given, changes the variables in place before they are saved. Returns (model,
+  variables, model_info).
   """
   import jax
   import jax.numpy as jnp
@@ -95,6 +98,9 @@ def save_random_checkpoint(path: str, image_size: int = 8, seed: int = 0, config
   variables = jax.tree.map(
     lambda a: a + 0.1 * jnp.cos(jnp.arange(a.size).reshape(a.shape)), variables
   )
+  if edit is not None:
+    variables = jax.tree.map(np.array, variables)  # writable host copies
+    edit(variables)
   mngr = checkpoints.manager(path, async_save=False)
   checkpoints.save(mngr, 1, variables=variables, model_info=info)
   mngr.close()

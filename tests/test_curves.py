@@ -2,6 +2,7 @@
 
 import io
 
+import matplotlib.axes
 import numpy as np
 import pytest
 from PIL import Image
@@ -65,10 +66,23 @@ def test_plot_refuses_a_folder_without_history_in_one_line(tmp_path, capsys):
   assert not (tmp_path / "x.png").exists()
 
 
-def test_an_empty_panel_says_so(tmp_path):
+def test_an_empty_panel_says_so(tmp_path, monkeypatch):
+  """A run with only a training loss: the evaluation and learning-rate panels say
+  "no records" at their centre; the loss panel draws its line and says nothing."""
+  written = []
+  text = matplotlib.axes.Axes.text
+  monkeypatch.setattr(
+    matplotlib.axes.Axes,
+    "text",
+    lambda ax, *args, **kwargs: written.append((ax.get_title(), args)) or text(ax, *args, **kwargs),
+  )
   (tmp_path / "r").mkdir()
   curves.append(str(tmp_path / "r"), 1, "train", {"loss": 1.0})
   curves.draw({"r": curves.read(str(tmp_path / "r"))}, str(tmp_path / "c.png"))
+  assert written == [
+    ("evaluation", (0.5, 0.5, "no records")),
+    ("learning rate", (0.5, 0.5, "no records")),
+  ]
   assert _pixels(tmp_path / "c.png").shape[1] > 1000
 
 

@@ -17,7 +17,7 @@ import pytest
 from helpers import ROOT, python_env, run, tiny_digits_config, tiny_flags, train_command
 from PIL import Image
 
-from involution_jax import checkpoints, curves, tasks, train_step
+from involution_jax import checkpoints, curves, tasks, train, train_step
 from involution_jax.evaluator import evaluate_weights
 from involution_jax.trainer import train_and_evaluate
 
@@ -97,14 +97,21 @@ def _kill_when_checkpoint(process, workdir, min_step):
   pytest.fail(f"training ended (rc={process.poll()}) before it could be killed")
 
 
+# End to end: a kill -9 is only a kill in another process. 24 steps with a checkpoint every
+# 3 (three ~20 s processes); the kill step is drawn from a fixed seed, named on failure.
+KILL_SEED = 0
+
+
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
+  steps = 24
   flags = tiny_flags(
-    num_train_steps=60, checkpoint_every_steps=3, log_every_steps=3, keep_checkpoints=100
+    num_train_steps=steps, checkpoint_every_steps=3, log_every_steps=3, keep_checkpoints=100
   )
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   result = run(train_command(straight, *flags), devices=2)
   assert result.returncode == 0, result.stderr[-3000:]
-  kill_at = random.Random().randrange(3, 40)
+  kill_at = random.Random(KILL_SEED).randrange(3, steps - 6)
+  context = f"(seed {KILL_SEED}: killed at the first checkpoint >= step {kill_at})"
   process = subprocess.Popen(
     train_command(killed, *flags),
     env=python_env(2),
@@ -113,40 +120,41 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     stderr=subprocess.DEVNULL,
   )
   _kill_when_checkpoint(process, killed, kill_at)
-  assert process.returncode == -signal.SIGKILL
+  assert process.returncode == -signal.SIGKILL, context
   interrupted_at = max(
     int(s) for s in os.listdir(os.path.join(killed, "checkpoints")) if s.isdigit()
   )
-  assert interrupted_at < 60, "the run was not interrupted"
+  assert interrupted_at < steps, f"the run was not interrupted {context}"
   result = run(train_command(killed, *flags), devices=2)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "resuming from" in result.stdout
-  jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(killed))
+  assert result.returncode == 0, f"{context}\n{result.stderr[-3000:]}"
+  assert "resuming from" in result.stdout, context
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(a, b, err_msg=context),
+    _params(straight),
+    _params(killed),
+  )
   with open(os.path.join(killed, "metrics.json")) as f:
-    assert json.load(f)["steps"] == 60
+    assert json.load(f)["steps"] == steps, context
   # The history of the resumed run is the uninterrupted one's: no step lost or repeated.
   train_curve = lambda workdir: [
     (r["step"], r["train"]["loss"], r["train"]["learning_rate"])
     for r in curves.read(workdir)
     if "train" in r
   ]
-  assert train_curve(killed) == train_curve(straight)
-  assert [r["step"] for r in curves.read(killed) if "train" in r] == list(range(3, 61, 3))
+  assert train_curve(killed) == train_curve(straight), context
+  assert [r["step"] for r in curves.read(killed) if "train" in r] == list(range(3, steps + 1, 3))
 
 
-def test_command_line_overrides(tmp_path):
-  result = run(
-    train_command(
-      str(tmp_path), *tiny_flags(num_train_steps=2), "--config.model_kwargs.kernel_size=5"
-    )
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
+def test_command_line_overrides(tmp_path, capsys):
+  flags = [*tiny_flags(num_train_steps=2), "--config.model_kwargs.kernel_size=5"]
+  assert train.main(["--config", "default", "--workdir", str(tmp_path), *flags]) == 0
   assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 2
   _, info = checkpoints.load_for_inference(str(tmp_path))
   assert info["model_kwargs"]["kernel_size"] == 5
-  assert "test_accuracy" in result.stdout and str(tmp_path / "checkpoints") in result.stdout
-  bad = run(train_command(str(tmp_path / "bad"), "--config.no_such_field=1"))
-  assert bad.returncode != 0 and "no_such_field" in bad.stderr
+  out = capsys.readouterr().out
+  assert "test_accuracy" in out and str(tmp_path / "checkpoints") in out
+  assert train.main(["--workdir", str(tmp_path / "bad"), "--config.no_such_field=1"]) == 1
+  assert "no_such_field" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -41,23 +41,26 @@ def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
   image = tmp_path / "seven.png"
   Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), np.uint8)).save(image)
   out = tmp_path / "kernels.png"
-  visualize.main(
-    [
-      "--weights",
-      path,
-      "--image",
-      str(image),
-      "--layer",
-      "stem_1",
-      "--out",
-      str(out),
-      "--groups",
-      "0,1",
-      "--pixels",
-      "1,1",
-      "6,2",
-      "7,7",
-    ]
+  assert (
+    visualize.main(
+      [
+        "--weights",
+        path,
+        "--image",
+        str(image),
+        "--layer",
+        "stem_1",
+        "--out",
+        str(out),
+        "--groups",
+        "0,1",
+        "--pixels",
+        "1,1",
+        "6,2",
+        "7,7",
+      ]
+    )
+    == 0
   )
   with Image.open(out) as png:
     png.verify()
