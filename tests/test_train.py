@@ -17,9 +17,10 @@ import pytest
 from helpers import ROOT, python_env, run, tiny_digits_config, tiny_flags, train_command
 from PIL import Image
 
-from involution_jax import checkpoints, curves, tasks, train, train_step
+from involution_jax import checkpoints, curves, sharding, tasks, train, train_step, weights
+from involution_jax.data import classification, pipeline
 from involution_jax.evaluator import evaluate_weights
-from involution_jax.trainer import train_and_evaluate
+from involution_jax.trainer import build_programs, train_and_evaluate
 
 METRIC_KEYS = {
   "train_loss",
@@ -36,12 +37,30 @@ def _params(workdir, step=None):
   return variables
 
 
+def _accuracy_on_the_digits_test_split(workdir: str) -> tuple[float, float]:
+  """(top-1, top-5) accuracy of the workdir's model on the 360 test digits, computed here:
+  one forward pass over the whole split, NumPy's argsort against the labels."""
+  variables, info = checkpoints.load_for_inference(workdir)
+  test = classification.load_dataset("digits", "test", image_size=info["image_size"])
+  prep = weights.preprocess_from_info(info)
+  x = np.stack([prep.eval(test.source[i])["image"] for i in range(len(test.source))])
+  model = weights.model_from_info(info)
+  logits = np.asarray(model.apply(variables, x, train=False))
+  ranked = np.argsort(-logits, axis=1)
+  labels = np.asarray(test.source.labels)
+  return float(np.mean(ranked[:, 0] == labels)), float(
+    np.mean((ranked[:, :5] == labels[:, None]).any(1))
+  )
+
+
 def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   metrics = train_and_evaluate(tiny_digits_config(), str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
   assert set(saved) >= METRIC_KEYS
   assert saved["steps"] == 4 and saved["devices"] == 8
-  assert 0 <= saved["test_accuracy"] <= saved["test_top5_accuracy"] <= 1
+  accuracy, top5 = _accuracy_on_the_digits_test_split(str(tmp_path))
+  assert saved["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+  assert saved["test_top5_accuracy"] == pytest.approx(top5, abs=1e-6)
   assert saved["examples_per_second"] > 0 and np.isfinite(saved["train_loss"])
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
@@ -307,6 +326,16 @@ def test_fine_tuning_grafts_pretrained_weights(tmp_path, capsys):
   )
 
 
+def _train_step_hlo(config) -> str:
+  """The trainer's train step for `config`, lowered (StableHLO text)."""
+  task = tasks.get_task(config)
+  dataset = task.dataset(config, "train")
+  programs = build_programs(config, task, dataset.num_classes, 4, 10, sharding.data_mesh())
+  batch = next(pipeline.train_iterator(dataset, task.preprocess(config), global_batch=16, seed=0))
+  batch.pop("index")
+  return programs.train_step.lower(programs.abstract_state, batch).as_text()
+
+
 def test_half_precision_trains_with_float32_parameters(tmp_path):
   metrics = train_and_evaluate(
     tiny_digits_config(half_precision=True, num_train_steps=2), str(tmp_path)
@@ -314,3 +343,7 @@ def test_half_precision_trains_with_float32_parameters(tmp_path):
   assert np.isfinite(metrics["train_loss"]) and 0 <= metrics["test_accuracy"] <= 1
   variables, _ = checkpoints.load_for_inference(str(tmp_path))
   assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(variables))
+  # The step computes in bfloat16 (its convolutions), only where half_precision asks.
+  bf16_convolutions = lambda text: len(re.findall(r"stablehlo.convolution.*xbf16>", text))
+  assert bf16_convolutions(_train_step_hlo(tiny_digits_config(half_precision=True))) > 0
+  assert bf16_convolutions(_train_step_hlo(tiny_digits_config())) == 0
