@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from helpers import load_config, losses_on_one_batch
 
-from involution_jax import tasks
+from involution_jax import checkpoints, tasks, weights
+from involution_jax.models import segmentation
 from involution_jax.trainer import train_and_evaluate
 
 SMALL = dict(
@@ -32,8 +33,25 @@ def test_steps_on_a_batch_lower_the_loss(name, neck):
 def test_segmentation_trains_and_reports_miou(tmp_path):
   metrics = train_and_evaluate(load_config("digitscenes_seg", "conv", **SMALL), str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
-  assert 0 <= saved["test_miou"] <= 1 and 0 <= saved["test_pixel_accuracy"] <= 1
   assert set(saved["test_per_class_iou"]) == {"background", *map(str, range(10))}
+  # The same numbers from the checkpoint's predictions on the 16 scenes, counted in NumPy.
+  config = load_config("digitscenes_seg", "conv", **SMALL)
+  task = tasks.get_task(config)
+  variables, info = checkpoints.load_for_inference(str(tmp_path))
+  model = weights.model_from_info(info)
+  scenes = task.dataset(config, config.eval_split).source
+  examples = [task.preprocess(config).eval(scenes[i]) for i in range(len(scenes))]
+  x = np.stack([e["image"] for e in examples])
+  truth = np.stack([e["mask"] for e in examples]).astype(np.int64)
+  logits = model.apply(variables, x, train=False)
+  predicted = np.argmax(segmentation.resize_bilinear(logits, truth.shape[1:]), -1)
+  n = len(saved["test_per_class_iou"])
+  labelled = truth < n
+  matrix = np.bincount(truth[labelled] * n + predicted[labelled], minlength=n * n).reshape(n, n)
+  tp, union = np.diag(matrix), matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+  iou = tp[union > 0] / union[union > 0]
+  assert saved["test_miou"] == pytest.approx(iou.mean(), abs=1e-6)
+  assert saved["test_pixel_accuracy"] == pytest.approx(tp.sum() / matrix.sum(), abs=1e-6)
   assert np.isfinite(metrics["train_loss"]) and metrics["steps"] == 3
 
 
