@@ -161,7 +161,7 @@ class Predictor:
   def _boxes(self, out, path, example) -> list[tuple[int, dict]]:
     """(index in `out`, detection) of each valid box, in the image's pixels, clipped to
     the image (the model sees it padded below and to the right); a box wholly in the
-    padding is no detection."""
+    padding, of no size once clipped, is no detection."""
     w, h = _image_size(path)
     scale = float(example["scale"])
     found = []

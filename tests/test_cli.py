@@ -61,6 +61,12 @@ def outside(tmp_path_factory):
   return path
 
 
+@pytest.fixture(autouse=True)
+def _columns(monkeypatch):
+  """argparse wraps help to the terminal's width: the same 80 columns here and in children."""
+  monkeypatch.setenv("COLUMNS", "80")
+
+
 def _help(verb: str, capsys, as_module: bool) -> str:
   """`involution-<verb> --help` in this process: the tool's main, or the module run as
   `python -m involution_jax.<verb>` (runpy), which must exit 0 after printing it."""
@@ -111,7 +117,10 @@ def test_installed_tools_work_from_another_folder(outside):
   assert (outside / "model.jaxexport").stat().st_size > 0
   assert (outside / "model.jaxexport.json").exists()
 
-  evaluate = _run(outside, "eval", "--weights", "run", "--config.image_size=8")
+  # The batch of the run's own evaluation: the same program, the same accuracy to the bit.
+  evaluate = _run(
+    outside, "eval", "--weights", "run", "--config.image_size=8", "--config.eval_batch_size=64"
+  )
   assert evaluate.returncode == 0, evaluate.stderr[-3000:]
   with open(outside / "run" / "metrics.json") as f:  # the same model on the same split
     assert json.loads(evaluate.stdout)["accuracy"] == pytest.approx(
@@ -173,18 +182,19 @@ def _mistake_args(verb, args):
 
 @pytest.mark.parametrize("verb, args, message", MISTAKES)
 def test_user_mistakes_give_one_line_and_a_failing_exit(
-  outside, verb, args, message, capsys, monkeypatch
+  outside, verb, args, message, capfd, monkeypatch
 ):
+  """In this process; capfd reads file descriptor 2, so C++ and absl logs count too."""
   _mistake_folder(outside)
   monkeypatch.chdir(outside)
   main = importlib.import_module(f"involution_jax.{verb}").main
   returncode = main(_mistake_args(verb, args))
-  _check_one_line(verb, returncode, capsys.readouterr().err, message, outside)
+  _check_one_line(verb, returncode, capfd.readouterr().err, message, outside)
 
 
 # The same as real processes, for what only they show: nothing else reaches the terminal
 # (a library's warning or log line on stderr), the exit status is the process's.
-@pytest.mark.parametrize("case", [0, 8], ids=["train", "predict"])
+@pytest.mark.parametrize("case", [0, 8, 9], ids=["train", "predict", "convert"])
 def test_user_mistakes_in_a_real_process_print_only_that_line(outside, case):
   verb, args, message = MISTAKES[case]
   _mistake_folder(outside)

@@ -122,7 +122,7 @@ def test_dense_models_predict_and_draw(name, tmp_path, capsys):
       assert r["detections"], "no detection to check"
       for d in r["detections"]:
         x1, y1, x2, y2 = d["box"]
-        assert 0 <= x1 <= x2 <= size[1] + 0.01 and 0 <= y1 <= y2 <= size[0] + 0.01
+        assert 0 <= x1 < x2 <= size[1] and 0 <= y1 < y2 <= size[0]  # clipped to the image
         assert d["class"] == str(d["index"]) and 0 < d["score"] <= 1
   out = tmp_path / "drawn"
   assert (
@@ -172,3 +172,24 @@ def test_mask_rcnn_predicts_boxes_and_instance_masks(tmp_path, capsys):
   ]
   with Image.open(out / "scene.png") as png:
     assert png.size == (61, 37)
+
+
+def test_a_box_in_the_padding_is_dropped_and_masks_stay_with_their_boxes(tmp_path):
+  path = tmp_path / "wide.png"  # 60 x 30: the model sees it at half size, padded below
+  Image.fromarray(np.zeros((30, 60, 3), np.uint8)).save(path)
+  predictor = predict.Predictor.__new__(predict.Predictor)
+  predictor.class_names = ("a", "b", "c")
+  out = dict(  # in the model's input pixels; box 1 lies below the image (y > 15)
+    boxes=np.array([[2, 2, 10, 10], [2, 20, 10, 28], [0, 10, 40, 20], [0, 0, 0, 0]], np.float32),
+    scores=np.array([0.9, 0.8, 0.7, 0.0], np.float32),
+    classes=np.array([0, 1, 2, 0]),
+    valid=np.array([True, True, True, False]),
+    masks=np.stack([np.zeros((28, 28)), np.ones((28, 28)), np.ones((28, 28)), np.zeros((28, 28))]),
+  )
+  result = predictor._two_stage_detection(out, str(path), 5, {"scale": np.float32(0.5)})
+  first, second = result["detections"]
+  assert (first["index"], first["box"]) == (0, [4.0, 4.0, 20.0, 20.0])
+  assert (second["index"], second["box"]) == (2, [0.0, 20.0, 60.0, 30.0])  # clipped below
+  assert first["mask"].shape == second["mask"].shape == (30, 60)
+  assert not first["mask"].any()  # each mask with its own box: box 1's ones went with it
+  assert second["mask"][20:].all() and not second["mask"][:20].any()

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from helpers import load_config, losses_on_one_batch
@@ -43,15 +44,24 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
   examples = [task.preprocess(config).eval(scenes[i]) for i in range(len(scenes))]
   x = np.stack([e["image"] for e in examples])
   truth = np.stack([e["mask"] for e in examples]).astype(np.int64)
-  logits = model.apply(variables, x, train=False)
-  predicted = np.argmax(segmentation.resize_bilinear(logits, truth.shape[1:]), -1)
+  resized = jax.jit(
+    lambda v, x: segmentation.resize_bilinear(model.apply(v, x, train=False), truth.shape[1:])
+  )(variables, x)
+  scores = np.sort(np.asarray(resized), -1)
+  predicted = np.argmax(np.asarray(resized), -1)
   n = len(saved["test_per_class_iou"])
   labelled = truth < n
   matrix = np.bincount(truth[labelled] * n + predicted[labelled], minlength=n * n).reshape(n, n)
   tp, union = np.diag(matrix), matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
   iou = tp[union > 0] / union[union > 0]
-  assert saved["test_miou"] == pytest.approx(iou.mean(), abs=1e-6)
-  assert saved["test_pixel_accuracy"] == pytest.approx(tp.sum() / matrix.sum(), abs=1e-6)
+  # Pixels whose two best logits are within 1e-4 may go either way in another compilation
+  # (the trainer's is sharded): each moves at most two classes' IoU by 1 / their union.
+  ties = int(np.sum((scores[..., -1] - scores[..., -2] < 1e-4) & labelled))
+  assert saved["test_miou"] == pytest.approx(
+    iou.mean(), abs=1e-6 + 2 * ties / union[union > 0].min()
+  )
+  accuracy = tp.sum() / matrix.sum()
+  assert saved["test_pixel_accuracy"] == pytest.approx(accuracy, abs=1e-6 + ties / matrix.sum())
   assert np.isfinite(metrics["train_loss"]) and metrics["steps"] == 3
 
 

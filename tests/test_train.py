@@ -37,20 +37,23 @@ def _params(workdir, step=None):
   return variables
 
 
-def _accuracy_on_the_digits_test_split(workdir: str) -> tuple[float, float]:
+def _accuracy_on_the_digits_test_split(workdir: str) -> tuple[float, float, float, float]:
   """(top-1, top-5) accuracy of the workdir's model on the 360 test digits, computed here:
-  one forward pass over the whole split, NumPy's argsort against the labels."""
+  one forward pass over the whole split, NumPy's ranking against the labels; then the
+  fraction of digits whose top-1 or top-5 is a near tie (logits within 1e-4), which
+  another compilation (the trainer's is sharded over 8 devices) may order otherwise."""
   variables, info = checkpoints.load_for_inference(workdir)
   test = classification.load_dataset("digits", "test", image_size=info["image_size"])
   prep = weights.preprocess_from_info(info)
   x = np.stack([prep.eval(test.source[i])["image"] for i in range(len(test.source))])
   model = weights.model_from_info(info)
-  logits = np.asarray(model.apply(variables, x, train=False))
-  ranked = np.argsort(-logits, axis=1)
+  logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+  ranked = np.argsort(-logits, axis=1, kind="stable")
+  ordered = np.take_along_axis(logits, ranked, 1)
   labels = np.asarray(test.source.labels)
-  return float(np.mean(ranked[:, 0] == labels)), float(
-    np.mean((ranked[:, :5] == labels[:, None]).any(1))
-  )
+  top5 = (ranked[:, :5] == labels[:, None]).any(1)
+  near1, near5 = (np.mean(ordered[:, k] - ordered[:, k + 1] < 1e-4) for k in (0, 4))
+  return float(np.mean(ranked[:, 0] == labels)), float(np.mean(top5)), near1, near5
 
 
 def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
@@ -58,9 +61,9 @@ def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   saved = json.loads((tmp_path / "metrics.json").read_text())
   assert set(saved) >= METRIC_KEYS
   assert saved["steps"] == 4 and saved["devices"] == 8
-  accuracy, top5 = _accuracy_on_the_digits_test_split(str(tmp_path))
-  assert saved["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
-  assert saved["test_top5_accuracy"] == pytest.approx(top5, abs=1e-6)
+  accuracy, top5, near1, near5 = _accuracy_on_the_digits_test_split(str(tmp_path))
+  assert saved["test_accuracy"] == pytest.approx(accuracy, abs=1e-6 + near1)
+  assert saved["test_top5_accuracy"] == pytest.approx(top5, abs=1e-6 + near5)
   assert saved["examples_per_second"] > 0 and np.isfinite(saved["train_loss"])
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
@@ -129,7 +132,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   result = run(train_command(straight, *flags), devices=2)
   assert result.returncode == 0, result.stderr[-3000:]
-  kill_at = random.Random(KILL_SEED).randrange(3, steps - 6)
+  kill_at = random.Random(KILL_SEED).randrange(3, steps // 2)  # well before the end
   context = f"(seed {KILL_SEED}: killed at the first checkpoint >= step {kill_at})"
   process = subprocess.Popen(
     train_command(killed, *flags),
