@@ -9,6 +9,7 @@ import pytest
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 
+# Over 20 s: each script runs whole in its own process (net_bench compiles RedNet-50 and ResNet-50).
 @pytest.mark.parametrize(
   "script, flags, rows",
   [

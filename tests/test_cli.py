@@ -97,6 +97,7 @@ def test_installed_script_prints_the_same_help(outside, verb, capsys):
   assert result.stdout == _help(verb, capsys, as_module=False)
 
 
+# Over 20 s: six real console-script processes, one of them a training run.
 def test_installed_tools_work_from_another_folder(outside):
   flags = [f"--config.{k}={v}" for k, v in {**TINY, "num_train_steps": 3}.items()]
   train = _run(outside, "train", "--workdir", "run", *flags)

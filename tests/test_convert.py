@@ -62,6 +62,7 @@ def test_eval_logits_match_float32(official):
   )
 
 
+# Over 20 s: RedNet-26/50 in float64 and float32, forward in train mode, in JAX and PyTorch.
 def test_train_mode_forward_and_statistics_match(official):
   depth, _, state = official
   x = _images(batch=4)
@@ -243,6 +244,7 @@ def test_checkpoints_out_to_torch_and_safetensors_round_trip(official, tmp_path,
   assert "pass --overwrite" in capsys.readouterr().err
 
 
+# Over 20 s: a checkpoint written and read back through orbax three times.
 def test_only_the_official_architecture_leaves_in_the_official_layout(tmp_path, capsys):
   helpers.save_random_checkpoint(str(tmp_path / "digits"))  # RedNet with a small stem and K
   assert convert.main([str(tmp_path / "digits"), str(tmp_path / "d.pth")]) == 1

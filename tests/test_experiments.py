@@ -33,6 +33,7 @@ def _experiment(script: str, args: list[str], cwd) -> subprocess.CompletedProces
   )
 
 
+# Over 20 s: the script in its own process three times, training three tiny language models.
 def test_compare_mixers_writes_its_table_and_resumes(tmp_path):
   flags = [w for item in TINY for w in ("--set", item)]
   base = ["--task", "charlm", "--root", str(tmp_path), *flags]
@@ -57,6 +58,7 @@ def test_compare_mixers_writes_its_table_and_resumes(tmp_path):
   assert other.returncode == 2 and "other --set overrides" in other.stderr
 
 
+# Over 20 s: the script in its own process, training two tiny language models.
 def test_ablation_writes_its_table_and_picture(tmp_path):
   flags = [w for item in TINY if "kernel_sizes" not in item for w in ("--set", item)]
   done = _experiment(
@@ -71,6 +73,7 @@ def test_ablation_writes_its_table_and_picture(tmp_path):
   assert (tmp_path / "ablation.png").stat().st_size > 0
 
 
+# Over 20 s: the script in its own process, training two tiny language models.
 def test_ablation_trains_a_knob_at_its_default_value_once(tmp_path):
   """group_channels=8 is TINY's own value: the same run as the defaults, trained once
   under <root>/default and reused for every knob that hits it."""

@@ -10,6 +10,7 @@ from helpers import python_env, save_random_checkpoint
 from involution_jax import export, portability
 
 
+# Over 20 s: exports, then loads in a fresh interpreter with jax only.
 def test_export_round_trip_matches_apply(tmp_path):
   model, variables, info = save_random_checkpoint(str(tmp_path / "ckpt"))
   out = str(tmp_path / "model.jaxexport")
@@ -55,6 +56,7 @@ def test_exported_program_has_a_symbolic_batch(tmp_path):
   assert exported.platforms == (jax.devices()[0].platform,)
 
 
+# Over 20 s: lowers the model for three platforms.
 def test_one_artifact_for_cpu_cuda_and_tpu_runs_here_and_records_its_platforms(tmp_path):
   model, variables, _ = save_random_checkpoint(str(tmp_path / "ckpt"))
   out = str(tmp_path / "model.jaxexport")

@@ -64,6 +64,7 @@ def test_a_bad_config_value_names_the_field_and_what_is_allowed(field, value, me
     configs.validate(config, devices=8)
 
 
+# Over 20 s: its first use builds the module's trained workdir.
 def test_keep_checkpoints_0_stops_before_training_and_keeps_the_workdir(trained, tmp_path, capsys):
   workdir = _copy(trained, tmp_path)
   kept = sorted(p.name for p in (workdir / "checkpoints").iterdir())
@@ -178,6 +179,7 @@ DAMAGE = {
 }
 
 
+# Over 20 s: resuming is training: the train step compiles again.
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no tracebacks
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_checkpoint_is_set_aside_and_the_newest_intact_one_resumed(
@@ -225,6 +227,7 @@ def test_another_model_in_the_workdir_is_one_line_and_touches_nothing(
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
 
 
+# Over 20 s: the partial load is checked by training a step.
 def test_init_from_weights_of_another_model_fails_unless_partial_on_purpose(trained, tmp_path):
   config = tiny_digits_config(init_from=str(trained))
   config.model_kwargs.base_width = 32
@@ -235,6 +238,7 @@ def test_init_from_weights_of_another_model_fails_unless_partial_on_purpose(trai
   assert np.isfinite(train_and_evaluate(config, str(tmp_path / "b"))["train_loss"])
 
 
+# Over 20 s: trains until the loss diverges, then resumes.
 def test_divergence_names_the_kept_steps_with_their_losses_and_resume_step_works(
   trained, tmp_path, capsys
 ):
@@ -357,6 +361,7 @@ def _folder_config(root, **overrides):
   )
 
 
+# Over 20 s: the trainer compiles its step before it reads the first batch.
 def test_all_unreadable_training_data_stops_with_an_error_and_no_checkpoint(tmp_path, capsys):
   root = _folder(tmp_path / "data", bad_train=8, good_train=0)
   (root / "val" / "a" / "0.png").unlink()  # evaluation data may be fine; training data is not
@@ -369,6 +374,7 @@ def test_all_unreadable_training_data_stops_with_an_error_and_no_checkpoint(tmp_
   assert not any(p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
 
 
+# Over 20 s: the trainer compiles its step before the bad batches arrive.
 def test_too_many_unreadable_examples_stop_training(tmp_path):
   root = _folder(tmp_path / "data", bad_train=3)  # 6 of 22 files
   with pytest.raises(
@@ -377,6 +383,7 @@ def test_too_many_unreadable_examples_stop_training(tmp_path):
     train_and_evaluate(_folder_config(root, num_train_steps=8), str(tmp_path / "run"))
 
 
+# Over 20 s: trains long enough (5 steps) to draw the bad file more than once.
 def test_an_unreadable_file_is_warned_about_once_and_counted_once(tmp_path, caplog):
   root = _folder(tmp_path / "data", bad_train=0)
   (root / "train" / "a" / "bad.png").write_bytes(b"\x89PNG garbage")  # 1 of 17
@@ -455,6 +462,7 @@ def test_convert_never_replaces_a_folder_without_asking_nor_one_of_other_files(
   assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+# Over 20 s: a training process with two reader processes: the leak shows at the process's exit.
 def test_reader_processes_leave_no_shared_memory_behind(tmp_path):
   done = run(train_command(str(tmp_path / "run"), *tiny_flags(data_workers=2)), timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]

@@ -180,6 +180,7 @@ SMALL = dict(
 )
 
 
+# Over 20 s: each variant's Mask / Faster R-CNN train step compiles.
 @pytest.mark.parametrize("variant", ["faster_inv", "mask_conv", "mask_inv_softmax"])
 def test_steps_on_a_batch_lower_the_loss(variant):
   config = load_config("digitscenes_rcnn", variant, learning_rate=0.005)
@@ -187,6 +188,7 @@ def test_steps_on_a_batch_lower_the_loss(variant):
   assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
 
 
+# Over 20 s: Mask R-CNN's train and evaluation programs compile (the largest here).
 def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, pycocotools):
   metrics = train_and_evaluate(load_config("digitscenes_rcnn", "mask_conv", **SMALL), str(tmp_path))
   assert 0 <= metrics["test_ap"] <= metrics["test_ap50"] <= 1

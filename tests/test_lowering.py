@@ -28,6 +28,7 @@ def _lowers_everywhere(config, platforms=ACCELERATORS):
   return report
 
 
+# Over 20 s: lowers RedNet-50's training and evaluation for GPU and TPU.
 @pytest.mark.parametrize("half_precision", [False, True], ids=["float32", "bfloat16"])
 def test_rednet50_training_and_evaluation_lower_for_accelerators(half_precision):
   # The published recipe: batch 2048 (256 per device on the 8 simulated devices), SGD.
@@ -41,6 +42,7 @@ def test_rednet50_training_and_evaluation_lower_for_accelerators(half_precision)
   assert report["data"].startswith("NOT CHECKED: dataset folder not found")
 
 
+# Over 20 s: lowers a full-size dense model's training step for GPU and TPU.
 @pytest.mark.parametrize("name", ["coco_retinanet_red50", "cityscapes_fpn_red50"])
 def test_dense_models_lower_for_accelerators(name):
   config = load_config(name, data_dir=MISSING)
@@ -163,6 +165,7 @@ def test_dry_run_without_data_needs_the_class_count():
     preflight.dry_run(config, target_platforms=["tpu"])
 
 
+# Over 20 s: the dry run compiles the train and evaluation steps to report their memory.
 def test_train_dry_run_prints_the_report_and_trains_nothing(tmp_path, capsys):
   workdir = tmp_path / "run"
   flags = ["--config.image_size=8", "--config.batch_size=16", "--config.eval_batch_size=16"]

@@ -54,6 +54,7 @@ def _launch(workdir, *extra, processes=2, devices=2, heartbeat=100):
   ]
 
 
+# Over 20 s: three training processes (one alone, two together).
 def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
   result = run(train_command(single, *FLAGS), devices=4)
@@ -77,6 +78,7 @@ def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
 
 
+# Over 20 s: two processes must start and train before one is killed.
 def test_a_dead_process_stops_the_other_with_a_clear_error(tmp_path):
   workdir = str(tmp_path / "run")
   procs = _launch(

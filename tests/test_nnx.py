@@ -37,6 +37,7 @@ def _images(batch=4, size=16, seed=1):
   return jax.random.normal(jax.random.PRNGKey(seed), (batch, size, size, 3))
 
 
+# Over 20 s: RedNet compiled in Linen and in NNX, in both modes.
 def test_rednet_eval_and_train_match_linen_and_update_statistics_alike():
   linen = models.RedNet(**SMALL)
   x = _images()
@@ -85,6 +86,7 @@ def test_involution_layer_matches_linen(fields, spatial):
     _close(model(x, train=train), want)
 
 
+# Over 20 s: a dense model compiled in Linen and in NNX.
 def test_dense_model_matches_linen():
   kwargs = dict(helpers.load_config("digitscenes_seg").model_kwargs.to_dict(), dropout=0.0)
   model = inv_nnx.create_model("semantic_fpn", num_classes=4, rngs=nnx.Rngs(0), **kwargs)
@@ -95,6 +97,7 @@ def test_dense_model_matches_linen():
   _close(CALL(model, x), jax.jit(linen.apply, static_argnames="train")(variables, x, train=False))
 
 
+# Over 20 s: compiles an NNX train step and runs it until the loss falls.
 def test_an_nnx_optimizer_loop_lowers_the_loss():
   model = inv_nnx.RedNet(rngs=nnx.Rngs(0), **SMALL)
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
@@ -116,6 +119,7 @@ def test_an_nnx_optimizer_loop_lowers_the_loss():
     assert all(jax.tree.leaves(changed)), collection
 
 
+# Over 20 s: a RedNet checkpoint written and loaded into NNX.
 def test_checkpoints_load_in_eval_mode(tmp_path):
   _, variables, info = helpers.save_random_checkpoint(str(tmp_path / "ckpt"))
   model = inv_nnx.from_weights(str(tmp_path / "ckpt"))

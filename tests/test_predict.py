@@ -95,6 +95,7 @@ def test_image_files_expands_folders_in_order(image_folder):
   assert all(f.lower().endswith(IMAGE_EXTENSIONS) for f in found)
 
 
+# Over 20 s: a dense model's forward compiles for the predictor and again for main.
 @pytest.mark.parametrize("name", ["digitscenes_seg", "digitscenes_det"])
 def test_dense_models_predict_and_draw(name, tmp_path, capsys):
   from helpers import load_config
@@ -152,6 +153,7 @@ def test_dense_models_predict_and_draw(name, tmp_path, capsys):
       assert png.size == size[::-1]
 
 
+# Over 20 s: Mask R-CNN's inference compiles for the predictor and again for main.
 def test_mask_rcnn_predicts_boxes_and_instance_masks(tmp_path, capsys):
   from helpers import load_config
 

@@ -32,6 +32,7 @@ def test_parameter_counts_equal_official(depth):
   assert count_params(shapes(RedNet(depth, stem_kernel_size=7))["params"]) == OFFICIAL[depth] + 720
 
 
+# Over 20 s: a RedNet forward compiles per stage layout and size.
 @pytest.mark.parametrize(
   "size,stages",
   [
@@ -51,6 +52,7 @@ def test_backbone_stages_and_odd_sizes(size, stages):
     chex.assert_tree_all_finite(out)
 
 
+# Over 20 s: RedNet compiled with and without its head.
 def test_head_and_headless_outputs():
   x = jnp.ones((3, 32, 32, 3))
   for model, shape in ((rednet26(num_classes=10), (3, 10)), (rednet26(num_classes=0), (3, 2048))):
@@ -83,6 +85,7 @@ def test_small_configuration_fields():
   chex.assert_shape(out, (2, 10))
 
 
+# Over 20 s: RedNet compiled in float32 and bfloat16.
 def test_bfloat16_compute_float32_params():
   model = rednet26(dtype=jnp.bfloat16, num_classes=5)
   x = jnp.ones((2, 32, 32, 3))
@@ -138,6 +141,7 @@ def test_summary_matches_published_numbers():
   assert rednet50().depth == 50
 
 
+# Over 20 s: RedNet's gradient compiled once per rematerialisation policy.
 def test_remat_policies_give_the_same_gradients():
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
   labels = jnp.arange(4) % 10

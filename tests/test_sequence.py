@@ -70,6 +70,7 @@ def test_decoding_step_by_step_equals_the_full_pass(mixer, fields):
   np.testing.assert_allclose(jnp.stack(outs, 1), full, rtol=1e-5, atol=1e-5)
 
 
+# Over 20 s: compiles the decoding loop and eight full passes to compare.
 @pytest.mark.parametrize("mixer", ["involution", "attention"])
 def test_greedy_generation_is_the_argmax_of_the_full_pass(mixer):
   model = _model(mixer)
@@ -158,6 +159,7 @@ def test_text_errors_are_clear(tmp_path):
     _model("conv", kernel_sizes=(3, 5, 7)).init(jax.random.PRNGKey(0), _tokens(), train=False)
 
 
+# Over 20 s: trains 30 steps so that the loss must fall, then generates.
 @pytest.mark.parametrize("mixer", MIXERS)
 def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path):
   from involution_jax.trainer import train_and_evaluate
@@ -194,6 +196,7 @@ def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path):
       generate_tool.generate_text(str(tmp_path), "", 10)
 
 
+# Over 20 s: writes a random RedNet checkpoint to refuse.
 def test_generate_refuses_what_is_not_a_language_model(tmp_path, capsys):
   from helpers import save_random_checkpoint
 

@@ -23,6 +23,7 @@ SMALL = dict(
 )
 
 
+# Over 20 s: a dense model's train step compiles, then 8 steps so that the loss must fall.
 @pytest.mark.parametrize(
   "name,neck", [("digitscenes_seg", "involution"), ("digitscenes_det", "conv")]
 )
@@ -31,6 +32,7 @@ def test_steps_on_a_batch_lower_the_loss(name, neck):
   assert all(np.isfinite(losses)) and losses[-1] < 0.9 * min(losses[:3]), losses
 
 
+# Over 20 s: Semantic FPN's train and evaluation programs compile.
 def test_segmentation_trains_and_reports_miou(tmp_path):
   metrics = train_and_evaluate(load_config("digitscenes_seg", "conv", **SMALL), str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -65,6 +67,7 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
   assert np.isfinite(metrics["train_loss"]) and metrics["steps"] == 3
 
 
+# Over 20 s: RetinaNet's train and evaluation programs compile.
 def test_detection_trains_and_reports_coco_ap(tmp_path, pycocotools):
   metrics = train_and_evaluate(load_config("digitscenes_det", "conv", **SMALL), str(tmp_path))
   assert 0 <= metrics["test_ap"] <= metrics["test_ap50"] <= 1

@@ -56,6 +56,7 @@ def _accuracy_on_the_digits_test_split(workdir: str) -> tuple[float, float, floa
   return float(np.mean(ranked[:, 0] == labels)), float(np.mean(top5)), near1, near5
 
 
+# Over 20 s: a training run, its resume, a re-evaluation and a reference forward pass.
 def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   metrics = train_and_evaluate(tiny_digits_config(), str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -89,6 +90,7 @@ def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   )
 
 
+# Over 20 s: two training runs, on one device and on eight.
 def test_one_and_eight_devices_train_the_same(tmp_path):
   config = tiny_digits_config(num_train_steps=3, checkpoint_every_steps=3)
   one = jax.make_mesh(
@@ -167,6 +169,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   assert [r["step"] for r in curves.read(killed) if "train" in r] == list(range(3, steps + 1, 3))
 
 
+# Over 20 s: a training run through the command's main.
 def test_command_line_overrides(tmp_path, capsys):
   flags = [*tiny_flags(num_train_steps=2), "--config.model_kwargs.kernel_size=5"]
   assert train.main(["--config", "default", "--workdir", str(tmp_path), *flags]) == 0
@@ -199,6 +202,7 @@ def test_bad_config_values_raise_clear_errors(tmp_path, overrides, message):
     train_and_evaluate(tiny_digits_config(**overrides), str(tmp_path))
 
 
+# Over 20 s: trains until the loss is non-finite, a checkpoint every step.
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
   config = tiny_digits_config(
     learning_rate=1e8,
@@ -250,6 +254,7 @@ def test_gradient_accumulation_equals_the_full_batch():
   )
 
 
+# Over 20 s: a training run through TFDS's mock data.
 def test_tfds_dataset_trains_through_mock_data(tmp_path, tfds):
   with tfds.testing.mock_data(num_examples=32):
     metrics = train_and_evaluate(
@@ -258,6 +263,7 @@ def test_tfds_dataset_trains_through_mock_data(tmp_path, tfds):
   assert metrics["steps"] == 2 and 0 <= metrics["test_accuracy"] <= 1
 
 
+# Over 20 s: a training run on a folder dataset.
 def test_folder_dataset_with_a_corrupt_image_trains_and_reports_it(tmp_path):
   root = tmp_path / "data"
   for split, n in (("train", 8), ("val", 4)):
@@ -283,6 +289,7 @@ def test_folder_dataset_with_a_corrupt_image_trains_and_reports_it(tmp_path):
   assert info["class_names"] == ["a", "b"]
 
 
+# Over 20 s: two training runs: the pretrained one and the fine-tuned one.
 def test_fine_tuning_grafts_pretrained_weights(tmp_path, capsys):
   pretrained = str(tmp_path / "pretrained")
   train_and_evaluate(tiny_digits_config(num_train_steps=2), pretrained)
@@ -339,6 +346,7 @@ def _train_step_hlo(config) -> str:
   return programs.train_step.lower(programs.abstract_state, batch).as_text()
 
 
+# Over 20 s: a training run in bfloat16, then both train steps lowered.
 def test_half_precision_trains_with_float32_parameters(tmp_path):
   metrics = train_and_evaluate(
     tiny_digits_config(half_precision=True, num_train_steps=2), str(tmp_path)

@@ -75,6 +75,7 @@ def _loss_setup(**overrides):
   return config, task, model, variables, batch
 
 
+# Over 20 s: UPerNet's init and loss compile.
 def test_the_auxiliary_loss_is_weighed_in():
   config, task, model, variables, batch = _loss_setup()
   rng = jax.random.PRNGKey(3)
@@ -89,6 +90,7 @@ def test_the_auxiliary_loss_is_weighed_in():
     np.testing.assert_allclose(value, main + weight * auxiliary, rtol=1e-5)
 
 
+# Over 20 s: UPerNet's train step compiles, then 8 steps so that the loss must fall.
 def test_training_steps_lower_the_loss():
   config = load_config("digitscenes_upernet", num_train_scenes=32, num_eval_scenes=8)
   losses = losses_on_one_batch(config, steps=8, global_batch=8)

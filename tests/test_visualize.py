@@ -75,6 +75,7 @@ def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
     )
 
 
+# Over 20 s: Mask R-CNN's init and forward compile, then twice more for main.
 def test_mask_head_kernels_are_drawn_over_their_detection(tmp_path, capsys):
   from helpers import load_config
 
