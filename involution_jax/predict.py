@@ -158,11 +158,11 @@ class Predictor:
       },
     }
 
-  def _boxes(self, out, path, example) -> list[tuple[int, dict]]:
-    """(index in `out`, detection) of each valid box, in the image's pixels, clipped to
-    the image (the model sees it padded below and to the right); a box wholly in the
-    padding, of no size once clipped, is no detection."""
-    w, h = _image_size(path)
+  def _boxes(self, out, size: tuple[int, int], example) -> list[tuple[int, dict]]:
+    """(index in `out`, detection) of each valid box, in the pixels of the image of `size`
+    (width, height), clipped to it (the model sees it padded below and to the right); a
+    box wholly in the padding, of no size once clipped, is no detection."""
+    w, h = size
     scale = float(example["scale"])
     found = []
     for i in np.flatnonzero(out["valid"]):
@@ -183,13 +183,13 @@ class Predictor:
     return found
 
   def _detection(self, out, path, top_k, example) -> dict:
-    return {"detections": [d for _, d in self._boxes(out, path, example)]}
+    return {"detections": [d for _, d in self._boxes(out, _image_size(path), example)]}
 
   def _two_stage_detection(self, out, path, top_k, example) -> dict:
     """As detection; Mask R-CNN adds each detection's "mask" (H, W) bool at the image's size."""
-    found = self._boxes(out, path, example)
+    w, h = _image_size(path)
+    found = self._boxes(out, (w, h), example)
     if "masks" in out and found:
-      w, h = _image_size(path)
       keep = [i for i, _ in found]
       boxes = out["boxes"][keep] / float(example["scale"])  # where the 28 x 28 mask lies
       pasted = np.asarray(rcnn.paste_masks(out["masks"][keep], boxes, (h, w))) >= 0.5

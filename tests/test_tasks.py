@@ -43,7 +43,8 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
   variables, info = checkpoints.load_for_inference(str(tmp_path))
   model = weights.model_from_info(info)
   scenes = task.dataset(config, config.eval_split).source
-  examples = [task.preprocess(config).eval(scenes[i]) for i in range(len(scenes))]
+  preprocess = task.preprocess(config)
+  examples = [preprocess.eval(scenes[i]) for i in range(len(scenes))]
   x = np.stack([e["image"] for e in examples])
   truth = np.stack([e["mask"] for e in examples]).astype(np.int64)
   resized = jax.jit(

@@ -121,8 +121,9 @@ def _kill_when_checkpoint(process, workdir, min_step):
   pytest.fail(f"training ended (rc={process.poll()}) before it could be killed")
 
 
-# End to end: a kill -9 is only a kill in another process. 24 steps with a checkpoint every
-# 3 (three ~20 s processes); the kill step is drawn from a fixed seed, named on failure.
+# Over 20 s, end to end: a kill -9 is only a kill in another process. Three training
+# processes of 24 steps, a checkpoint every 3; the kill step comes from a fixed seed and is
+# named on failure.
 KILL_SEED = 0
 
 
