@@ -7,8 +7,9 @@ float32; a training step is forward + backward + SGD momentum update with
 BatchNorm in train mode. Memory: XLA's compiled buffers (arguments + outputs not
 donated + temporaries) for JAX, the peak resident-set growth during a step for PyTorch.
 
-    python benchmarks/net_bench.py [--batch 8] [--size 224] [--repeats 10] [--no-torch] [--bf16]
-    python benchmarks/net_bench.py --quick    # batch 2 at 64 x 64, one repeat (a smoke run)
+    python benchmarks/net_bench.py [--batch 8] [--size 224] [--repeats 10] [--stages 3,4,6,3]
+        [--no-torch] [--bf16]
+    python benchmarks/net_bench.py --quick  # one block per stage, batch 2 at 32 x 32: a smoke run
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import ml_collections
 import optax
 from common import best_time_s, mib, peak_rss_growth, peak_rss_growth_in_child, print_table
 
-from involution_jax import rednet50, tasks, train_step
+from involution_jax import RedNet, tasks, train_step
 from involution_jax.models.layers import BatchNorm, conv, max_pool
 from involution_jax.ops import computed_once
 
@@ -42,14 +43,16 @@ class _ResNetBlock(nn.Module):
     return computed_once(nn.relu(out + x))
 
 
-class ResNet50(nn.Module):
-  """ResNet-50 (v1.5) in the same style as our RedNet: 1x1 convs as matmuls."""
+class ResNet(nn.Module):
+  """ResNet (v1.5; default: ResNet-50) in the same style as our RedNet: 1x1 convs as matmuls."""
+
+  stage_sizes: tuple[int, ...] = (3, 4, 6, 3)
 
   @nn.compact
   def __call__(self, x, train):
     x = nn.relu(BatchNorm()(conv(x, 64, 7, 2), train))
     x = max_pool(x, 3, 2, 1)
-    for i, blocks in enumerate((3, 4, 6, 3)):
+    for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         x = _ResNetBlock(64 * 2**i, 2 if i > 0 and j == 0 else 1)(x, train)
     return nn.Dense(1000)(jnp.mean(x, axis=(1, 2)))
@@ -97,12 +100,12 @@ def _jax_measure(model, batch_size, size, repeats):
   return t_train, t_infer, mib(train_bytes), mib(infer_bytes)
 
 
-def _torch_steps(batch_size, size):
+def _torch_steps(batch_size, size, stages):
   """The official model's (train step, inference) closures; the optimiser state exists."""
   import torch
   from torch_rednet import Classifier
 
-  model = Classifier(50)
+  model = Classifier(stages)
   optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
   x = torch.randn(batch_size, 3, size, size)
   y = torch.zeros(batch_size, dtype=torch.long)
@@ -125,22 +128,33 @@ def _torch_steps(batch_size, size):
   return train, infer
 
 
-def _torch_memory_child(batch_size, size) -> None:
-  train, infer = _torch_steps(batch_size, size)
+def _torch_memory_child(batch_size, size, stages) -> None:
+  train, infer = _torch_steps(batch_size, size, stages)
   print(peak_rss_growth(train), peak_rss_growth(infer))
 
 
-def _torch_measure(batch_size, size, repeats):
+def _torch_measure(batch_size, size, repeats, stages):
   """Times in this process; memory in a child (`common.peak_rss_growth_in_child`)."""
-  train, infer = _torch_steps(batch_size, size)
+  train, infer = _torch_steps(batch_size, size, stages)
   t_train = best_time_s(train, repeats, warmup=0)
   t_infer = best_time_s(infer, repeats, warmup=0)
   argv = [os.path.abspath(__file__), "--torch-memory-child", "--batch", str(batch_size)]
-  train_growth, infer_growth = peak_rss_growth_in_child([*argv, "--size", str(size)])
+  argv += ["--size", str(size), "--stages", ",".join(map(str, stages))]
+  train_growth, infer_growth = peak_rss_growth_in_child(argv)
   return t_train, t_infer, mib(train_growth), mib(infer_growth)
 
 
-def main() -> None:
+def _stages(text: str) -> tuple[int, ...]:
+  try:
+    stages = tuple(int(v) for v in text.split(","))
+  except ValueError:
+    stages = ()
+  if len(stages) != 4 or min(stages) < 1:
+    raise argparse.ArgumentTypeError(f"expected 4 ints >= 1 like 3,4,6,3, got {text!r}")
+  return stages
+
+
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--size", type=int, default=224, help="input height and width")
@@ -148,33 +162,42 @@ def main() -> None:
   parser.add_argument(
     "--quick",
     action="store_true",
-    help="batch 2 at 64 x 64, one repeat: a smoke run, not a measurement",
+    help="one block per stage, batch 2 at 32 x 32, one repeat: a smoke run, not a measurement",
+  )
+  parser.add_argument(
+    "--stages",
+    type=_stages,
+    default=(3, 4, 6, 3),
+    help="blocks per stage of every model (default 3,4,6,3: RedNet-50 and ResNet-50)",
   )
   parser.add_argument("--no-torch", action="store_true")
   parser.add_argument("--no-resnet", action="store_true")
-  parser.add_argument("--bf16", action="store_true", help="also RedNet-50 in bfloat16 compute")
+  parser.add_argument("--bf16", action="store_true", help="also our RedNet in bfloat16 compute")
   parser.add_argument("--torch-memory-child", action="store_true", help=argparse.SUPPRESS)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.torch_memory_child:
-    return _torch_memory_child(args.batch, args.size)
+    return _torch_memory_child(args.batch, args.size, args.stages)
   if args.quick:
-    args.batch, args.size, args.repeats = 2, 64, 1
+    args.batch, args.size, args.repeats, args.stages = 2, 32, 1, (1, 1, 1, 1)
+  depth = 2 + 3 * sum(args.stages)
+  rednet, resnet = f"RedNet-{depth}", f"ResNet-{depth}"
   print(
     f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); batch "
     f"{args.batch}, {args.size} x {args.size}, float32 unless noted"
   )
   shape = (args.batch, args.size, args.repeats)
-  results = {"RedNet-50 (ours, JAX)": _jax_measure(rednet50(), *shape)}
+  results = {f"{rednet} (ours, JAX)": _jax_measure(RedNet(stage_sizes=args.stages), *shape)}
   if args.bf16:
-    results["RedNet-50 (ours, JAX, bf16)"] = _jax_measure(rednet50(dtype=jnp.bfloat16), *shape)
+    model = RedNet(stage_sizes=args.stages, dtype=jnp.bfloat16)
+    results[f"{rednet} (ours, JAX, bf16)"] = _jax_measure(model, *shape)
   if not args.no_torch:
     try:
-      results["RedNet-50 (official, PyTorch)"] = _torch_measure(*shape)
+      results[f"{rednet} (official, PyTorch)"] = _torch_measure(*shape, args.stages)
     except ImportError:
       print("torch not installed: no PyTorch baseline")
   if not args.no_resnet:
-    results["ResNet-50 (JAX, same style)"] = _jax_measure(ResNet50(), *shape)
-  base = results.get("RedNet-50 (official, PyTorch)")
+    results[f"{resnet} (JAX, same style)"] = _jax_measure(ResNet(args.stages), *shape)
+  base = results.get(f"{rednet} (official, PyTorch)")
   rows = []
   for name, (t_train, t_infer, m_train, m_infer) in results.items():
     rows.append(

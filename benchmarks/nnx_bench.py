@@ -28,10 +28,10 @@ def _loss(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="a tiny RedNet (smoke run)")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   fields = (
     dict(stage_sizes=(1, 1), stem_width=32, base_width=16, stem_pool=False, num_classes=10)
     if args.quick

@@ -174,7 +174,7 @@ def _rows(x_shape, window, stride, padding, methods, bandwidth, have_torch, repe
   return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument(
     "--quick", action="store_true", help="one small shape per table (a smoke run)"
@@ -183,7 +183,7 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--methods", default="auto,shift,patches")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   try:
     import torch  # noqa: F401
 

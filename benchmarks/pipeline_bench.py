@@ -71,10 +71,10 @@ def _measure(dataset: Dataset, read_ahead: int, batch: int, settle_s: float) -> 
   return reads, grown
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="fewer images and settings")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   batch, images = 8, 96 if args.quick else 400
   settings = (1, 2) if args.quick else (1, 2, 4, 16)
   batch_mib = batch * 224 * 224 * 3 * 4 / 2**20

@@ -46,7 +46,7 @@ def _passes(window: int, padding, acc):
   }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--windows", default="3,7,8,9,15,31", help="comma-separated window sizes")
   parser.add_argument("--batch", type=int, default=8)
@@ -54,7 +54,7 @@ def main() -> None:
   parser.add_argument("--channels", type=int, default=512)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--quick", action="store_true", help="K = 3 and 31 at B=2, T=256, C=64")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.quick:
     args.windows, args.batch, args.length, args.channels = "3,31", 2, 256, 64
   windows = [int(k) for k in args.windows.split(",")]

@@ -241,16 +241,16 @@ def decoding_rows(prompts, width, depth, repeats) -> list[list[str]]:
   return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+  parser.add_argument("--quick", action="store_true", help="one tiny size per table (a smoke run)")
   parser.add_argument("--parts", default="model,mixer,decode", help="which tables, in order")
   parser.add_argument("--no-torch", action="store_true", help="no PyTorch rows")
   parser.add_argument("--plot", default=None, help="write the log-log picture to this PNG")
   parser.add_argument("--torch-memory-child", default=None, help=argparse.SUPPRESS)
   for size in ("width", "depth", "batch", "length"):
     parser.add_argument(f"--{size}", type=int, help=argparse.SUPPRESS)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.torch_memory_child:
     return _torch_memory_child(
       args.torch_memory_child, args.width, args.depth, args.batch, args.length
@@ -267,8 +267,8 @@ def main() -> None:
     except ImportError:
       print("torch not installed: no PyTorch rows")
   if args.quick:
-    lengths, width, depth, prompts, repeats = (64, 256), 32, 2, (16, 64), 2
-    tokens = dict(model=512, mixer=256)
+    lengths, width, depth, prompts, repeats = (64,), 32, 2, (16,), 1
+    tokens = dict(model=128, mixer=64)
   else:
     lengths, width, depth = (512, 2048, 8192, 32768), 256, 4
     prompts, repeats = (128, 512, 2048, 8192), 3

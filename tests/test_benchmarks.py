@@ -1,5 +1,6 @@
 """The benchmark scripts run (smoke runs at tiny sizes): they measure, these tests do not."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -7,39 +8,36 @@ import sys
 import pytest
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+SCRIPTS = ["op_bench", "net_bench", "rows_bench", "pipeline_bench", "nnx_bench", "seq_bench"]
 
 
-# Over 20 s: each script runs whole in its own process (net_bench compiles RedNet-50 and ResNet-50).
+# Over 20 s: op_bench compiles 18 variants of the op; the others a few models each. They run
+# in this process (`main(argv)`); each also runs as a real script in the test below.
 @pytest.mark.parametrize(
   "script, flags, rows",
   [
-    ("op_bench.py", [], ["2-D", "1-D", "3-D", "shift", "patches", "causal", "K=3x3x3"]),
-    ("net_bench.py", [], ["RedNet-50 (ours, JAX)", "ResNet-50 (JAX, same style)"]),
-    ("rows_bench.py", [], ["K=31", "kernel gradient", "speed-up"]),
-    ("pipeline_bench.py", [], ["records decoded", "bound (1 + read_ahead)"]),
-    ("nnx_bench.py", [], ["nnx.jit (bridge)", "nnx split/merge + jax.jit", "vs linen"]),
+    ("op_bench", [], ["2-D", "1-D", "3-D", "shift", "patches", "causal", "K=3x3x3"]),
+    ("net_bench", [], ["RedNet-14 (ours, JAX)", "RedNet-14 (official, PyTorch)", "ResNet-14"]),
+    ("rows_bench", [], ["K=31", "kernel gradient", "speed-up"]),
+    ("pipeline_bench", [], ["records decoded", "bound (1 + read_ahead)"]),
+    ("nnx_bench", [], ["nnx.jit (bridge)", "nnx split/merge + jax.jit", "vs linen"]),
     (
-      "seq_bench.py",
+      "seq_bench",
       ["--plot", "seq.png"],
       ["dynamic (unfold)", "dynamic (unfold, PyTorch)", "vs attention", "us / token"],
     ),
   ],
 )
-def test_benchmark_quick_run_prints_its_table(script, flags, rows, tmp_path):
-  flags = [os.path.join(tmp_path, f) if f.endswith(".png") else f for f in flags]
-  done = subprocess.run(
-    [sys.executable, os.path.join(BENCHMARKS, script), "--quick", *flags],
-    capture_output=True,
-    text=True,
-    timeout=600,
-    cwd=BENCHMARKS,
-  )
-  assert done.returncode == 0, done.stderr[-3000:]
+def test_benchmark_quick_run_prints_its_table(script, flags, rows, tmp_path, monkeypatch, capsys):
+  monkeypatch.syspath_prepend(BENCHMARKS)
+  monkeypatch.chdir(tmp_path)
+  importlib.import_module(script).main(["--quick", *flags])
+  out = capsys.readouterr().out
   for row in rows:
-    assert row in done.stdout
-  assert "failed:" not in done.stdout  # a variant that failed records it and stops its row
+    assert row in out
+  assert "failed:" not in out  # a variant that failed records it and stops its row
   for picture in (f for f in flags if f.endswith(".png")):
-    assert os.path.getsize(picture) > 0
+    assert os.path.getsize(tmp_path / picture) > 0
 
 
 def test_seq_bench_compiles_but_does_not_run_a_step_that_does_not_fit(monkeypatch):
@@ -68,25 +66,37 @@ def test_seq_bench_rejects_an_unknown_part():
   assert "--parts: some of model, mixer, decode, got 'model,speed'" in done.stderr
 
 
-def test_gpu_script_names_files_and_flags_that_exist():
-  """benchmarks/gpu.sh (run only on a GPU machine) still fits the tree: every test file
-  and script it runs exists, and every flag it passes is one the script takes."""
-  root = os.path.dirname(BENCHMARKS)
+def _gpu_commands() -> list[list[str]]:
+  """The words of each `python ...` line of benchmarks/gpu.sh, but `python -c`."""
   with open(os.path.join(BENCHMARKS, "gpu.sh")) as f:
-    commands = [
-      line.split() for line in f if line.startswith("python ") and "-c" not in line.split()
-    ]
+    return [line.split() for line in f if line.startswith("python ") and "-c" not in line.split()]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_script_runs_as_a_script_and_takes_the_flags_gpu_sh_passes(script):
+  """As `python benchmarks/NAME.py` (its folder first on sys.path, `__main__`): the help
+  offers --quick, and every flag benchmarks/gpu.sh passes this script is one it takes."""
+  usage = subprocess.run(
+    [sys.executable, os.path.join(BENCHMARKS, f"{script}.py"), "--help"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert usage.returncode == 0, usage.stderr[-3000:]
+  assert "--quick" in usage.stdout
+  for words in (w for w in _gpu_commands() if w[1] == f"benchmarks/{script}.py"):
+    for flag in (w for w in words[2:] if w.startswith("--")):
+      assert flag in usage.stdout, (words, flag)
+
+
+def test_gpu_script_names_files_that_exist():
+  """benchmarks/gpu.sh (run only on a GPU machine) still fits the tree: every test file
+  and script it runs exists, and each script is one whose flags the test above checks."""
+  root = os.path.dirname(BENCHMARKS)
+  commands = _gpu_commands()
   assert len(commands) >= 3
   for words in commands:
     paths = [w for w in words if w.endswith(".py")]
     assert paths and all(os.path.exists(os.path.join(root, p)) for p in paths), words
-    if words[1] == "-m":
-      continue  # pytest: the files are what can go stale
-    usage = subprocess.run(
-      [sys.executable, os.path.join(root, words[1]), "--help"],
-      capture_output=True,
-      text=True,
-      timeout=120,
-    ).stdout
-    for flag in (w for w in words[2:] if w.startswith("--")):
-      assert flag in usage, (words[1], flag)
+    if words[1] != "-m":  # pytest: the files are what can go stale
+      assert words[1] in [f"benchmarks/{s}.py" for s in SCRIPTS], words

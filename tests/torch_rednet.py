@@ -88,6 +88,8 @@ class Bottleneck(nn.Module):
 
 
 class Backbone(nn.Module):
+  """`depth`: 26, 38, 50, 101 or 152, or the blocks per stage (4 ints)."""
+
   def __init__(self, depth, stem_kernel_size=3):
     super().__init__()
     self.stem = nn.Sequential(
@@ -99,7 +101,7 @@ class Backbone(nn.Module):
     )
     self.maxpool = nn.MaxPool2d(3, 2, 1)
     cin = 64
-    for i, blocks in enumerate(STAGE_SIZES[depth]):
+    for i, blocks in enumerate(STAGE_SIZES[depth] if isinstance(depth, int) else depth):
       mid = 64 * 2**i
       layer = []
       for j in range(blocks):
