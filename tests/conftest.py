@@ -1,6 +1,8 @@
 """Shared test fixtures. The test process simulates 8 CPU devices (see tests/README.md)."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # LLVM at -O1 instead of -O2 (before jax starts; child processes inherit it): the suite's
@@ -12,6 +14,17 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=1"]
   ).strip()
+
+# One XLA compilation cache for the whole run: both xdist workers and every child process
+# (they inherit the environment) reuse what another already compiled. Most programs here
+# compile in under a second, below jax's default threshold, so every one is kept. Made
+# fresh per run and removed at its end, so a run's time never depends on an earlier one;
+# a cache directory already set is used as it is (e.g. to keep one between runs).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="involution-jax-xla-")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
