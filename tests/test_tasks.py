@@ -5,9 +5,15 @@ import json
 import jax
 import numpy as np
 import pytest
-from helpers import load_config, losses_on_one_batch
+from helpers import (
+  coco_ap_of_checkpoint,
+  load_config,
+  losses_on_one_batch,
+  save_random_checkpoint,
+)
 
 from involution_jax import checkpoints, tasks, weights
+from involution_jax.evaluator import evaluate_weights
 from involution_jax.models import segmentation
 from involution_jax.trainer import train_and_evaluate
 
@@ -68,11 +74,26 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
   assert np.isfinite(metrics["train_loss"]) and metrics["steps"] == 3
 
 
-# Over 20 s: RetinaNet's train and evaluation programs compile.
+# Over 20 s: RetinaNet's train and evaluation programs compile, and its forward pass again.
 def test_detection_trains_and_reports_coco_ap(tmp_path, pycocotools):
-  metrics = train_and_evaluate(load_config("digitscenes_det", "conv", **SMALL), str(tmp_path))
-  assert 0 <= metrics["test_ap"] <= metrics["test_ap50"] <= 1
+  config = load_config("digitscenes_det", "conv", **SMALL)
+  metrics = train_and_evaluate(config, str(tmp_path / "run"))
   assert {"train_cls_loss", "train_box_loss"} <= set(metrics)
+  reference = coco_ap_of_checkpoint(str(tmp_path / "run"), config)
+  assert metrics["test_detections"] == reference["detections"]  # 3 steps: maybe none yet
+  assert metrics["test_ap"] == pytest.approx(reference["ap"], rel=1e-6, abs=1e-12)
+  assert metrics["test_ap50"] == pytest.approx(reference["ap50"], rel=1e-6, abs=1e-12)
+
+  # The same evaluation on weights that detect: class bias 0, so sigmoid scores ~0.5.
+  def confident(variables):
+    variables["params"]["bbox_head"]["retina_cls"]["bias"][:] = 0.0
+
+  save_random_checkpoint(str(tmp_path / "random"), config=config, edit=confident)
+  metrics = evaluate_weights(config, str(tmp_path / "random"), quiet=True)
+  reference = coco_ap_of_checkpoint(str(tmp_path / "random"), config)
+  assert reference["detections"] > 0 and metrics["detections"] == reference["detections"]
+  assert metrics["ap"] == pytest.approx(reference["ap"], rel=1e-6, abs=1e-12)
+  assert metrics["ap50"] == pytest.approx(reference["ap50"], rel=1e-6, abs=1e-12)
 
 
 def test_unknown_task_is_refused():
