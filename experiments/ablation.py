@@ -51,7 +51,7 @@ def draw(results: dict[str, list[dict]], out: str) -> None:
   figure.savefig(out, dpi=110)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--knobs", default=",".join(KNOBS))
   parser.add_argument(
@@ -60,7 +60,7 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--set", action="append", default=[], help="a config override FIELD=VALUE")
   parser.add_argument("--root", default="runs/ablation", help="the runs' workdirs go here")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   knobs = args.knobs.split(",")
   unknown = [k for k in knobs if k not in KNOBS]
   if unknown or (args.values and len(knobs) != 1):

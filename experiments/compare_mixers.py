@@ -94,7 +94,7 @@ def table(task: str, rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--task", choices=sorted(METRIC), default="charlm")
   parser.add_argument("--mixers", default=",".join(MIXERS))
@@ -102,7 +102,7 @@ def main() -> None:
   parser.add_argument("--set", action="append", default=[], help="a config override FIELD=VALUE")
   parser.add_argument("--root", default="runs/mixers", help="the runs' workdirs go here")
   parser.add_argument("--out", default=None, help="markdown file (default: ROOT/TASK.md)")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   out = args.out or os.path.join(args.root, f"{args.task}.md")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   raw = os.path.splitext(out)[0] + ".json"

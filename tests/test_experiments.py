@@ -1,11 +1,16 @@
-"""The experiment scripts run (smoke runs at tiny sizes): they measure, these tests do not."""
+"""The experiment scripts run (smoke runs at tiny sizes): they measure, these tests do not.
+Their `main(argv)` runs in this process; each script also runs once as a real one."""
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT, python_env
+
+EXPERIMENTS = os.path.join(ROOT, "experiments")
 
 TINY = [
   "num_train_steps=3",
@@ -22,9 +27,23 @@ TINY = [
 ]
 
 
-def _experiment(script: str, args: list[str], cwd) -> subprocess.CompletedProcess:
+@pytest.fixture
+def experiment(monkeypatch, tmp_path, capsys):
+  """`experiment(name, args)`: experiments/NAME.py's main(args) here, in tmp_path; its
+  standard output."""
+  monkeypatch.syspath_prepend(EXPERIMENTS)
+  monkeypatch.chdir(tmp_path)
+
+  def run(name: str, args: list[str]) -> str:
+    importlib.import_module(name).main(args)
+    return capsys.readouterr().out
+
+  return run
+
+
+def _real_process(script: str, args: list[str], cwd) -> subprocess.CompletedProcess:
   return subprocess.run(
-    [sys.executable, os.path.join(ROOT, "experiments", script), *args],
+    [sys.executable, os.path.join(EXPERIMENTS, script), *args],
     capture_output=True,
     text=True,
     timeout=600,
@@ -33,35 +52,33 @@ def _experiment(script: str, args: list[str], cwd) -> subprocess.CompletedProces
   )
 
 
-# Over 20 s: the script in its own process three times, training three tiny language models.
-def test_compare_mixers_writes_its_table_and_resumes(tmp_path):
+# Over 20 s: three tiny language models train.
+def test_compare_mixers_writes_its_table_and_resumes(tmp_path, experiment):
   flags = [w for item in TINY for w in ("--set", item)]
   base = ["--task", "charlm", "--root", str(tmp_path), *flags]
-  done = _experiment("compare_mixers.py", [*base, "--mixers", "conv,involution"], tmp_path)
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert "| conv |" in done.stdout and "| involution |" in done.stdout
+  out = experiment("compare_mixers", [*base, "--mixers", "conv,involution"])
+  assert "| conv |" in out and "| involution |" in out
   rows = json.loads((tmp_path / "charlm.json").read_text())
   assert [r["mixer"] for r in rows] == ["conv", "involution"]
   assert all(0 < r["test_bits_per_byte"] < 9 and r["params"] > 0 for r in rows)
   assert (tmp_path / "charlm.md").read_text().startswith("| mixer | params |")
 
   # A second call keeps the rows it has and runs only the missing (mixer, seed) pairs.
-  again = _experiment("compare_mixers.py", [*base, "--mixers", "conv", "--seeds", "0,1"], tmp_path)
-  assert again.returncode == 0, again.stderr[-3000:]
+  again = experiment("compare_mixers", [*base, "--mixers", "conv", "--seeds", "0,1"])
   rows_again = json.loads((tmp_path / "charlm.json").read_text())
   assert rows_again[:2] == rows
   assert [(r["mixer"], r["seed"]) for r in rows_again[2:]] == [("conv", 1)]
-  assert "2 seed(s) (0, 1)" in again.stdout
+  assert "2 seed(s) (0, 1)" in again
 
-  # Rows made under other overrides are never mixed into one table.
-  other = _experiment("compare_mixers.py", [*base, "--set", "learning_rate=0.1"], tmp_path)
+  # Rows made under other overrides are never mixed into one table (as a real script).
+  other = _real_process("compare_mixers.py", [*base, "--set", "learning_rate=0.1"], tmp_path)
   assert other.returncode == 2 and "other --set overrides" in other.stderr
 
 
-# Over 20 s: the script in its own process, training two tiny language models.
+# Over 20 s: two tiny language models train, in a real process of the script.
 def test_ablation_writes_its_table_and_picture(tmp_path):
   flags = [w for item in TINY if "kernel_sizes" not in item for w in ("--set", item)]
-  done = _experiment(
+  done = _real_process(
     "ablation.py",
     ["--knobs", "kernel_size", "--values", "3,5", "--root", str(tmp_path), *flags],
     tmp_path,
@@ -73,17 +90,14 @@ def test_ablation_writes_its_table_and_picture(tmp_path):
   assert (tmp_path / "ablation.png").stat().st_size > 0
 
 
-# Over 20 s: the script in its own process, training two tiny language models.
-def test_ablation_trains_a_knob_at_its_default_value_once(tmp_path):
+# Over 20 s: two tiny language models train.
+def test_ablation_trains_a_knob_at_its_default_value_once(tmp_path, experiment):
   """group_channels=8 is TINY's own value: the same run as the defaults, trained once
   under <root>/default and reused for every knob that hits it."""
   flags = [w for item in TINY for w in ("--set", item)]
-  done = _experiment(
-    "ablation.py",
-    ["--knobs", "group_channels", "--values", "8,4", "--root", str(tmp_path), *flags],
-    tmp_path,
+  experiment(
+    "ablation", ["--knobs", "group_channels", "--values", "8,4", "--root", str(tmp_path), *flags]
   )
-  assert done.returncode == 0, done.stderr[-3000:]
   assert (tmp_path / "default").is_dir() and (tmp_path / "group_channels_4").is_dir()
   assert not (tmp_path / "group_channels_8").exists()
   rows = json.loads((tmp_path / "ablation.json").read_text())["group_channels"]
