@@ -146,18 +146,13 @@ def test_remat_policies_give_the_same_gradients():
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3))
   labels = jnp.arange(4) % 10
 
+  fields = dict(stage_sizes=(1, 1), stem_width=16, base_width=16, kernel_size=3, group_channels=8)
+  fields.update(stem_pool=False, num_classes=10)
+  init = jax.jit(RedNet(**fields).init, static_argnames="train")
+  variables = init(jax.random.PRNGKey(1), x, train=False)  # the same for every policy
+
   def grads(remat):
-    model = RedNet(
-      stage_sizes=(1, 1),
-      stem_width=16,
-      base_width=16,
-      kernel_size=3,
-      group_channels=8,
-      stem_pool=False,
-      num_classes=10,
-      remat=remat,
-    )
-    variables = model.init(jax.random.PRNGKey(1), x, train=False)
+    model = RedNet(**fields, remat=remat)
 
     def loss(params):
       logits, _ = model.apply(
