@@ -153,6 +153,21 @@ def losses_on_one_batch(config, steps: int, global_batch: int) -> list[float]:
   return losses
 
 
+def checkpoint_on_eval_split(workdir: str, config, dtype=None) -> tuple:
+  """The checkpoint in `workdir` with `config`'s evaluation split, for references computed
+  apart from the evaluator: (model (computing in `dtype`), variables, every record of the
+  split, each record's evaluation example by the config's preprocessing)."""
+  from involution_jax import checkpoints, tasks, weights
+
+  task = tasks.get_task(config)
+  variables, info = checkpoints.load_for_inference(workdir)
+  source = task.dataset(config, config.eval_split).source
+  records = [source[i] for i in range(len(source))]
+  preprocess = task.preprocess(config)
+  examples = [preprocess.eval(r) for r in records]
+  return weights.model_from_info(info, dtype=dtype), variables, records, examples
+
+
 def coco_ap_of_checkpoint(workdir: str, config) -> dict:
   """COCO AP of the checkpoint in `workdir` on `config`'s evaluation scenes, apart from
   the trainer's evaluator: one jitted forward pass over every scene at once (unsharded,
@@ -164,15 +179,9 @@ def coco_ap_of_checkpoint(workdir: str, config) -> dict:
   from pycocotools.coco import COCO
   from pycocotools.cocoeval import COCOeval
 
-  from involution_jax import checkpoints, tasks, weights
   from involution_jax.models import detection, rcnn
 
-  task = tasks.get_task(config)
-  variables, info = checkpoints.load_for_inference(workdir)
-  model = weights.model_from_info(info)
-  dataset = task.dataset(config, config.eval_split)
-  records = [dataset.source[i] for i in range(len(dataset.source))]
-  examples = [task.preprocess(config).eval(r) for r in records]
+  model, variables, records, examples = checkpoint_on_eval_split(workdir, config)
   x = np.stack([e["image"] for e in examples])
 
   def forward(variables, x):
@@ -206,7 +215,7 @@ def coco_ap_of_checkpoint(workdir: str, config) -> dict:
       found.append(dict(image_id=i, category_id=category, bbox=[x1, y1, x2 - x1, y2 - y1]))
       found[-1].update(score=score, **({"segmentation": rle(planes[j])} if "masks" in out else {}))
   ground = COCO()
-  categories = [dict(id=k, name=str(k)) for k in range(len(dataset.class_names))]
+  categories = [dict(id=k, name=str(k)) for k in range(model.num_classes)]
   ground.dataset = dict(images=images, annotations=truth, categories=categories)
   ground.createIndex()
   results = dict(detections=len(found))

@@ -6,13 +6,14 @@ import jax
 import numpy as np
 import pytest
 from helpers import (
+  checkpoint_on_eval_split,
   coco_ap_of_checkpoint,
   load_config,
   losses_on_one_batch,
   save_random_checkpoint,
 )
 
-from involution_jax import checkpoints, tasks, weights
+from involution_jax import tasks
 from involution_jax.evaluator import evaluate_weights
 from involution_jax.models import segmentation
 from involution_jax.trainer import train_and_evaluate
@@ -45,12 +46,7 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
   assert set(saved["test_per_class_iou"]) == {"background", *map(str, range(10))}
   # The same numbers from the checkpoint's predictions on the 16 scenes, counted in NumPy.
   config = load_config("digitscenes_seg", "conv", **SMALL)
-  task = tasks.get_task(config)
-  variables, info = checkpoints.load_for_inference(str(tmp_path))
-  model = weights.model_from_info(info)
-  scenes = task.dataset(config, config.eval_split).source
-  preprocess = task.preprocess(config)
-  examples = [preprocess.eval(scenes[i]) for i in range(len(scenes))]
+  model, variables, _, examples = checkpoint_on_eval_split(str(tmp_path), config)
   x = np.stack([e["image"] for e in examples])
   truth = np.stack([e["mask"] for e in examples]).astype(np.int64)
   resized = jax.jit(

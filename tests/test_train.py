@@ -14,10 +14,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import ROOT, python_env, run, tiny_digits_config, tiny_flags, train_command
+from helpers import (
+  ROOT,
+  checkpoint_on_eval_split,
+  python_env,
+  run,
+  tiny_digits_config,
+  tiny_flags,
+  train_command,
+)
 from PIL import Image
 
-from involution_jax import checkpoints, curves, sharding, tasks, train, train_step, weights
+from involution_jax import checkpoints, curves, sharding, tasks, train, train_step
 from involution_jax.data import pipeline
 from involution_jax.evaluator import evaluate_weights
 from involution_jax.trainer import build_programs, train_and_evaluate
@@ -43,14 +51,9 @@ def _reference_accuracy(workdir: str, config, tie: float = 1e-4) -> tuple[float,
   NumPy's ranking against the labels; then the fraction of examples whose top-1 or top-5
   is a near tie (logits within `tie`), which another compilation (the trainer's is sharded
   over 8 devices) may order otherwise."""
-  variables, info = checkpoints.load_for_inference(workdir)
-  task = tasks.get_task(config)
-  test = task.dataset(config, config.eval_split)
-  prep = weights.preprocess_from_info(info)
-  examples = [prep.eval(test.source[i]) for i in range(len(test.source))]
-  x = np.stack([e["image"] for e in examples])
   dtype = jnp.bfloat16 if config.get("half_precision") else None
-  model = weights.model_from_info(info, dtype=dtype)
+  model, variables, _, examples = checkpoint_on_eval_split(workdir, config, dtype)
+  x = np.stack([e["image"] for e in examples])
   logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
   ranked = np.argsort(-logits, axis=1, kind="stable")
   ordered = np.take_along_axis(logits, ranked, 1)
