@@ -122,7 +122,7 @@ def dry_run(
     data=data_line,
   )
   for name, fn, args in (
-    ("train_step", programs.train_step, (state, train_batch)),
+    ("train_step", programs.train_step, (state, train_batch, jax.ShapeDtypeStruct((), np.float32))),
     ("eval_step", programs.eval_step, (state.variables(), eval_batch)),
   ):
     traced = fn.trace(*args)

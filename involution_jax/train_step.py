@@ -1,7 +1,9 @@
 """The pure training step and what it needs: model from config, schedule, optimiser, state.
 
-The step is a plain function of (state, batch) around a task's loss (see
-`tasks.py`); `trainer.py` jits it with shardings on a device mesh. BatchNorm
+The step is a plain function of (state, batch, learning rate) around a task's loss
+(see `tasks.py`); `trainer.py` jits it with shardings on a device mesh. The
+learning rate is an input, not a constant of the program, so one compiled step
+serves every schedule and run length (and XLA's compilation cache shares it). BatchNorm
 statistics are computed over the whole (global) batch under jit, i.e.
 synchronised across devices.
 """
@@ -17,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from involution_jax.models import create_model
@@ -74,19 +77,30 @@ def learning_rate_schedule(
   return optax.join_schedules([optax.linear_schedule(start, lr, warmup), decay], [warmup])
 
 
-def optimizer(
-  config: ml_collections.ConfigDict, schedule: optax.Schedule
-) -> optax.GradientTransformation:
+def learning_rates(schedule: optax.Schedule, total_steps: int) -> np.ndarray:
+  """(total_steps,) float32: entry i is the learning rate of step i + 1 (the schedule at i)."""
+  return np.asarray(jax.jit(jax.vmap(schedule))(jnp.arange(total_steps)), np.float32)
+
+
+def _unit_rate(count: jax.Array) -> float:
+  """The optimiser's own step size: 1, the learning rate multiplies the update in the step.
+  A schedule (not a constant) so the optimiser state keeps its step count, as before."""
+  return 1.0
+
+
+def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """SGD (Nesterov) with PyTorch-style L2 weight decay on all parameters, or AdamW;
-  gradients clipped to `grad_clip_norm` (global norm) when that is > 0."""
+  gradients clipped to `grad_clip_norm` (global norm) when that is > 0. Its step size
+  is 1: `train_step` multiplies the update by the learning rate (in both optimisers
+  the rate scales the update last, so this is the same update)."""
   name = config.get("optimizer", "sgd")
   if name == "sgd":
     tx = optax.chain(
       optax.add_decayed_weights(config.weight_decay),
-      optax.sgd(schedule, momentum=config.momentum, nesterov=config.get("nesterov", True)),
+      optax.sgd(_unit_rate, momentum=config.momentum, nesterov=config.get("nesterov", True)),
     )
   elif name == "adamw":
-    tx = optax.adamw(schedule, weight_decay=config.weight_decay)
+    tx = optax.adamw(_unit_rate, weight_decay=config.weight_decay)
   else:
     raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adamw'")
   clip = config.get("grad_clip_norm", 0.0)
@@ -122,14 +136,15 @@ def _split_micro_batches(batch: dict, n: int) -> dict:
 def train_step(
   state: TrainState,
   batch: dict,
+  learning_rate: jax.Array,
   *,
   loss_fn,
   tx: optax.GradientTransformation,
-  schedule: optax.Schedule,
   accumulation_steps: int = 1,
   seed: int = 0,
 ) -> tuple[TrainState, dict]:
-  """One optimiser update on `batch` (a dict with at least "valid").
+  """One optimiser update on `batch` (a dict with at least "valid") at `learning_rate`
+  (a float32 scalar; `tx` from `optimizer`, whose own step size is 1).
 
   `loss_fn(variables, batch, rng) -> (loss, (new batch_stats, metrics))` is the
   task's train-mode loss; `rng` (dropout) is derived from `seed` and the step,
@@ -167,6 +182,7 @@ def train_step(
     loss = loss / accumulation_steps
     metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(lambda u: (learning_rate * u).astype(u.dtype), updates)
   new_state = TrainState(
     step=state.step + 1,
     params=optax.apply_updates(state.params, updates),
@@ -182,19 +198,19 @@ def train_step(
   return new_state, dict(
     metrics,
     loss=loss,
-    learning_rate=schedule(state.step),
+    learning_rate=learning_rate,
     finite=finite,
     valid=jnp.sum(batch["valid"]),
   )
 
 
-def bind_train_step(loss_fn, tx, schedule, config) -> Callable:
-  """`train_step` with the task's loss, the optimiser and the config's settings bound."""
+def bind_train_step(loss_fn, tx, config) -> Callable:
+  """`train_step` with the task's loss, the optimiser and the config's settings bound:
+  (state, batch, learning_rate) -> (state, metrics)."""
   return functools.partial(
     train_step,
     loss_fn=loss_fn,
     tx=tx,
-    schedule=schedule,
     accumulation_steps=config.get("grad_accum_steps", 1),
     seed=config.seed,
   )

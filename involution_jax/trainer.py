@@ -39,9 +39,10 @@ class Programs:
 
   model: nn.Module
   init: Callable  # rng -> TrainState, replicated
-  train_step: Callable  # (state, batch) -> (state, metrics); the state is donated
+  train_step: Callable  # (state, batch, learning_rate) -> (state, metrics); state donated
   eval_step: Callable  # (variables, batch) -> the task's per-batch outputs
   abstract_state: train_step.TrainState  # jax.ShapeDtypeStruct leaves, with shardings
+  schedule: Callable  # step (from 0) -> the learning rate of the step after it
 
 
 def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -60,11 +61,12 @@ def build_programs(
   mesh: jax.sharding.Mesh,
 ) -> Programs:
   """The configured model, optimiser and schedule, and the functions a run jits:
-  state replicated, batches split over the mesh's "data" axis."""
+  state replicated, batches split over the mesh's "data" axis, the learning rate an
+  input (so the train step does not depend on the schedule or the run's length)."""
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   model = train_step.model_from_config(config, num_classes)
   schedule = train_step.learning_rate_schedule(config, total_steps, steps_per_epoch)
-  tx = train_step.optimizer(config, schedule)
+  tx = train_step.optimizer(config)
   shape = task.input_shape(config)
   init = jax.jit(
     lambda rng: train_step.init_state(model, tx, rng, shape, task.input_dtype),
@@ -75,13 +77,13 @@ def build_programs(
     jax.eval_shape(init, jax.random.PRNGKey(0)),
   )
   step = jax.jit(
-    train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config),
-    in_shardings=(replicated, batch_sharding),
+    train_step.bind_train_step(task.loss_fn(model, config), tx, config),
+    in_shardings=(replicated, batch_sharding, replicated),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
   )
   eval_step = make_eval_step(task, model, replicated, batch_sharding)
-  return Programs(model, init, step, eval_step, abstract)
+  return Programs(model, init, step, eval_step, abstract, schedule)
 
 
 def _listed(paths: list[str], most: int = 8) -> str:
@@ -192,6 +194,7 @@ def train_and_evaluate(
     start_step = int(state.step)
 
     step_fn, eval_fn = programs.train_step, programs.eval_step
+    rates = train_step.learning_rates(programs.schedule, total_steps)
     writer = None
     if main_process:
       writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -254,7 +257,7 @@ def train_and_evaluate(
       index = local.pop("index")
       unreadable_files.update(index[local["valid"] == 0].tolist())
       batch = sharding.global_batch(local, batch_sharding)
-      state, metrics = step_fn(state, batch)
+      state, metrics = step_fn(state, batch, rates[step - 1])
       if pending is not None:  # one step behind: keeps the device busy while we check
         history.append(check_finite(step - 1, pending))
       pending = metrics

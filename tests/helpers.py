@@ -125,32 +125,31 @@ def paddle_state(state) -> dict:
   return out
 
 
-def losses_on_one_batch(config, steps: int, global_batch: int) -> list[float]:
-  """The losses of `steps` training steps of `config`'s task, at a constant learning rate,
-  all on its first training batch of `global_batch` examples."""
+def metrics_on_one_batch(config, steps: int, global_batch: int) -> list[dict]:
+  """The metrics of `steps` training steps of `config`'s task, the trainer's own programs
+  at its constant learning rate, all on its first training batch of `global_batch`
+  examples. A trainer run of the same config and batch size compiles the same step."""
   import jax
-  import optax
 
-  from involution_jax import tasks, train_step
+  from involution_jax import sharding, tasks
   from involution_jax.data import pipeline
+  from involution_jax.trainer import build_programs
 
   task = tasks.get_task(config)
   dataset = task.dataset(config, "train")
-  model = train_step.model_from_config(config, dataset.num_classes)
-  schedule = optax.constant_schedule(config.learning_rate)
-  tx = train_step.optimizer(config, schedule)
-  state = jax.jit(
-    lambda: train_step.init_state(model, tx, jax.random.PRNGKey(0), task.input_shape(config))
-  )()
-  step = jax.jit(train_step.bind_train_step(task.loss_fn(model, config), tx, schedule, config))
-  batch = next(
+  mesh = sharding.data_mesh()
+  programs = build_programs(config, task, dataset.num_classes, steps, steps, mesh)
+  state = programs.init(jax.random.PRNGKey(config.seed))
+  local = next(
     pipeline.train_iterator(dataset, task.preprocess(config), global_batch=global_batch, seed=0)
   )
-  losses = []
+  local.pop("index")
+  batch = sharding.global_batch(local, sharding.batch_sharded(mesh))
+  history = []
   for _ in range(steps):
-    state, metrics = step(state, batch)
-    losses.append(float(metrics["loss"]))
-  return losses
+    state, metrics = programs.train_step(state, batch, np.float32(config.learning_rate))
+    history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+  return history
 
 
 def checkpoint_on_eval_split(workdir: str, config, dtype=None) -> tuple:

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import coco_ap_of_checkpoint, load_config, losses_on_one_batch
+from helpers import coco_ap_of_checkpoint, load_config, metrics_on_one_batch
 from PIL import Image
 
 from involution_jax.data import coco, dense
@@ -186,7 +186,7 @@ SMALL = dict(
 @pytest.mark.parametrize("variant", ["mask_conv", "mask_inv_softmax"])
 def test_steps_on_a_batch_lower_the_loss(variant):
   config = load_config("digitscenes_rcnn", variant, learning_rate=0.005)
-  losses = losses_on_one_batch(config, steps=10, global_batch=8)
+  losses = [m["loss"] for m in metrics_on_one_batch(config, steps=10, global_batch=8)]
   assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
 
 

@@ -238,8 +238,7 @@ class _Linear(nn.Module):
 def test_gradient_accumulation_equals_the_full_batch():
   model = _Linear()
   config = tiny_digits_config(label_smoothing=0.1)
-  schedule = train_step.learning_rate_schedule(config, 10, 5)
-  tx = train_step.optimizer(config, schedule)
+  tx = train_step.optimizer(config)
   state = train_step.init_state(model, tx, jax.random.PRNGKey(0), (4, 4, 3))
   rng = np.random.default_rng(0)
   batch = dict(
@@ -249,9 +248,7 @@ def test_gradient_accumulation_equals_the_full_batch():
   )
   loss_fn = tasks.Classification().loss_fn(model, config)
   step = lambda n: jax.jit(
-    lambda s, b: train_step.train_step(
-      s, b, loss_fn=loss_fn, tx=tx, schedule=schedule, accumulation_steps=n
-    )
+    lambda s, b: train_step.train_step(s, b, 0.1, loss_fn=loss_fn, tx=tx, accumulation_steps=n)
   )(state, batch)
   (full, m1), (accumulated, m4) = step(1), step(4)
   np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-6)
@@ -353,7 +350,7 @@ def _train_step_hlo(config) -> str:
   programs = build_programs(config, task, dataset.num_classes, 4, 10, sharding.data_mesh())
   batch = next(pipeline.train_iterator(dataset, task.preprocess(config), global_batch=16, seed=0))
   batch.pop("index")
-  return programs.train_step.lower(programs.abstract_state, batch).as_text()
+  return programs.train_step.lower(programs.abstract_state, batch, np.float32(0.1)).as_text()
 
 
 # Over 20 s: a training run in bfloat16, then both train steps lowered.

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import load_config, losses_on_one_batch
+from helpers import load_config, metrics_on_one_batch
 
 from involution_jax import tasks, train_step
 from involution_jax.data import pipeline
@@ -93,5 +93,5 @@ def test_the_auxiliary_loss_is_weighed_in():
 # Over 20 s: UPerNet's train step compiles, then 8 steps so that the loss must fall.
 def test_training_steps_lower_the_loss():
   config = load_config("digitscenes_upernet", num_train_scenes=32, num_eval_scenes=8)
-  losses = losses_on_one_batch(config, steps=8, global_batch=8)
+  losses = [m["loss"] for m in metrics_on_one_batch(config, steps=8, global_batch=8)]
   assert all(np.isfinite(losses)) and losses[-1] < 0.9 * min(losses[:3]), losses
