@@ -9,11 +9,13 @@ import time
 
 import jax
 import numpy as np
-from helpers import ROOT, python_env, run, tiny_flags, train_command
+from helpers import ROOT, python_env, tiny_digits_config, tiny_flags, train_command
 
 from involution_jax import checkpoints
+from involution_jax.trainer import train_and_evaluate
 
-FLAGS = tiny_flags(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=3)
+STEPS = dict(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=3)
+FLAGS = tiny_flags(**STEPS)
 
 
 def _free_port() -> int:
@@ -54,12 +56,14 @@ def _launch(workdir, *extra, processes=2, devices=2, heartbeat=100):
   ]
 
 
-# Over 20 s: three training processes (one alone, two together).
+# Over 20 s: two training processes together, and one run here on as many devices.
 def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
-  result = run(train_command(single, *FLAGS), devices=4)
-  assert result.returncode == 0, result.stderr[-3000:]
   procs = _launch(multi, *FLAGS)
+  four = jax.make_mesh(
+    (4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4]
+  )
+  train_and_evaluate(tiny_digits_config(**STEPS), single, mesh=four)
   outputs = [p.wait(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outputs):
     assert p.popen.returncode == 0, err[-3000:]
