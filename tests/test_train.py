@@ -177,13 +177,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   assert [r["step"] for r in curves.read(killed) if "train" in r] == list(range(3, steps + 1, 3))
 
 
-# Over 20 s: a training run through the command's main.
+# Over 20 s: a training run through the command's main (of the wider model that
+# tests/test_failures.py also trains, so the two share its compiled steps).
 def test_command_line_overrides(tmp_path, capsys):
-  flags = [*tiny_flags(num_train_steps=2), "--config.model_kwargs.kernel_size=5"]
+  flags = [*tiny_flags(num_train_steps=2), "--config.model_kwargs.base_width=32"]
   assert train.main(["--config", "default", "--workdir", str(tmp_path), *flags]) == 0
   assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 2
   _, info = checkpoints.load_for_inference(str(tmp_path))
-  assert info["model_kwargs"]["kernel_size"] == 5
+  assert info["model_kwargs"]["base_width"] == 32 != tiny_digits_config().model_kwargs.base_width
   out = capsys.readouterr().out
   assert "test_accuracy" in out and str(tmp_path / "checkpoints") in out
   assert train.main(["--workdir", str(tmp_path / "bad"), "--config.no_such_field=1"]) == 1
