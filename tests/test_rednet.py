@@ -34,6 +34,14 @@ def test_parameter_counts_equal_official(depth):
   assert count_params(shapes(RedNet(depth, stem_kernel_size=7))["params"]) == OFFICIAL[depth] + 720
 
 
+@pytest.fixture(scope="module")
+def rednet26_backbone():
+  """RedNet-26's stages and random variables (their shapes do not depend on the input's)."""
+  model = rednet26(features_only=True)
+  x = jnp.zeros((1, 32, 32, 3))
+  return model, jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(1), x, train=False)
+
+
 # Over 20 s: a RedNet forward compiles per stage layout and size.
 @pytest.mark.parametrize(
   "size,stages",
@@ -43,10 +51,9 @@ def test_parameter_counts_equal_official(depth):
     ((97, 131), [(25, 33), (13, 17), (7, 9), (4, 5)]),
   ],
 )
-def test_backbone_stages_and_odd_sizes(size, stages):
-  model = rednet26(features_only=True)
+def test_backbone_stages_and_odd_sizes(size, stages, rednet26_backbone):
+  model, variables = rednet26_backbone
   x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 3))
-  variables = jax.jit(model.init, static_argnames="train")(jax.random.PRNGKey(1), x, train=False)
   outs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   assert len(outs) == 4
   for out, hw, channels in zip(outs, stages, (256, 512, 1024, 2048)):
