@@ -6,15 +6,20 @@ over it, the train state is replicated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 
-def data_mesh() -> jax.sharding.Mesh:
-  """All devices of all processes on one axis, "data"."""
-  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """`devices` (default: all devices of all processes) on one axis, "data"."""
+  count = jax.device_count() if devices is None else len(devices)
+  return jax.make_mesh(
+    (count,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+  )
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from helpers import ROOT, python_env, tiny_digits_config, tiny_flags, train_command
 
-from involution_jax import checkpoints
+from involution_jax import checkpoints, sharding
 from involution_jax.trainer import train_and_evaluate
 
 STEPS = dict(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=3)
@@ -60,9 +60,7 @@ def _launch(workdir, *extra, processes=2, devices=2, heartbeat=100):
 def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
   procs = _launch(multi, *FLAGS)
-  four = jax.make_mesh(
-    (4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4]
-  )
+  four = sharding.data_mesh(jax.devices()[:4])
   train_and_evaluate(tiny_digits_config(**STEPS), single, mesh=four)
   outputs = [p.wait(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outputs):

@@ -100,10 +100,7 @@ def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
 # Over 20 s: two training runs, on one device and on eight.
 def test_one_and_eight_devices_train_the_same(tmp_path):
   config = tiny_digits_config(num_train_steps=3, checkpoint_every_steps=3)
-  one = jax.make_mesh(
-    (1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1]
-  )
-  train_and_evaluate(config, str(tmp_path / "one"), mesh=one)
+  train_and_evaluate(config, str(tmp_path / "one"), mesh=sharding.data_mesh(jax.devices()[:1]))
   train_and_evaluate(config, str(tmp_path / "eight"))
   a, b = _params(tmp_path / "one"), _params(tmp_path / "eight")
   initial = train_step.init_state(
