@@ -42,11 +42,11 @@ def test_steps_on_a_batch_lower_the_loss(name, neck):
 
 # Over 20 s: Semantic FPN's train and evaluation programs compile.
 def test_segmentation_trains_and_reports_miou(tmp_path):
-  metrics = train_and_evaluate(load_config("digitscenes_seg", "involution", **SMALL), str(tmp_path))
+  config = load_config("digitscenes_seg", "involution", **SMALL)
+  metrics = train_and_evaluate(config, str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
   assert set(saved["test_per_class_iou"]) == {"background", *map(str, range(10))}
   # The same numbers from the checkpoint's predictions on the 16 scenes, counted in NumPy.
-  config = load_config("digitscenes_seg", "involution", **SMALL)
   model, variables, _, examples = checkpoint_on_eval_split(str(tmp_path), config)
   x = np.stack([e["image"] for e in examples])
   truth = np.stack([e["mask"] for e in examples]).astype(np.int64)
