@@ -62,9 +62,16 @@ def evaluate(
   return results
 
 
-def evaluate_weights(config: ml_collections.ConfigDict, weights: str, quiet: bool = False) -> dict:
+def evaluate_weights(
+  config: ml_collections.ConfigDict,
+  weights: str,
+  quiet: bool = False,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+) -> dict:
   """Scores `weights` on `config.dataset` / `config.eval_split` with the config's input;
-  `quiet`: no progress bars."""
+  `quiet`: no progress bars. `mesh`: a 1-D mesh with axis "data" (default: every device
+  of every process)."""
   task = get_task(config)
   variables, info = load_weights(weights, quiet=quiet or jax.process_index() != 0)
   dataset = task.dataset(config, config.eval_split)
@@ -79,12 +86,11 @@ def evaluate_weights(config: ml_collections.ConfigDict, weights: str, quiet: boo
       f"({len(info.get('vocabulary', []))} words, SHA-256 {info['vocabulary_sha256'][:12]}... "
       f"vs {vocabulary[:12]}...): its word ids would mean other words"
     )
-  if config.eval_batch_size % jax.device_count():
+  mesh = mesh or sharding.data_mesh()
+  if config.eval_batch_size % mesh.size:
     raise ValueError(
-      f"eval_batch_size={config.eval_batch_size} must be divisible by the "
-      f"{jax.device_count()} device(s)"
+      f"eval_batch_size={config.eval_batch_size} must be divisible by the {mesh.size} device(s)"
     )
-  mesh = sharding.data_mesh()
   replicated = sharding.replicated(mesh)
   batch_sharding = sharding.batch_sharded(mesh)
   model = model_from_info(info)

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import coco_ap_of_checkpoint, load_config, metrics_on_one_batch
+from helpers import coco_ap_of_checkpoint, load_config, metrics_on_one_batch, one_device_mesh
 from PIL import Image
 
 from involution_jax.data import coco, dense
@@ -194,7 +194,7 @@ def test_steps_on_a_batch_lower_the_loss(variant):
 # forward pass again for the reference.
 def test_mask_rcnn_trains_and_reports_box_and_mask_ap(tmp_path, pycocotools):
   config = load_config("digitscenes_rcnn", "mask_conv", **SMALL)
-  metrics = train_and_evaluate(config, str(tmp_path))
+  metrics = train_and_evaluate(config, str(tmp_path), mesh=one_device_mesh())
   assert {"train_rpn_cls_loss", "train_mask_loss"} <= set(metrics)
   assert metrics["steps"] == 2 and np.isfinite(metrics["train_loss"])
   reference = coco_ap_of_checkpoint(str(tmp_path), config)

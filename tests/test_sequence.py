@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import load_config
+from helpers import load_config, one_device_mesh
 
 from involution_jax.data import text
 from involution_jax.models.mixers import MIXERS, DynamicConv
@@ -175,7 +175,7 @@ def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path):
     learning_rate=3e-3,
     warmup_epochs=0.0,
   )
-  metrics = train_and_evaluate(config, str(tmp_path))
+  metrics = train_and_evaluate(config, str(tmp_path), mesh=one_device_mesh())
   from involution_jax import curves
 
   losses = [r["train"]["loss"] for r in curves.read(str(tmp_path)) if "train" in r]

@@ -10,6 +10,7 @@ from helpers import (
   coco_ap_of_checkpoint,
   load_config,
   metrics_on_one_batch,
+  one_device_mesh,
   save_random_checkpoint,
 )
 
@@ -43,7 +44,7 @@ def test_steps_on_a_batch_lower_the_loss(name, neck):
 # Over 20 s: Semantic FPN's train and evaluation programs compile.
 def test_segmentation_trains_and_reports_miou(tmp_path):
   config = load_config("digitscenes_seg", "involution", **SMALL)
-  metrics = train_and_evaluate(config, str(tmp_path))
+  metrics = train_and_evaluate(config, str(tmp_path), mesh=one_device_mesh())
   saved = json.loads((tmp_path / "metrics.json").read_text())
   assert set(saved["test_per_class_iou"]) == {"background", *map(str, range(10))}
   # The same numbers from the checkpoint's predictions on the 16 scenes, counted in NumPy.
@@ -61,7 +62,8 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
   tp, union = np.diag(matrix), matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
   iou = tp[union > 0] / union[union > 0]
   # Pixels whose two best logits are within 1e-4 may go either way in another compilation
-  # (the trainer's is sharded): each moves at most two classes' IoU by 1 / their union.
+  # (the trainer's evaluation step is another program): each moves at most two classes'
+  # IoU by 1 / their union.
   ties = int(np.sum((scores[..., -1] - scores[..., -2] < 1e-4) & labelled))
   assert saved["test_miou"] == pytest.approx(
     iou.mean(), abs=1e-6 + 2 * ties / union[union > 0].min()
@@ -74,7 +76,7 @@ def test_segmentation_trains_and_reports_miou(tmp_path):
 # Over 20 s: RetinaNet's train and evaluation programs compile, and its forward pass again.
 def test_detection_trains_and_reports_coco_ap(tmp_path, pycocotools):
   config = load_config("digitscenes_det", "conv", **SMALL)
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run"), mesh=one_device_mesh())
   assert {"train_cls_loss", "train_box_loss"} <= set(metrics)
   reference = coco_ap_of_checkpoint(str(tmp_path / "run"), config)
   assert metrics["test_detections"] == reference["detections"]  # 3 steps: maybe none yet
@@ -86,7 +88,7 @@ def test_detection_trains_and_reports_coco_ap(tmp_path, pycocotools):
     variables["params"]["bbox_head"]["retina_cls"]["bias"][:] = 0.0
 
   save_random_checkpoint(str(tmp_path / "random"), config=config, edit=confident)
-  metrics = evaluate_weights(config, str(tmp_path / "random"), quiet=True)
+  metrics = evaluate_weights(config, str(tmp_path / "random"), quiet=True, mesh=one_device_mesh())
   reference = coco_ap_of_checkpoint(str(tmp_path / "random"), config)
   assert reference["detections"] > 0 and metrics["detections"] == reference["detections"]
   assert metrics["ap"] == pytest.approx(reference["ap"], rel=1e-6, abs=1e-12)
