@@ -204,9 +204,26 @@ def peer_failed(error: Exception) -> None:
   os._exit(1)
 
 
-def output_folder(path: str, what: str) -> str:
+def refuse_over_inputs(outputs: str | Sequence[str], inputs: Sequence[str]) -> None:
+  """A ValueError when writing one of `outputs` would replace one of `inputs` (the files or
+  folders a command reads): the output is an input (links followed) or a folder holding one.
+  """
+  replaced = {}  # every input and every folder above one -> that input
+  for source in inputs:
+    path = os.path.realpath(source)
+    while path not in replaced:
+      replaced[path] = source
+      path = os.path.dirname(path)
+  for out in [outputs] if isinstance(outputs, str) else outputs:
+    source = replaced.get(os.path.realpath(out))
+    if source is not None:
+      raise ValueError(f"output {out} would replace the input {source}; choose another output")
+
+
+def output_folder(path: str, what: str, inputs: Sequence[str] = ()) -> str:
   """`path` as a folder this process can write (created with its parents), else an
-  OSError naming `what` and the problem."""
+  OSError naming `what` and the problem; never one of `inputs` nor holding one."""
+  refuse_over_inputs(path, inputs)
   if os.path.exists(path) and not os.path.isdir(path):
     raise NotADirectoryError(f"{what} {path} is a file, expected a folder")
   os.makedirs(path, exist_ok=True)
@@ -215,10 +232,17 @@ def output_folder(path: str, what: str) -> str:
   return path
 
 
-def output_file(path: str, overwrite: bool) -> str:
-  """`path` for a new file: its folder created, an existing file kept unless `overwrite`."""
+def output_file(
+  path: str, overwrite: bool, inputs: Sequence[str] = (), default_suffix: str = ""
+) -> str:
+  """The path of a new file: `path`, with `default_suffix` added when it has no suffix (as
+  the writer would add it, so the checks see the file that will be written). Its folder is
+  created; an existing file is kept unless `overwrite`; never one of `inputs`."""
+  if default_suffix and not os.path.splitext(path)[1]:
+    path += default_suffix
   if os.path.isdir(path):
     raise IsADirectoryError(f"output {path} is a folder, expected a file name")
+  refuse_over_inputs(path, inputs)
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
   output_folder(os.path.dirname(os.path.abspath(path)), "output folder")

@@ -22,6 +22,7 @@ checkpoint out to the official layout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -242,6 +243,16 @@ def _replaceable(out_dir: str, overwrite: bool) -> None:
   shutil.rmtree(out_dir)
 
 
+def paths_read(source: str) -> list[str]:
+  """The files or folders `load_weights(source)` reads that exist (a checkpoint source:
+  also its checkpoint root), for commands that must not write over them."""
+  paths = [source] if os.path.exists(source) else []
+  if paths and not source.endswith(OFFICIAL_SUFFIXES):
+    with contextlib.suppress(FileNotFoundError):  # load_weights names what is missing
+      paths.append(checkpoints.find_checkpoint_root(source))
+  return paths
+
+
 def load_weights(source: str, quiet: bool = False) -> tuple[dict, dict]:
   """(variables, model info) from a checkpoint, official weights or a pretrained name.
 
@@ -356,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
   cli.add_quiet_argument(parser)
   args = parser.parse_args(argv)
   fmt = _format_of(args.out, args.format)
+  cli.refuse_over_inputs(args.out, paths_read(args.weights))
   variables, info = load_weights(args.weights, quiet=args.quiet)
   write_weights(variables, info, args.out, fmt, args.overwrite)
   print(

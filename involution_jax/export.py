@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from involution_jax import cli, portability
-from involution_jax.weights import load_weights, model_from_info
+from involution_jax.weights import load_weights, model_from_info, paths_read
 
 METADATA_SUFFIX = ".json"
 
@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
   args = parser.parse_args(argv)
-  cli.output_file(args.out, args.overwrite)
-  cli.output_file(args.out + METADATA_SUFFIX, args.overwrite)
+  inputs = paths_read(args.weights)
+  cli.output_file(args.out, args.overwrite, inputs)
+  cli.output_file(args.out + METADATA_SUFFIX, args.overwrite, inputs)
   platforms = portability.check_platforms(args.platforms.split(",")) if args.platforms else None
   variables, info = load_weights(args.weights)
   exported = export_model(variables, info, platforms)

@@ -7,6 +7,7 @@ grow with the text. The whole generation is one jit-compiled program.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import jax
@@ -30,8 +31,10 @@ def generate_text(
   """`length` bytes of text after `prompt` from the language model `weights` holds."""
   if length < 1:
     raise ValueError(f"--length must be >= 1, got {length}")
-  if temperature < 0 or top_k < 0:
-    raise ValueError(f"--temperature and --top_k must be >= 0, got {temperature} and {top_k}")
+  if not 0 <= temperature < math.inf:  # NaN fails every comparison
+    raise ValueError(f"--temperature must be a finite number >= 0, got {temperature}")
+  if top_k < 0:
+    raise ValueError(f"--top_k must be >= 0, got {top_k}")
   variables, info = load_weights(weights)
   if info.get("task") != "language_model":
     raise ValueError(

@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     ],
   )
   parser.add_argument("workdirs", nargs="+", help="training workdirs")
-  parser.add_argument("--out", default="curves.png", help="output PNG (default: curves.png)")
+  parser.add_argument(
+    "--out",
+    default="curves.png",
+    help="output PNG (default: %(default)s; .png added to a name without a suffix)",
+  )
   parser.add_argument("--title", default=None)
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   args = parser.parse_args(argv)
@@ -35,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if label in runs:
       label = workdir  # same folder names in different places: the paths tell them apart
     runs[label] = curves.read(workdir)
-  out = curves.draw(runs, cli.output_file(args.out, args.overwrite), title=args.title)
+  histories = [curves.history_path(w) for w in args.workdirs]
+  out = cli.output_file(args.out, args.overwrite, inputs=histories, default_suffix=".png")
+  out = curves.draw(runs, out, title=args.title)
   print(f"wrote {os.path.abspath(out)} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
   return 0
 

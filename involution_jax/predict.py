@@ -217,11 +217,35 @@ def format_table(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def drawing_paths(files: Sequence[str], out_dir: str) -> list[str]:
+  """Where each of `files` is drawn: `out_dir`/NAME.png, NAME the file's own name without
+  its suffix, or, for files that would share one, the file's path below the folder all
+  `files` are in, with "-" between folders and "_" before the suffix (`a/x.png` ->
+  `a-x_png.png`). Never one of `files` (a ValueError names it)."""
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+  shared = {s for s in stems if stems.count(s) > 1}
+  top = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if files else ""
+  names = []
+  for f, stem in zip(files, stems):
+    if stem in shared:
+      stem, suffix = os.path.splitext(os.path.relpath(os.path.abspath(f), top))
+      stem = stem.replace(os.sep, "-") + suffix.replace(".", "_")
+    names.append(os.path.join(out_dir, stem + ".png"))
+  drawn = {}
+  for f, name in zip(files, names):
+    if drawn.setdefault(name, os.path.realpath(f)) != os.path.realpath(f):
+      raise ValueError(f"--out-dir: {drawn[name]} and {f} would both be drawn as {name}")
+  cli.refuse_over_inputs(names, files)
+  return names
+
+
 def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str) -> list[str]:
-  """PNGs of the masks or boxes drawn on each readable image; returns their paths."""
+  """PNGs of the masks or boxes drawn on each readable image (named by `drawing_paths`);
+  returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
+  paths = drawing_paths([r["path"] for r in results], out_dir)
   written = []
-  for r in results:
+  for r, out in zip(results, paths):
     if "error" in r or "top" in r:
       continue
     image = np.asarray(read_rgb(r["path"]))
@@ -231,7 +255,6 @@ def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str
       picture = drawing.draw_boxes(
         drawing.overlay_instances(image, r["detections"]), r["detections"]
       )
-    out = os.path.join(out_dir, os.path.splitext(os.path.basename(r["path"]))[0] + ".png")
     Image.fromarray(picture).save(out)
     written.append(out)
   return written
@@ -277,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     "--out-dir",
     default=None,
-    help="segmentation / detection: write PNGs with the predictions drawn",
+    help="segmentation / detection: write PNGs with the predictions drawn (NAME.png for "
+    "NAME.jpg; images that share a name are told apart by their paths)",
   )
   args = parser.parse_args(argv)
   if not 0 <= args.min_score <= 1:
@@ -289,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
   files = image_files(args.images)
   if not files:
     raise FileNotFoundError(f"no image files in {args.images}")
+  if args.out_dir:
+    drawing_paths(files, args.out_dir)  # refused before the model loads
   predictor = Predictor.load(args.weights, args.batch_size, quiet=args.quiet)
   results = predictor.predict(files, args.top_k)
   for r in results:

@@ -25,7 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from involution_jax import cli
-from involution_jax.weights import load_weights, model_from_info, preprocess_from_info
+from involution_jax.weights import load_weights, model_from_info, paths_read, preprocess_from_info
 
 PANEL_INCHES, DPI = 2.5, 100
 
@@ -168,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     default=None,
     help="involution layer path (default: the first); an unknown name lists the available ones",
   )
-  parser.add_argument("--out", default="kernels.png")
+  parser.add_argument(
+    "--out",
+    default="kernels.png",
+    help="output PNG (default: %(default)s; .png added to a name without a suffix)",
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   parser.add_argument("--groups", default="0,1,2,3", help="comma-separated group indices")
   parser.add_argument(
@@ -186,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     groups = [int(g) for g in args.groups.split(",")]
   except ValueError:
     raise ValueError(f"--groups: expected comma-separated integers, got {args.groups!r}") from None
-  cli.output_file(args.out, args.overwrite)
+  args.out = cli.output_file(
+    args.out, args.overwrite, inputs=[args.image, *paths_read(args.weights)], default_suffix=".png"
+  )
   variables, info = load_weights(args.weights)
   preprocess = preprocess_from_info(info)
   example = preprocess.eval({"path": args.image, "label": 0})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import flax.linen as nn
 
 from involution_jax.convert import load_weights as load_weights  # the one loader
+from involution_jax.convert import paths_read as paths_read
 from involution_jax.data.classification import Preprocess
 from involution_jax.data.dense import DensePreprocess
 from involution_jax.models import create_model

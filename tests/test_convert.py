@@ -2,6 +2,8 @@
 
 import os
 import pickle
+import re
+import tracemalloc
 
 import jax
 import jax.numpy as jnp
@@ -195,6 +197,46 @@ def test_pdparams_with_non_numpy_globals_is_refused(tmp_path):
   garbage.write_bytes(b"not a pickle")
   with pytest.raises(ValueError, match="not a readable .pdparams pickle"):
     paddle.load_pdparams(str(garbage))
+
+
+class _Forged:
+  """Pickles as numpy pickles an array, from `args` and `state` of one's choosing."""
+
+  def __init__(self, args, state):
+    self.args, self.state = args, state
+
+  def __reduce__(self):
+    return (np._core.multiarray._reconstruct, self.args, self.state)
+
+
+def test_pdparams_arrays_must_be_plain_numbers_the_file_holds(tmp_path):
+  path = tmp_path / "w.pdparams"
+  weights = {"fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int64(7)}
+  path.write_bytes(pickle.dumps({**weights, paddle.EXTRA_KEY: {"a": "b"}}, protocol=2))
+  loaded = paddle.load_pdparams(str(path))
+  assert type(loaded["fc.weight"]) is np.ndarray and loaded["fc.weight"].dtype == np.float32
+  np.testing.assert_array_equal(loaded["fc.weight"], weights["fc.weight"])
+  assert loaded["step"] == 7 and loaded[paddle.EXTRA_KEY] == {"a": "b"}
+
+  plain = (np.ndarray, (0,), b"b")
+  forged = {  # a few bytes each; refused before numpy allocates what they declare
+    "of dtype object: a weights file holds numbers": np.array([1, "a"], dtype=object),
+    "declares 1000000000 x float32 (4000000000 bytes) but holds 12 bytes": _Forged(
+      plain, (1, (10**9,), np.dtype(np.float32), False, bytes(12))
+    ),
+    "made otherwise than numpy pickles arrays": _Forged(
+      (np.ndarray, (10**10,), b"b"), (1, (1,), np.dtype(np.uint8), False, b"x")
+    ),
+    "shape (-1,)": _Forged(plain, (1, (-1,), np.dtype(np.uint8), False, b"x")),
+  }
+  tracemalloc.start()
+  for message, value in forged.items():
+    path.write_bytes(pickle.dumps({"x": value}, protocol=2))
+    with pytest.raises(paddle.UnsafePickleError, match=re.escape(message)):
+      paddle.load_pdparams(str(path))
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert peak < 10 * 2**20, peak
 
 
 def test_cli_writes_a_checkpoint_that_loads(official, tmp_path, capsys):

@@ -1,6 +1,8 @@
 """Sequence models: every mixer causal, decoding equal to the full pass, generation,
 DynamicConv against a float64 NumPy re-creation of Wu et al.'s formula, byte text."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,6 +194,16 @@ def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path):
     assert generate_tool.main([str(tmp_path), "--prompt", prompt, "--length", "20"]) == 0
     with pytest.raises(ValueError, match="--prompt is empty"):
       generate_tool.generate_text(str(tmp_path), "", 10)
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -0.5])
+def test_generate_refuses_a_temperature_that_is_not_a_finite_number(temperature):
+  from involution_jax import generate as generate_tool
+
+  # Checked before anything loads: these weights do not exist.
+  message = f"--temperature must be a finite number >= 0, got {temperature}"
+  with pytest.raises(ValueError, match=re.escape(message)):
+    generate_tool.generate_text("/nonexistent/run", "x", 10, temperature=temperature)
 
 
 # Over 20 s: writes a random RedNet checkpoint to refuse.
