@@ -1,6 +1,7 @@
 """Sequence models: every mixer causal, decoding equal to the full pass, generation,
 DynamicConv against a float64 NumPy re-creation of Wu et al.'s formula, byte text."""
 
+import os
 import re
 
 import jax
@@ -157,6 +158,22 @@ def test_text_errors_are_clear(tmp_path):
     _model("rnn").init(jax.random.PRNGKey(0), _tokens(), train=False)
   with pytest.raises(ValueError, match="kernel_sizes must be one size >= 1 or 2"):
     _model("conv", kernel_sizes=(3, 5, 7)).init(jax.random.PRNGKey(0), _tokens(), train=False)
+
+
+# A FIFO would block the reader forever and /dev/zero never ends: both are refused by name.
+@pytest.mark.parametrize("special", ["fifo", "zero"])
+def test_a_text_folder_with_a_special_file_is_refused_by_name(tmp_path, special):
+  folder = tmp_path / "corpus"
+  folder.mkdir()
+  (folder / "a.txt").write_text("plain text " * 40)
+  if special == "fifo":
+    os.mkfifo(folder / "b.txt")
+  else:
+    os.symlink("/dev/zero", folder / "b.txt")
+  message = f"{folder / 'b.txt'} is not a regular file (a FIFO, device or socket)"
+  for data_dir in (folder, folder / "b.txt"):
+    with pytest.raises(ValueError, match=re.escape(message)):
+      text.load_text_dataset("textfile", "train", context=8, data_dir=str(data_dir))
 
 
 # Over 20 s: trains 30 steps so that the loss must fall, then generates.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat
 from pydoc_data.topics import topics as pydoc_topics
 
 import numpy as np
@@ -32,6 +33,16 @@ def pydoc_text() -> str:
   return "\n\n".join(pydoc_topics[name] for name in sorted(pydoc_topics))
 
 
+def _read_regular_file(name: str) -> bytes:
+  """The bytes of `name` as it is now (its size when opened, however it grows); a
+  ValueError for what is not a regular file (a FIFO would block, /dev/zero never ends)."""
+  with open(name, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+    status = os.fstat(f.fileno())
+    if not stat.S_ISREG(status.st_mode):
+      raise ValueError(f"{name} is not a regular file (a FIFO, device or socket): not text data")
+    return f.read(status.st_size)
+
+
 def read_text(path: str) -> str:
   """A UTF-8 file, or every file of a folder (recursively, sorted), joined by blank lines."""
   if os.path.isdir(path):
@@ -41,15 +52,14 @@ def read_text(path: str) -> str:
       for name in names
       if not name.startswith(".")
     )
-  elif os.path.isfile(path):
+  elif os.path.exists(path):
     files = [path]
   else:
     raise FileNotFoundError(f"text file or folder not found: {path}")
   parts = []
   for name in files:
     try:
-      with open(name, encoding="utf-8") as f:
-        parts.append(f.read())
+      parts.append(_read_regular_file(name).decode("utf-8"))
     except UnicodeDecodeError as e:
       raise ValueError(f"{name} is not UTF-8 text ({e.reason} at byte {e.start})") from None
   return "\n\n".join(parts)
