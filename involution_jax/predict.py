@@ -98,12 +98,15 @@ class Predictor:
     return cls(*load_weights(weights, quiet=quiet), batch_size=batch_size, quiet=quiet)
 
   def run(self, images: np.ndarray):
-    """Prepared images (N, H, W, 3) -> the task's outputs for each, in fixed-size batches."""
+    """Prepared images (N, H, W, 3) -> the task's outputs for each, in batches of
+    `batch_size`, or of the power of two >= N when that is smaller: memory follows the
+    images, not the flag, and a predictor compiles at most log2(batch_size) + 1 sizes."""
     outs = []
-    starts = range(0, len(images), self.batch_size)
+    batch = min(self.batch_size, 1 << max(len(images) - 1, 0).bit_length())
+    starts = range(0, len(images), batch)
     for start in cli.progress(starts, desc="predict", unit="batch", leave=False, quiet=self.quiet):
-      chunk = images[start : start + self.batch_size]
-      padded = np.zeros((self.batch_size, *chunk.shape[1:]), np.float32)
+      chunk = images[start : start + batch]
+      padded = np.zeros((batch, *chunk.shape[1:]), np.float32)
       padded[: len(chunk)] = chunk
       out = jax.device_get(self._predict(self.variables, jnp.asarray(padded)))
       outs.append(jax.tree.map(lambda a: a[: len(chunk)], out))

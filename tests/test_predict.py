@@ -51,6 +51,20 @@ def test_predictions_match_the_model_and_pad_batches(checkpoint, image_folder):
   assert predictor._predict._cache_size() == 1  # 5 images, batches of 4: one compile
 
 
+def test_batches_follow_the_images_not_the_batch_size(checkpoint, image_folder):
+  """One image with --batch-size 100000 must not allocate 100000 images' worth."""
+  predictor = predict.Predictor.load(checkpoint[0], batch_size=100_000)
+  shapes, forward = [], predictor._predict
+  predictor._predict = lambda v, x: (shapes.append(x.shape[0]), forward(v, x))[1]
+  images = image_folder[1]
+  predictor.classify(images[:1])
+  predictor.classify(images[:3])  # 3 images: a batch of 4, the power of two above
+  assert shapes == [1, 4]
+  predictor.batch_size = 2
+  predictor.classify(images[:3])
+  assert shapes[2:] == [2, 2]
+
+
 def test_cli_reports_the_corrupt_file_and_classifies_the_rest(checkpoint, image_folder, capsys):
   path = checkpoint[0]
   folder, images = image_folder
