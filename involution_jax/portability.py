@@ -8,7 +8,8 @@ StableHLO for them:
 
 - custom calls other than the allowed ones (`ALLOWED_CUSTOM_CALLS`): host
   callbacks (`jax.pure_callback`, `jax.debug.print`), CPU-only kernels
-  registered through `jax.ffi`, ...;
+  registered through `jax.ffi` (but for the CPU itself, this package's own
+  1-D loops, `ops/native.py`), ...;
 - host transfers (send / recv / infeed / outfeed);
 - float64 for TPU, which XLA:TPU does not support.
 
@@ -22,13 +23,16 @@ from collections.abc import Sequence
 
 import jax
 
+from involution_jax.ops.native import TARGETS as NATIVE_TARGETS
+
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
-# Pallas' Triton kernels (the op's method="pallas") on GPUs, and jax.export's checks of
-# symbolic shapes (which jax resolves when an artifact is called); nothing else anywhere.
+# Pallas' Triton kernels (the op's method="pallas") on GPUs, the 1-D C++ loops (what
+# "auto" runs for 1-D on one CPU device) on the CPU, and jax.export's checks of symbolic
+# shapes (which jax resolves when an artifact is called); nothing else anywhere.
 TRITON_CALL = "__gpu$xla.gpu.triton"
 _EVERYWHERE = frozenset({"shape_assertion"})
 ALLOWED_CUSTOM_CALLS = {
-  "cpu": _EVERYWHERE,
+  "cpu": _EVERYWHERE | {target for target, _ in NATIVE_TARGETS.values()},
   "cuda": _EVERYWHERE | {TRITON_CALL},
   "rocm": _EVERYWHERE | {TRITON_CALL},
   "tpu": _EVERYWHERE,

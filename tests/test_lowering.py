@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import load_config, tiny_digits_config
+from helpers import load_config, one_device_mesh, tiny_digits_config
 
 from involution_jax import involution, portability, preflight, train
 
@@ -150,6 +150,13 @@ def test_dry_run_compiles_and_reports_plausible_memory():
   assert memory["arguments"] >= 2 * 4 * report["parameters"] + batch_bytes
   assert 0 < memory["aliased"] <= memory["outputs"]  # the donated state is updated in place
   assert memory["temporaries"] > 0 and report["eval_step"]["arguments"] > 0
+
+
+def test_dry_run_on_one_cpu_device_judges_the_native_1d_loops_it_would_run():
+  config = load_config("charlm", "involution", context=16, batch_size=8, eval_batch_size=8)
+  config.model_kwargs.update(width=16, depth=1, kernel_sizes=(3,), heads=2, group_channels=8)
+  report = preflight.dry_run(config, mesh=one_device_mesh())
+  assert report["devices"] == 1 and report["train_step"]["arguments"] > 0
 
 
 def test_dry_run_checks_the_class_count_against_the_data():

@@ -15,7 +15,7 @@ from jax.test_util import check_grads
 from reference import involution_reference_nd
 from test_ops_nd import CASES_1D, make_inputs
 
-from involution_jax import involution
+from involution_jax import involution, portability
 from involution_jax.ops import native
 
 pytestmark = pytest.mark.skipif(
@@ -56,6 +56,16 @@ def _targets(hlo: str) -> set[str]:
 
 def _lowered(fn, *args) -> str:
   return jax.jit(fn).lower(*args).as_text()
+
+
+def test_the_native_loops_pass_the_portability_check_for_this_cpu():
+  """What `--dry_run` judges on a one-device CPU is what runs there: these loops."""
+  x, kernel, options, _ = make_inputs(CASES_1D[3], np.float32)
+  forward = jax.jit(lambda x, k: involution(x, k, **options))
+  assert _targets(portability.lower_for(forward, [x, kernel]).as_text()) == {
+    native.TARGETS["out"][0]
+  }
+  assert not _targets(portability.lower_for(forward, [x, kernel], "tpu").as_text())
 
 
 def test_auto_lowers_1d_float_on_one_device_to_the_native_loops():
