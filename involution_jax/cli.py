@@ -209,21 +209,27 @@ def refuse_over_inputs(outputs: str | Sequence[str], inputs: Sequence[str]) -> N
   folders a command reads): the output is an input (links followed) or a folder holding one.
   """
   replaced = {}  # every input and every folder above one -> that input
+  files = {}  # (device, inode) of every existing input -> that input: hard links too
   for source in inputs:
     path = os.path.realpath(source)
     while path not in replaced:
       replaced[path] = source
       path = os.path.dirname(path)
+    if os.path.exists(source):
+      status = os.stat(source)
+      files[status.st_dev, status.st_ino] = source
   for out in [outputs] if isinstance(outputs, str) else outputs:
     source = replaced.get(os.path.realpath(out))
+    if source is None and os.path.exists(out):
+      status = os.stat(out)
+      source = files.get((status.st_dev, status.st_ino))
     if source is not None:
       raise ValueError(f"output {out} would replace the input {source}; choose another output")
 
 
-def output_folder(path: str, what: str, inputs: Sequence[str] = ()) -> str:
+def output_folder(path: str, what: str) -> str:
   """`path` as a folder this process can write (created with its parents), else an
-  OSError naming `what` and the problem; never one of `inputs` nor holding one."""
-  refuse_over_inputs(path, inputs)
+  OSError naming `what` and the problem."""
   if os.path.exists(path) and not os.path.isdir(path):
     raise NotADirectoryError(f"{what} {path} is a file, expected a folder")
   os.makedirs(path, exist_ok=True)
@@ -238,8 +244,8 @@ def output_file(
   """The path of a new file: `path`, with `default_suffix` added when it has no suffix (as
   the writer would add it, so the checks see the file that will be written). Its folder is
   created; an existing file is kept unless `overwrite`; never one of `inputs`."""
-  if default_suffix and not os.path.splitext(path)[1]:
-    path += default_suffix
+  if default_suffix and not os.path.splitext(path)[1].lstrip("."):
+    path = path.rstrip(".") + default_suffix  # "curves." is written as curves.png too
   if os.path.isdir(path):
     raise IsADirectoryError(f"output {path} is a folder, expected a file name")
   refuse_over_inputs(path, inputs)

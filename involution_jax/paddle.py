@@ -12,6 +12,7 @@ the arrays as mmcls does, so that `convert.py` converts one layout only;
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -27,78 +28,99 @@ class UnsafePickleError(pickle.UnpicklingError):
   an array that is not plain numbers held in the file."""
 
 
-def _check_plain(dtype, data, count: int, what: str) -> None:
-  """`data` must be the bytes of `count` items of the plain-number `dtype`."""
-  if not isinstance(dtype, np.dtype) or dtype.hasobject:
+def _plain(dtype, data, count: int, what: str) -> np.dtype:
+  """The plain-number dtype (bool, int, float, complex; no fields, no sub-arrays) that
+  `dtype` names, rebuilt from its name (a pickle can edit a dtype's state), when `data`
+  is the bytes of `count` such numbers; else an UnsafePickleError."""
+  plain = isinstance(dtype, np.dtype) and dtype.kind in "biufc" and dtype.fields is None
+  if not (plain and dtype.subdtype is None):
     raise UnsafePickleError(f"refusing {what} of dtype {dtype}: a weights file holds numbers")
+  dtype = np.dtype(dtype.str)
   held = f"{len(data)} bytes" if isinstance(data, bytes | bytearray) else type(data).__name__
   if held != f"{count * dtype.itemsize} bytes":
     raise UnsafePickleError(
       f"refusing {what} that declares {count} x {dtype} ({count * dtype.itemsize} bytes) "
       f"but holds {held}"
     )
+  return dtype
 
 
 class _CheckedArray(np.ndarray):
-  """What the unpickler builds arrays as: the state is checked before numpy allocates."""
+  """What the unpickler builds arrays as: the state is checked before numpy allocates.
+  `spend(nbytes, what)`: the unpickler's count of the bytes it makes."""
 
   def __setstate__(self, state):
-    shape, dtype, _, data = state[-4:]  # ([version,] shape, dtype, is_fortran, data)
+    shape, dtype, fortran, data = state[-4:]  # ([version,] shape, dtype, is_fortran, data)
     if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)):
       raise UnsafePickleError(f"refusing an array of shape {shape!r}")
-    _check_plain(dtype, data, math.prod(shape), f"an array of shape {shape}")
-    super().__setstate__(state)
+    dtype = _plain(dtype, data, math.prod(shape), f"an array of shape {shape}")
+    self.spend(len(data), f"an array of shape {shape}")
+    super().__setstate__((shape, dtype, bool(fortran), data))
 
 
 _NDARRAY = object()  # stands for numpy.ndarray, which a pickle may only pass to _reconstruct
 
 
-def _reconstruct(cls, shape, dtype):
-  if cls is not _NDARRAY or tuple(shape) != (0,):
-    raise UnsafePickleError("refusing an array made otherwise than numpy pickles arrays")
-  return np.ndarray.__new__(_CheckedArray, (0,), np.uint8)
-
-
-def _scalar(dtype, data):
-  _check_plain(dtype, data, 1, "a scalar")
-  return np._core.multiarray.scalar(dtype, data)
-
-
-# The numpy globals a pickle of arrays names, each given as a checked stand-in; and
-# `_codecs.encode`, which carries bytes in protocol 2.
-_NUMPY_GLOBALS = {
-  ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-  ("numpy._core.multiarray", "scalar"): _scalar,
-  ("numpy", "ndarray"): _NDARRAY,
-  ("numpy", "dtype"): np.dtype,
-}
-_CODECS_ENCODE = ("_codecs", "encode")
-
-
 class _NumpyOnlyUnpickler(pickle.Unpickler):
   """Unpickles plain containers of numpy arrays; refuses every other global.
 
-  A pickle can name any importable callable and run it; a weights file needs
-  only numpy's array reconstruction.
+  A pickle can name any importable callable and run it; a weights file needs only
+  numpy's array reconstruction, given here as checked stand-ins. A pickle can also
+  reuse one stored string or array many times: the bytes made (arrays' data and
+  protocol 2's byte strings) may not exceed twice the file's size, what a file of
+  arrays needs.
   """
+
+  def __init__(self, file, size: int):
+    super().__init__(file)
+    self._left = 2 * size
+    self._globals = {
+      ("numpy._core.multiarray", "_reconstruct"): self._reconstruct,
+      ("numpy._core.multiarray", "scalar"): self._scalar,
+      ("numpy", "ndarray"): _NDARRAY,
+      ("numpy", "dtype"): np.dtype,
+      ("_codecs", "encode"): self._latin1_bytes,  # how protocol 2 carries bytes
+    }
 
   def find_class(self, module: str, name: str):
     canonical = re.sub(r"^numpy\.core\b", "numpy._core", module)  # numpy 1.x pickles
-    if (canonical, name) == _CODECS_ENCODE:
-      return super().find_class(canonical, name)
-    if (canonical, name) in _NUMPY_GLOBALS:
-      return _NUMPY_GLOBALS[canonical, name]
+    if (canonical, name) in self._globals:
+      return self._globals[canonical, name]
     raise UnsafePickleError(
       f"refusing to load global {module}.{name}: a .pdparams file may reference only "
       "numpy's array globals (this file is not a plain weights file, or is unsafe)"
     )
+
+  def _spend(self, nbytes: int, what: str) -> None:
+    self._left -= nbytes
+    if self._left < 0:
+      raise UnsafePickleError(f"refusing {what}: the file makes more bytes than it could hold")
+
+  def _reconstruct(self, cls, shape, dtype):
+    if cls is not _NDARRAY or tuple(shape) != (0,):
+      raise UnsafePickleError("refusing an array made otherwise than numpy pickles arrays")
+    array = np.ndarray.__new__(_CheckedArray, (0,), np.uint8)
+    array.spend = self._spend
+    return array
+
+  def _scalar(self, dtype, data):
+    dtype = _plain(dtype, data, 1, "a scalar")
+    self._spend(dtype.itemsize, "a scalar")
+    return np._core.multiarray.scalar(dtype, data)
+
+  def _latin1_bytes(self, text, encoding):
+    """`_codecs.encode` as protocol 2 pickles bytes: latin-1, one byte per character."""
+    if not (isinstance(text, str) and encoding == "latin1"):
+      raise UnsafePickleError(f"refusing _codecs.encode(..., {encoding!r}): bytes are latin1")
+    self._spend(len(text), "a byte string")
+    return text.encode("latin1")
 
 
 def load_pdparams(path: str) -> dict[str, np.ndarray]:
   """Reads a PaddleClas `.pdparams` file without Paddle: {name: numpy array}."""
   with open(path, "rb") as f:
     try:
-      state_dict = _NumpyOnlyUnpickler(f).load()
+      state_dict = _NumpyOnlyUnpickler(f, os.fstat(f.fileno()).st_size).load()
     except UnsafePickleError:
       raise
     except Exception as e:  # truncated or not a pickle at all

@@ -222,24 +222,27 @@ def format_table(results: list[dict]) -> str:
 
 def drawing_paths(files: Sequence[str], out_dir: str) -> list[str]:
   """Where each of `files` is drawn: `out_dir`/NAME.png, NAME the file's own name without
-  its suffix, or, for files that would share one, the file's path below the folder all
-  `files` are in, with "-" between folders and "_" before the suffix (`a/x.png` ->
-  `a-x_png.png`). Never one of `files` (a ValueError names it)."""
-  stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-  shared = {s for s in stems if stems.count(s) > 1}
-  top = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if files else ""
-  names = []
-  for f, stem in zip(files, stems):
-    if stem in shared:
-      stem, suffix = os.path.splitext(os.path.relpath(os.path.abspath(f), top))
+  its suffix, or, for different files that would share one, the file's path below the
+  folder all `files` are in, with "-" between folders and "_" before the suffix
+  (`a/x.png` -> `a-x_png.png`), and a number where even those meet. Never one of `files`
+  (a ValueError names it)."""
+  images = list(dict.fromkeys(os.path.realpath(f) for f in files))  # a file listed twice
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in images]
+  top = os.path.commonpath([os.path.dirname(f) for f in images]) if images else ""
+  names, taken = {}, set()
+  for image, stem in zip(images, stems):
+    if stems.count(stem) > 1:
+      stem, suffix = os.path.splitext(os.path.relpath(image, top))
       stem = stem.replace(os.sep, "-") + suffix.replace(".", "_")
-    names.append(os.path.join(out_dir, stem + ".png"))
-  drawn = {}
-  for f, name in zip(files, names):
-    if drawn.setdefault(name, os.path.realpath(f)) != os.path.realpath(f):
-      raise ValueError(f"--out-dir: {drawn[name]} and {f} would both be drawn as {name}")
-  cli.refuse_over_inputs(names, files)
-  return names
+    name, n = stem, 1
+    while name in taken:
+      n += 1
+      name = f"{stem}-{n}"
+    taken.add(name)
+    names[image] = os.path.join(out_dir, name + ".png")
+  paths = [names[os.path.realpath(f)] for f in files]
+  cli.refuse_over_inputs(paths, files)
+  return paths
 
 
 def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str) -> list[str]:

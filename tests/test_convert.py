@@ -1,5 +1,6 @@
 """Weight conversion against a PyTorch re-creation of the official RedNet."""
 
+import codecs
 import os
 import pickle
 import re
@@ -209,6 +210,23 @@ class _Forged:
     return (np._core.multiarray._reconstruct, self.args, self.state)
 
 
+class _EditedDtype:
+  def __reduce__(self):
+    return (
+      np.dtype,
+      ("V8", False, True),
+      (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0),
+    )
+
+
+class _Encoded:
+  def __init__(self, text, encoding="latin1"):
+    self.text, self.encoding = text, encoding
+
+  def __reduce__(self):
+    return (codecs.encode, (self.text, self.encoding))
+
+
 def test_pdparams_arrays_must_be_plain_numbers_the_file_holds(tmp_path):
   path = tmp_path / "w.pdparams"
   weights = {"fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int64(7)}
@@ -229,6 +247,13 @@ def test_pdparams_arrays_must_be_plain_numbers_the_file_holds(tmp_path):
     ),
     "shape (-1,)": _Forged(plain, (1, (-1,), np.dtype(np.uint8), False, b"x")),
   }
+  # A dtype whose state a pickle edited (a field of Python objects, at an offset it chose).
+  edited = _Forged(plain, (1, (1,), _EditedDtype(), False, b"A" * 8))
+  forged["of dtype [('a', 'O')]: a weights file holds numbers"] = edited
+  # Bytes that grow as they are made: a codec other than latin1, one string encoded often.
+  forged["refusing _codecs.encode(..., 'hex')"] = _Encoded("ab" * 8, "hex")
+  text = "x" * 1000
+  forged["the file makes more bytes than it could hold"] = [_Encoded(text) for _ in range(100)]
   tracemalloc.start()
   for message, value in forged.items():
     path.write_bytes(pickle.dumps({"x": value}, protocol=2))

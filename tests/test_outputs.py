@@ -30,6 +30,8 @@ def test_a_picture_named_without_a_suffix_is_checked_as_the_png_written(tmp_path
     f"involution-plot: error: output {picture} exists; pass --overwrite to replace it"
   )
   assert picture.read_bytes() == b"an earlier figure"
+  assert plot.main([str(run), "--out", str(tmp_path / "curves.")]) == 1  # also curves.png
+  assert _last_error(capsys).endswith(f"output {picture} exists; pass --overwrite to replace it")
   assert plot.main([str(run), "--out", str(tmp_path / "curves"), "--overwrite"]) == 0
   assert f"wrote {picture} " in capsys.readouterr().out
   assert picture.read_bytes().startswith(b"\x89PNG") and not (tmp_path / "curves").exists()
@@ -69,6 +71,9 @@ def test_export_never_writes_over_the_weights_it_reads(tmp_path, capsys):
     f"involution-export: error: output {weights} would replace the input {weights}; "
     "choose another output"
   )
+  os.link(weights, tmp_path / "alias.pth")  # a hard link: the same file by another name
+  assert export.main([str(weights), str(tmp_path / "alias.pth"), "--overwrite"]) == 1
+  assert "would replace the input" in _last_error(capsys)
   assert weights.read_bytes() == b"official weights"
 
 
@@ -117,8 +122,11 @@ def test_prediction_drawings_never_replace_an_image_nor_each_other(tmp_path, cap
   with pytest.raises(ValueError, match=f"output {tmp_path / 'b' / 'y.png'} would replace the"):
     predict.drawing_paths(files, str(tmp_path / "b"))  # y.png drawn over itself
   clash = _files(tmp_path / "c", ["a/x.png", "b/x.png", "a-x_png.jpg"])
-  with pytest.raises(ValueError, match="would both be drawn as .*a-x_png.png"):
-    predict.drawing_paths(clash, str(out))
+  assert predict.drawing_paths(clash, str(out)) == [
+    str(out / name) for name in ("a-x_png.png", "b-x_png.png", "a-x_png-2.png")
+  ]
+  twice = [files[3], str(tmp_path / "a" / ".." / "b" / "y.png")]  # one file, listed twice
+  assert predict.drawing_paths(twice, str(out)) == [str(out / "y.png")] * 2
   # The command refuses before it loads a model (these weights do not exist).
   args = ["/nonexistent/weights", files[3], "--out-dir", str(tmp_path / "b")]
   assert predict.main(args) == 1
