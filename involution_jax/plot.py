@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--title", default=None)
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   args = parser.parse_args(argv)
-  histories = [curves.history_path(w) for w in args.workdirs]
-  out = cli.output_file(args.out, args.overwrite, inputs=histories, default_suffix=".png")
   runs = {}
   for workdir in args.workdirs:
     label = os.path.basename(os.path.abspath(workdir))
     if label in runs:
       label = workdir  # same folder names in different places: the paths tell them apart
     runs[label] = curves.read(workdir)
+  histories = [curves.history_path(w) for w in args.workdirs]
+  out = cli.output_file(args.out, args.overwrite, inputs=histories, default_suffix=".png")
   out = curves.draw(runs, out, title=args.title)
   print(f"wrote {os.path.abspath(out)} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
   return 0
