@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import jax
@@ -228,10 +229,11 @@ def drawing_paths(files: Sequence[str], out_dir: str) -> list[str]:
   (a ValueError names it)."""
   images = list(dict.fromkeys(os.path.realpath(f) for f in files))  # a file listed twice
   stems = [os.path.splitext(os.path.basename(f))[0] for f in images]
+  shared = Counter(stems)
   top = os.path.commonpath([os.path.dirname(f) for f in images]) if images else ""
   names, taken = {}, set()
   for image, stem in zip(images, stems):
-    if stems.count(stem) > 1:
+    if shared[stem] > 1:
       stem, suffix = os.path.splitext(os.path.relpath(image, top))
       stem = stem.replace(os.sep, "-") + suffix.replace(".", "_")
     name, n = stem, 1
