@@ -12,7 +12,9 @@ from involution_jax.models import rcnn_targets as targets
 from involution_jax.models.rednet import count_params
 
 SMALL = dict(
-  backbone=dict(stage_sizes=(1, 1, 1, 1), stem_width=16, base_width=8, group_channels=8, kernel_size=3),
+  backbone=dict(
+    stage_sizes=(1, 1, 1, 1), stem_width=16, base_width=8, group_channels=8, kernel_size=3
+  ),
   neck_channels=32,
   fc_channels=64,
   test_proposals=50,
