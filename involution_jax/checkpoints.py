@@ -8,7 +8,8 @@ steps; each step holds the items
   "image_size", "mean", "std", "eval_crop"} -- how to rebuild model and input;
 * `train` (training only): {"step", "opt_state"};
 * `data` (training only): the grain iterator state, one file per process;
-* `metrics` (training only): JSON {"train_loss"} at that step.
+* `metrics` (training only): JSON {"train_loss"} at that step, and what a step means
+  (`resume.STEP_MEANING`: batch size, seed, dataset, split, training examples).
 
 A step that cannot be used (damaged, or superseded by resuming from an earlier
 one) is renamed `<step>.<reason>` beside the others, never deleted.

@@ -29,6 +29,34 @@ class DifferentModel(ValueError):
   """The workdir's checkpoint holds another model than the one configured."""
 
 
+class DifferentSteps(ValueError):
+  """The workdir's checkpoint counts steps (or data positions) unlike this run."""
+
+
+# What a step and the data position saved with it mean: a step takes `batch_size`
+# examples of `train_examples` in the order `seed` draws. Each training checkpoint
+# records them (`checkpoints.save`'s metrics); any other field may change on resuming.
+STEP_MEANING = ("dataset", "train_split", "train_examples", "batch_size", "seed")
+
+
+def check_same_steps(root: str, step: int, run: dict, workdir: str) -> None:
+  """Raises DifferentSteps when step `step` recorded another value of a `STEP_MEANING`
+  field than `run` has (older checkpoints record none: nothing to compare)."""
+  saved = checkpoints.saved_metrics(root, step)
+  changed = [
+    f"{k}={saved[k]!r} (now {run[k]!r})"
+    for k in STEP_MEANING
+    if k in saved and k in run and saved[k] != run[k]
+  ]
+  if changed:
+    raise DifferentSteps(
+      f"workdir {workdir}: step {step} was trained with {', '.join(changed)}; resuming "
+      "would change what its steps and its saved data position mean: train with the "
+      f"same values, or in a new workdir (--config.init_from={workdir} to start from "
+      "its weights)"
+    )
+
+
 def kept_losses(root: str, mngr: ocp.CheckpointManager) -> dict[int, float | None]:
   """{step: its recorded training loss (None: not recorded)} of the kept steps, in order."""
   return {s: checkpoints.saved_metrics(root, s).get("train_loss") for s in sorted(mngr.all_steps())}
@@ -104,15 +132,18 @@ def restore_newest_intact(
   abstract_state: Any,
   data_iterator: Any,
   info: dict,
+  run: dict,
   workdir: str,
   resume_step: int | None = None,
   log: Callable[[str], None] = print,
 ) -> tuple[dict, dict] | None:
   """(variables, train items) of the newest intact step (or of `resume_step`), with
   `data_iterator` set to its position; None when the workdir holds no checkpoint.
+  `run`: this run's `STEP_MEANING` values.
 
   Raises:
-    ValueError: a different model, an unknown `resume_step`, or no intact step.
+    ValueError: a different model or step meaning, an unknown `resume_step`, or no
+      intact step.
   """
   steps = sorted(mngr.all_steps(), reverse=True)
   superseded = []
@@ -129,6 +160,7 @@ def restore_newest_intact(
     try:
       checkpoints.check_complete(root, step)
       check_same_model(root, step, abstract_state.variables(), info, workdir)
+      check_same_steps(root, step, run, workdir)
       restored = checkpoints.restore_training(
         mngr,
         step,
@@ -136,7 +168,7 @@ def restore_newest_intact(
         train=dict(step=abstract_state.step, opt_state=abstract_state.opt_state),
         data_iterator=data_iterator,
       )
-    except DifferentModel:
+    except (DifferentModel, DifferentSteps):
       raise
     except Exception as e:  # Orbax, tensorstore and grain raise many types for bad files
       checkpoints.quiet_abandoned_reads()

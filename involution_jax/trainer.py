@@ -9,6 +9,7 @@ stops the run naming the step, leaving the last checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -25,7 +26,7 @@ from jax.sharding import NamedSharding
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from involution_jax import checkpoints, configs, curves, resume, sharding, train_step
+from involution_jax import checkpoints, configs, curves, resume, sharding, train_step, workdir_lock
 from involution_jax.data import pipeline
 from involution_jax.data.pipeline import train_iterator
 from involution_jax.evaluator import evaluate, make_eval_step
@@ -132,6 +133,23 @@ def _write_metrics(workdir: str, metrics: dict) -> None:
     json.dump(metrics, f, indent=2)
 
 
+def _hold_workdir(stack: contextlib.ExitStack, workdir: str) -> None:
+  """Process 0 takes `workdir`'s lock into `stack`; if it cannot, every process raises."""
+  error = None
+  if jax.process_index() == 0:
+    try:
+      stack.enter_context(workdir_lock.hold(workdir))
+    except workdir_lock.WorkdirInUseError as e:
+      error = e
+  failed_somewhere = jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(
+    np.int32(error is not None)
+  )
+  if failed_somewhere and error is None:
+    error = workdir_lock.WorkdirInUseError(f"workdir {workdir} is in use (see process 0)")
+  if error is not None:
+    raise error
+
+
 def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.Mesh | None = None
 ) -> dict:
@@ -139,7 +157,18 @@ def train_and_evaluate(
 
   `mesh`: a 1-D mesh with axis "data" (default: every device of every process).
   Returns the final metrics, also written to `workdir/metrics.json` (process 0).
+
+  Raises:
+    workdir_lock.WorkdirInUseError: another run trains in `workdir`.
   """
+  with contextlib.ExitStack() as stack:
+    _hold_workdir(stack, workdir)
+    return _train_and_evaluate(config, workdir, mesh)
+
+
+def _train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh | None
+) -> dict:
   mesh = mesh or sharding.data_mesh()
   configs.validate(config, mesh.size)
   start_time = time.time()
@@ -172,12 +201,20 @@ def train_and_evaluate(
     ckpt_dir = os.path.abspath(os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR))
     mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
     info = task.model_info(config, train_set)
+    step_meaning = dict(
+      dataset=config.dataset,
+      train_split=config.get("train_split", "train"),
+      train_examples=len(train_set.source),
+      batch_size=config.batch_size,
+      seed=config.seed,
+    )
     restored = resume.restore_newest_intact(
       mngr,
       ckpt_dir,
       abstract_state=programs.abstract_state,
       data_iterator=iterator,
       info=info,
+      run=step_meaning,
       workdir=workdir,
       resume_step=config.get("resume_step"),
       log=print if main_process else lambda _: None,
@@ -208,7 +245,7 @@ def train_and_evaluate(
         model_info=info,
         train=dict(step=state.step, opt_state=state.opt_state),
         data_iterator=iterator,
-        metrics={"train_loss": loss},
+        metrics={"train_loss": loss, **step_meaning},
       )
 
     last_loss = None  # of the newest step checked, recorded with each checkpoint

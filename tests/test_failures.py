@@ -3,10 +3,14 @@
 One test (or one parametrised family) per failure mode; each fails on the code before it.
 """
 
+import json
 import os
 import pickle
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 
 import jax
@@ -16,7 +20,16 @@ import pytest
 from helpers import ROOT, run, tiny_digits_config, tiny_flags, train_command
 from PIL import Image
 
-from involution_jax import checkpoints, configs, convert, export, involution, predict, train
+from involution_jax import (
+  checkpoints,
+  configs,
+  convert,
+  export,
+  involution,
+  predict,
+  train,
+  workdir_lock,
+)
 from involution_jax.data import classification, pipeline
 from involution_jax.trainer import train_and_evaluate
 
@@ -225,6 +238,96 @@ def test_another_model_in_the_workdir_is_one_line_and_touches_nothing(
     "weights"
   )
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+
+
+@pytest.mark.parametrize(
+  "override, changed",
+  [("batch_size=8", "batch_size=16 (now 8)"), ("seed=3", "seed=0 (now 3)")],
+)
+def test_resuming_with_other_steps_is_one_line_and_touches_nothing(
+  trained, tmp_path, capsys, override, changed
+):
+  """A step of another batch size or data order cannot continue: its count and saved data
+  position would mean something else."""
+  workdir = _copy(trained, tmp_path)
+  assert train.main(["--workdir", str(workdir), *tiny_flags(), f"--config.{override}"]) == 1
+  assert capsys.readouterr().err.strip() == (
+    f"involution-train: error: workdir {workdir}: step 4 was trained with {changed}; "
+    "resuming would change what its steps and its saved data position mean: train with "
+    f"the same values, or in a new workdir (--config.init_from={workdir} to start from its "
+    "weights)"
+  )
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+
+
+def test_a_second_run_in_a_held_workdir_is_one_line_and_writes_nothing(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  with workdir_lock.hold(str(workdir)):
+    assert train.main(["--workdir", str(workdir), *tiny_flags()]) == 1
+  err = capsys.readouterr().err.strip()
+  holder = re.escape(f"pid {os.getpid()} on {socket.gethostname()} since ")
+  assert re.fullmatch(
+    f"involution-train: error: workdir {re.escape(str(workdir))} is in use by another "
+    f"training run \\({holder}[-0-9: ]+ \\(.+\\)\\); wait for it to end \\(or stop it\\), "
+    "or use another workdir",
+    err,
+  ), err
+  assert os.listdir(workdir) == []  # released: its lock file gone, and nothing written
+
+
+_HOLD_AND_WAIT = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("workdir_lock", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+held = module.hold(sys.argv[2])  # kept: a collected generator would release it
+held.__enter__()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_lock_of_a_killed_run_is_recognised_and_taken_over(tmp_path):
+  """flock: the kernel releases a SIGKILLed holder's lock; its record says who it was."""
+  holder = subprocess.Popen(
+    [sys.executable, "-c", _HOLD_AND_WAIT, workdir_lock.__file__, str(tmp_path)],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    busy = pytest.raises(workdir_lock.WorkdirInUseError, match=f"\\(pid {holder.pid} on ")
+    with busy, workdir_lock.hold(str(tmp_path)):
+      pass
+  finally:
+    holder.kill()
+    holder.wait()
+  said = []
+  with workdir_lock.hold(str(tmp_path), log=said.append):
+    record = json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())
+    assert record["pid"] == os.getpid()
+  assert len(said) == 1 and said[0].startswith(
+    f"workdir {tmp_path}: the run that held it (pid {holder.pid} on {socket.gethostname()} "
+  ), said
+  assert said[0].endswith("ended without releasing it; taken over"), said
+  assert not (tmp_path / workdir_lock.LOCK_FILE).exists()
+
+
+def test_every_process_stops_when_process_0_cannot_take_the_workdir(tmp_path, monkeypatch):
+  """In a multi-process run, process 0 holds the lock and tells the others (simulated:
+  this process as process 1 of 2, told by process 0 that the workdir is in use)."""
+  from involution_jax import trainer
+
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  told = []
+  monkeypatch.setattr(
+    trainer.multihost_utils, "broadcast_one_to_all", lambda x: told.append(int(x)) or 1
+  )
+  with pytest.raises(workdir_lock.WorkdirInUseError, match=r"is in use \(see process 0\)$"):
+    trainer.train_and_evaluate(tiny_digits_config(), str(tmp_path / "run"))
+  assert told == [0]  # this process did not fail, and took no lock
+  assert not (tmp_path / "run").exists()
 
 
 # Over 20 s: the partial load is checked by training a step.

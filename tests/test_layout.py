@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "involution_jax"
 # Lowest first. A module may import its own unit (sub-package or module) and units
 # of lower layers, never a unit of its own layer or of a higher one.
 LAYERS = [
-  ("cache",),  # the folder for downloads and built files
+  ("cache", "workdir_lock"),  # the folder for downloads and built files; one run per workdir
   ("cli", "ops"),  # cli: command-line conventions, nothing else of the package
   ("models", "data"),
   ("configs", "checkpoints", "drawing", "curves", "sharding", "portability"),

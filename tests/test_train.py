@@ -157,6 +157,9 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
   result = run(train_command(killed, *flags), devices=2)
   assert result.returncode == 0, f"{context}\n{result.stderr[-3000:]}"
   assert "resuming from" in result.stdout, context
+  # The killed run could not release the workdir's lock: the rerun says so and takes it.
+  assert f"the run that held it (pid {process.pid} on " in result.stdout, context
+  assert "ended without releasing it; taken over" in result.stdout, context
   jax.tree.map(
     lambda a, b: np.testing.assert_array_equal(a, b, err_msg=context),
     _params(straight),
