@@ -5,7 +5,8 @@ Each tool's module (`train`, `eval`, `predict`, `export`, `visualize`,
 script `involution-<verb>` and runnable as `python -m involution_jax.<verb>`.
 `parser` gives every tool the same help layout (what it does, then examples);
 `command` turns a user's mistake (a missing file, a bad value, unreadable
-weights, a missing optional extra) into one line on stderr and exit status 1.
+weights, a missing optional extra) into one line on stderr and exit status 1, and
+SIGTERM (a scheduler stopping the job) into an unwinding exit with status 143.
 Pass --verbose (train, eval) or set INVOLUTION_JAX_TRACEBACK=1 to see the
 traceback instead. This module imports nothing of the package, so any tool's
 module may use it.
@@ -17,7 +18,9 @@ import argparse
 import functools
 import os
 import pickle
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 import jax
@@ -273,12 +276,26 @@ def one_line(error: BaseException) -> str:
   return "; ".join(lines) or type(error).__name__
 
 
+class Terminated(BaseException):
+  """SIGTERM arrived (a scheduler stopping or preempting the job): unwinds as Ctrl-C does,
+  so `finally` blocks run (a training run stops its reader processes, frees its shared
+  memory and releases its workdir)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+  raise Terminated
+
+
 def command(prog: str) -> Callable[[Main], Main]:
-  """Decorates a tool's `main`: user errors become `prog: error: ...` and exit status 1."""
+  """Decorates a tool's `main`: user errors become `prog: error: ...` and exit status 1;
+  Ctrl-C exits with 130 and SIGTERM with 143, each after one line and the clean-up."""
 
   def decorate(main: Main) -> Main:
     @functools.wraps(main)
     def run(argv: Sequence[str] | None = None) -> int:
+      in_main_thread = threading.current_thread() is threading.main_thread()
+      if in_main_thread:  # only the main thread may set signal handlers
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
       try:
         return main(argv)
       except USER_ERRORS as e:
@@ -289,6 +306,12 @@ def command(prog: str) -> Callable[[Main], Main]:
       except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+      except Terminated:
+        print(f"{prog}: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
+      finally:
+        if in_main_thread:
+          signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return run
 

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -197,6 +198,7 @@ def _train_and_evaluate(
     workers=config.data_workers,
     read_ahead=config.get("prefetch_batches", 2),
   )
+  bar = None
   try:
     ckpt_dir = os.path.abspath(os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR))
     mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
@@ -280,10 +282,13 @@ def _train_and_evaluate(
     most_unreadable = config.get("max_unreadable_fraction", 0.1)
     last_summary = dict.fromkeys(("loss",) + task.train_metrics)
     timed_steps, timed_seconds, tick = 0, 0.0, None
+    # A bar on a terminal; elsewhere (a log file, a scheduler's capture) a plain line per
+    # logging interval.
+    on_terminal = main_process and sys.stderr.isatty()
     bar = tqdm(
       total=total_steps,
       initial=start_step,
-      disable=not main_process,
+      disable=not on_terminal,
       unit="step",
       desc="train",
       dynamic_ncols=True,
@@ -324,6 +329,13 @@ def _train_and_evaluate(
         bar.set_postfix(
           **{k: f"{v:.4f}" for k, v in summary.items()}, ex_s=f"{examples_per_second:.0f}"
         )
+        if main_process and not on_terminal:
+          print(
+            f"step {step}/{total_steps}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in summary.items())
+            + f", {examples_per_second:.0f} examples/s",
+            flush=True,
+          )
         if writer:
           scalars = dict(
             summary,
@@ -384,4 +396,6 @@ def _train_and_evaluate(
     mngr.close()
     return final
   finally:
+    if bar is not None:  # a message that stops the run starts on a line of its own
+      bar.close()
     pipeline.close(iterator)

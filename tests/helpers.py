@@ -71,6 +71,56 @@ def run(cmd: list[str], devices: int = 1, timeout: float = 300) -> subprocess.Co
   )
 
 
+def _state_and_parent(pid) -> tuple[str, int] | None:
+  """(state letter, parent pid) of a process from /proc (Linux); None: no such process."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      fields = f.read().rsplit(")", 1)[1].split()  # after "(command name)"
+  except (OSError, IndexError):
+    return None
+  return fields[0], int(fields[1])
+
+
+def alive(pids) -> set[int]:
+  """Those of `pids` that still run (a zombie has ended)."""
+  return {p for p in pids if (status := _state_and_parent(p)) and status[0] != "Z"}
+
+
+def child_processes(pid: int) -> set[int]:
+  """The live processes whose parent is `pid` (Linux: read from /proc)."""
+  return {
+    int(p)
+    for p in os.listdir("/proc")
+    if p.isdigit() and (s := _state_and_parent(p)) and s[0] != "Z" and s[1] == pid
+  }
+
+
+def spawned_processes(pid: int) -> set[int]:
+  """The live children of `pid` that multiprocessing spawned (grain's readers), not its
+  resource tracker (which lives as long as `pid` does)."""
+  spawned = set()
+  for child in child_processes(pid):
+    try:
+      with open(f"/proc/{child}/cmdline", "rb") as f:
+        if b"spawn_main" in f.read():
+          spawned.add(child)
+    except OSError:
+      continue
+  return spawned
+
+
+def shared_memory_of(pids) -> set[str]:
+  """The /dev/shm files that the processes `pids` have mapped."""
+  files = set()
+  for pid in pids:
+    try:
+      with open(f"/proc/{pid}/maps") as f:
+        files |= {line.split()[5] for line in f if " /dev/shm/" in line}
+    except OSError:
+      continue
+  return files
+
+
 def save_random_checkpoint(
   path: str, image_size: int = 8, seed: int = 0, config=None, edit=None
 ) -> tuple:

@@ -1,10 +1,15 @@
 """Data sources and grain pipelines: determinism, resume, sharding, bad input."""
 
 import logging
+import os
+import subprocess
+import sys
+import time
 
 import chex
 import numpy as np
 import pytest
+from helpers import ROOT, alive, child_processes, python_env, shared_memory_of
 from PIL import Image
 
 from involution_jax.data import classification, pipeline
@@ -180,3 +185,46 @@ def test_worker_processes_give_the_same_stream_and_resume(digits_train):
   resumed = make(2)
   resumed.set_state(state)
   chex.assert_trees_all_equal(next(resumed), next(inline))
+
+
+_READ_AND_WAIT = """
+import time
+from involution_jax.data import classification, pipeline
+
+if __name__ == "__main__":  # reader processes are spawned: they import this file
+  dataset = classification.load_dataset("digits", "train", image_size=8)
+  preprocess = classification.Preprocess(8, (0,) * 3, (1,) * 3)
+  iterator = pipeline.train_iterator(dataset, preprocess, global_batch=32, seed=2, workers=2)
+  next(iterator)
+  print("reading", flush=True)
+  time.sleep(120)
+"""
+
+
+def alive_after(pids, seconds: float) -> set[int]:
+  """Those of `pids` still alive after waiting up to `seconds` for all to end."""
+  deadline = time.time() + seconds
+  while alive(pids) and time.time() < deadline:
+    time.sleep(0.1)
+  return alive(pids)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_reader_processes_exit_with_a_killed_parent_and_free_their_shared_memory(tmp_path):
+  """SIGKILL (the OOM killer, a scheduler) leaves no time to stop the readers: they
+  notice their parent is gone and exit, and the shared batches are unlinked."""
+  script = tmp_path / "read.py"
+  script.write_text(_READ_AND_WAIT)
+  parent = subprocess.Popen(
+    [sys.executable, str(script)], env=python_env(), cwd=ROOT, stdout=subprocess.PIPE, text=True
+  )
+  try:
+    assert parent.stdout.readline().strip() == "reading"
+    helpers = child_processes(parent.pid)  # two readers and multiprocessing's tracker
+    shared = shared_memory_of(helpers | {parent.pid})
+    assert len(helpers) == 3 and shared, (helpers, shared)
+  finally:
+    parent.kill()
+    parent.wait()
+  assert not alive_after(helpers, seconds=10)
+  assert not {f for f in shared if os.path.exists(f)}

@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,11 +18,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ROOT, run, tiny_digits_config, tiny_flags, train_command
+from helpers import (
+  ROOT,
+  alive,
+  run,
+  spawned_processes,
+  tiny_digits_config,
+  tiny_flags,
+  train_command,
+)
 from PIL import Image
 
 from involution_jax import (
   checkpoints,
+  cli,
   configs,
   convert,
   export,
@@ -570,6 +580,43 @@ def test_reader_processes_leave_no_shared_memory_behind(tmp_path):
   done = run(train_command(str(tmp_path / "run"), *tiny_flags(data_workers=2)), timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
   assert "leaked shared_memory" not in done.stderr
+
+
+# Over 20 s: a tiny training run that starts two reader processes (each imports the package).
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.skipif(
+  threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
+)
+def test_sigterm_stops_training_with_its_readers_and_releases_the_workdir(
+  tmp_path, capsys, monkeypatch
+):
+  """SIGTERM (a scheduler stopping or preempting the job) unwinds the run: its reader
+  processes stop, and the workdir is released with its checkpoints kept."""
+  from involution_jax import trainer
+
+  workdir = tmp_path / "run"
+  before = spawned_processes(os.getpid())
+  readers = set()
+  save = trainer.checkpoints.save
+
+  def save_then_terminate(*args, **kwargs):
+    save(*args, **kwargs)
+    readers.update(spawned_processes(os.getpid()) - before)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  monkeypatch.setattr(trainer.checkpoints, "save", save_then_terminate)
+  flags = tiny_flags(data_workers=2)
+  assert train.main(["--workdir", str(workdir), *flags]) == 128 + signal.SIGTERM
+  out, err = capsys.readouterr()
+  assert err.splitlines()[-1] == "involution-train: stopped by SIGTERM"
+  # Not a terminal: no bar, a plain line per logging interval (log_every_steps=2).
+  assert "\r" not in err
+  assert re.search(r"^step 2/4: loss \d\.\d{4}, accuracy \d\.\d{4}, \d+ examples/s$", out, re.M)
+  assert len(readers) == 2, readers
+  assert not alive(readers)
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+  assert not (workdir / workdir_lock.LOCK_FILE).exists()
+  assert signal.getsignal(signal.SIGTERM) is not cli._raise_terminated  # handler restored
 
 
 def test_verbose_shows_the_traceback_of_a_user_error(capsys):
