@@ -6,12 +6,16 @@ official weights (`.pth` / `.pdparams`, converted on the fly).
 
 from __future__ import annotations
 
+import re
+import sys
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 from jax.sharding import NamedSharding
 
 from involution_jax import cli, sharding
+from involution_jax.data import imagenet
 from involution_jax.data.pipeline import Dataset, Preprocessor, eval_batches, num_eval_batches
 from involution_jax.tasks import get_task
 from involution_jax.weights import load_weights, model_from_info
@@ -36,8 +40,12 @@ def evaluate(
 ) -> dict:
   """The task's metrics over every example once, plus how many could not be read.
 
+  `global_batch` is an upper bound: a smaller dataset is one batch of its size (rounded
+  up to a multiple of the devices), so memory follows the examples, not the setting.
   A progress bar shows on process 0's terminal unless `quiet`.
   """
+  devices = batch_sharding.mesh.size
+  global_batch = min(global_batch, -(-len(dataset.source) // devices) * devices)
   batches = eval_batches(
     dataset,
     preprocess,
@@ -62,6 +70,69 @@ def evaluate(
   return results
 
 
+# What a checkpoint records of its input, which evaluation uses over the config's.
+PREPROCESSING = ("image_size", "mean", "std", "eval_crop")
+
+
+def _names(names, most: int = 8) -> str:
+  shown = ", ".join(map(str, names[:most])) + (", ..." if len(names) > most else "")
+  return f"[{shown}] ({len(names)})"
+
+
+def _imagenet_by_wordnet_ids(trained, names) -> bool:
+  """ImageNet's names against its WordNet ids (TFDS' and the folders' class names), both
+  in the official class order (the ids sorted)."""
+  return (
+    tuple(trained) == imagenet.class_names()
+    and len(names) == 1000
+    and all(re.fullmatch(r"n\d{8}", n) for n in names)
+    and list(names) == sorted(names)
+  )
+
+
+def check_same_classes(weights: str, info: dict, dataset: Dataset, data: str) -> None:
+  """A ValueError unless `dataset`'s classes are the ones `weights` was trained on, in
+  the same order (by name where the weights record names, else by number)."""
+  trained, names = list(info.get("class_names") or []), list(dataset.class_names or [])
+  if trained and names and trained != names and not _imagenet_by_wordnet_ids(trained, names):
+    i = next(
+      (i for i, (a, b) in enumerate(zip(trained, names)) if a != b), min(map(len, (trained, names)))
+    )
+    first = (
+      f"class {i}: {trained[i]!r} vs {names[i]!r}"
+      if i < min(len(trained), len(names))
+      else "one list is longer"
+    )
+    raise ValueError(
+      f"{weights} was trained on other classes than {data} has ({first}): the weights' "
+      f"{_names(trained)}, the data's {_names(names)}; its outputs would be scored against "
+      "other labels"
+    )
+  if info["num_classes"] != dataset.num_classes:
+    raise ValueError(
+      f"{weights} has {info['num_classes']} classes but {data} has {dataset.num_classes}"
+    )
+
+
+def with_recorded_preprocessing(config, task, info: dict, dataset: Dataset, log=print):
+  """`config` with the input preprocessing `info` records (image size, mean, std, crop)
+  where the config differs, each change logged: the weights were trained on that input."""
+  asked = task.model_info(config, dataset)
+  changed = {k: info[k] for k in PREPROCESSING if k in info and k in asked and info[k] != asked[k]}
+  if not changed:
+    return config
+  log(
+    "evaluating with the weights' preprocessing: "
+    + ", ".join(f"{k} {v} (the config has {asked[k]})" for k, v in changed.items())
+  )
+  fields = config.to_dict()
+  for k, v in changed.items():  # JSON lists; a square size as the config's int
+    fields[k] = v[0] if k == "image_size" and isinstance(v, list) and v[0] == v[-1] else v
+    if isinstance(fields[k], list):
+      fields[k] = tuple(fields[k])
+  return ml_collections.ConfigDict(fields)
+
+
 def evaluate_weights(
   config: ml_collections.ConfigDict,
   weights: str,
@@ -69,16 +140,17 @@ def evaluate_weights(
   *,
   mesh: jax.sharding.Mesh | None = None,
 ) -> dict:
-  """Scores `weights` on `config.dataset` / `config.eval_split` with the config's input;
-  `quiet`: no progress bars. `mesh`: a 1-D mesh with axis "data" (default: every device
-  of every process)."""
+  """Scores `weights` on `config.dataset` / `config.eval_split`, with the input
+  preprocessing the weights record (else the config's); `quiet`: no progress bars.
+  `mesh`: a 1-D mesh with axis "data" (default: every device of every process).
+
+  Raises:
+    ValueError: the data's classes (or vocabulary) are not the weights'.
+  """
   task = get_task(config)
   variables, info = load_weights(weights, quiet=quiet or jax.process_index() != 0)
   dataset = task.dataset(config, config.eval_split)
-  if info["num_classes"] != dataset.num_classes:
-    raise ValueError(
-      f"{weights} has {info['num_classes']} classes but {config.dataset} has {dataset.num_classes}"
-    )
+  check_same_classes(weights, info, dataset, f"{config.dataset} ({config.eval_split})")
   vocabulary = getattr(dataset.source, "vocabulary_sha256", None)
   if info.get("vocabulary_sha256", vocabulary) != vocabulary:
     raise ValueError(
@@ -86,6 +158,11 @@ def evaluate_weights(
       f"({len(info.get('vocabulary', []))} words, SHA-256 {info['vocabulary_sha256'][:12]}... "
       f"vs {vocabulary[:12]}...): its word ids would mean other words"
     )
+  main_process = jax.process_index() == 0
+  log = (lambda line: print(line, file=sys.stderr)) if main_process else (lambda _: None)
+  recorded = with_recorded_preprocessing(config, task, info, dataset, log)
+  if recorded is not config:  # the images are read at the recorded size
+    config, dataset = recorded, task.dataset(recorded, recorded.eval_split)
   mesh = mesh or sharding.data_mesh()
   if config.eval_batch_size % mesh.size:
     raise ValueError(

@@ -2,24 +2,31 @@
 
 The model decodes one byte at a time through its caches (the convolutional mixers keep
 their last K - 1 inputs, attention its keys and values): the cost per byte does not
-grow with the text. The whole generation is one jit-compiled program.
+grow with the text. Text is made in jit-compiled pieces of 256 bytes and printed as each
+arrives, so a long generation shows its progress and holds only one piece in memory.
 """
 
 from __future__ import annotations
 
+import codecs
 import math
 import sys
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from involution_jax import cli
 from involution_jax.data import text
-from involution_jax.models.sequence import generate
+from involution_jax.models import sequence
 from involution_jax.weights import load_weights, model_from_info
 
+# Tokens per compiled piece: text appears as it is made, memory stays that of one piece.
+PIECE = 256
 
-def generate_text(
+
+def generate_pieces(
   weights: str,
   prompt: str,
   length: int,
@@ -27,8 +34,10 @@ def generate_text(
   temperature: float = 0.8,
   top_k: int = 0,
   seed: int = 0,
-) -> str:
-  """`length` bytes of text after `prompt` from the language model `weights` holds."""
+) -> Iterator[str]:
+  """The text after `prompt` from the language model `weights` holds, `length` bytes in
+  pieces of up to `PIECE` (a character cut between two pieces is joined); the pieces
+  together are the text generated at once."""
   if length < 1:
     raise ValueError(f"--length must be >= 1, got {length}")
   if not 0 <= temperature < math.inf:  # NaN fails every comparison
@@ -44,11 +53,26 @@ def generate_text(
   if tokens.size == 0:
     raise ValueError("--prompt is empty: give at least one character")
   model = model_from_info(info)
-  run = jax.jit(
-    lambda v, p, rng: generate(model, v, p, length, temperature=temperature, top_k=top_k, rng=rng)
+  sequence.check_generation(model, tokens.size, length)
+  start = jax.jit(lambda v, p: sequence.prefill(model, v, p))
+  more = jax.jit(
+    lambda v, state, rng, offset, n: sequence.sample(
+      model, v, state, n, temperature=temperature, top_k=top_k, rng=rng, offset=offset
+    ),
+    static_argnums=4,
   )
-  out = run(variables, jnp.asarray(tokens, jnp.int32)[None], jax.random.PRNGKey(seed))
-  return text.decode(jax.device_get(out)[0])
+  state = start(variables, jnp.asarray(tokens, jnp.int32)[None])
+  rng = jax.random.PRNGKey(seed)
+  utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+  for offset in range(0, length, PIECE):
+    piece, state = more(variables, state, rng, offset, min(PIECE, length - offset))
+    yield utf8.decode(np.asarray(jax.device_get(piece)[0], np.uint8).tobytes())
+  yield utf8.decode(b"", final=True)
+
+
+def generate_text(weights: str, prompt: str, length: int, **options) -> str:
+  """`length` bytes of text after `prompt` (`generate_pieces`, joined)."""
+  return "".join(generate_pieces(weights, prompt, length, **options))
 
 
 @cli.command("involution-generate")
@@ -71,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--top_k", type=int, default=0, help="sample among the k likeliest (0: all)")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
-  continuation = generate_text(
+  pieces = generate_pieces(
     args.weights,
     args.prompt,
     args.length,
@@ -79,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     top_k=args.top_k,
     seed=args.seed,
   )
-  print(args.prompt + continuation)
+  first = next(pieces)  # a mistake is one line, before any text
+  sys.stdout.write(args.prompt + first)
+  for piece in pieces:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+  sys.stdout.write("\n")
   return 0
 
 

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -149,6 +150,20 @@ def test_image_folder_skips_and_logs_corrupt_images(tmp_path, caplog):
     batches = list(pipeline.eval_batches(train, PREPROCESS, global_batch=17))
   assert batches[0]["valid"].sum() == 16
   assert any("broken.png" in r.getMessage() for r in caplog.records)
+
+
+def test_hidden_folders_are_not_classes_and_one_class_is_refused(tmp_path):
+  _write_folder(tmp_path)
+  for split in ("train", "val"):
+    (tmp_path / split / ".ipynb_checkpoints").mkdir()
+  train = classification.load_dataset("folder", "train", image_size=8, data_dir=str(tmp_path))
+  assert train.class_names == ("cat", "dog")
+  for split in ("train", "val"):
+    shutil.rmtree(tmp_path / split / "dog")
+  with pytest.raises(
+    ValueError, match="train has one class folder, 'cat': a classifier needs two$"
+  ):
+    classification.load_dataset("folder", "train", image_size=8, data_dir=str(tmp_path))
 
 
 def test_missing_datasets_say_where_they_looked(tmp_path):

@@ -21,7 +21,9 @@ import pytest
 from helpers import (
   ROOT,
   alive,
+  one_device_mesh,
   run,
+  save_random_checkpoint,
   spawned_processes,
   tiny_digits_config,
   tiny_flags,
@@ -34,13 +36,15 @@ from involution_jax import (
   cli,
   configs,
   convert,
+  evaluator,
   export,
   involution,
   predict,
   train,
   workdir_lock,
 )
-from involution_jax.data import classification, pipeline
+from involution_jax import eval as eval_command
+from involution_jax.data import classification, imagenet, pipeline
 from involution_jax.trainer import train_and_evaluate
 
 
@@ -75,6 +79,12 @@ BAD_FIELDS = [
   ("data_workers", -1, "data_workers must be >= 0"),
   ("prefetch_batches", 0, "prefetch_batches must be >= 1"),
   ("optimizer", "lion", "optimizer must be 'sgd' or 'adamw'"),
+  ("learning_rate", float("inf"), "learning_rate must be a finite number > 0"),
+  ("warmup_epochs", float("nan"), "warmup_epochs must be a finite number >= 0"),
+  ("num_train_steps", True, "num_train_steps must be an integer"),
+  ("batch_size", True, "batch_size must be > 0"),
+  ("std", (127.5, 0.0, 127.5), "std must be 3 finite numbers > 0 \\(R, G, B\\)"),
+  ("mean", (127.5, 127.5), "mean must be 3 finite numbers \\(R, G, B\\)"),
 ]
 
 
@@ -83,8 +93,43 @@ BAD_FIELDS = [
 )
 def test_a_bad_config_value_names_the_field_and_what_is_allowed(field, value, message):
   config = tiny_digits_config(**{field: value})
-  with pytest.raises(ValueError, match=f"invalid config: {message}.*, got {value!r}$"):
+  with pytest.raises(
+    ValueError, match=f"invalid config: {message}.*, got {re.escape(repr(value))}$"
+  ):
     configs.validate(config, devices=8)
+
+
+@pytest.mark.parametrize(
+  "text, spec, message",
+  [
+    ("def get_config(:\n", "{path}", "config file {path}, line 1: invalid syntax"),
+    (
+      "def get_config():\n  return 3\n",
+      "{path}",
+      "config '{path}': get_config() must return an ml_collections.ConfigDict (or a dict), "
+      "got 'int'",
+    ),
+    (
+      "def get_config():\n  return dict(batch_size=8)\n",
+      "{path}:big",
+      "config '{path}' takes no argument, got {path}:big; use '{path}'",
+    ),
+  ],
+  ids=["syntax", "not-a-config", "no-argument"],
+)
+def test_a_config_file_mistake_is_one_line(tmp_path, capsys, text, spec, message):
+  path = tmp_path / "mine.py"
+  path.write_text(text)
+  spec, message = spec.format(path=path), message.format(path=path)
+  assert train.main(["--config", spec, "--workdir", str(tmp_path / "run")]) == 1
+  assert capsys.readouterr().err.strip() == f"involution-train: error: {message}"
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_may_return_a_dict(tmp_path):
+  path = tmp_path / "mine.py"
+  path.write_text("def get_config(size='8'):\n  return dict(batch_size=int(size))\n")
+  assert configs.get_config(f"{path}:16").batch_size == 16
 
 
 # Over 20 s: its first use builds the module's trained workdir.
@@ -472,6 +517,63 @@ def _folder_config(root, **overrides):
     eval_batch_size=8,
     **overrides,
   )
+
+
+def test_evaluation_on_other_classes_is_refused_naming_both_lists(tmp_path, capsys):
+  """A model of {a, b} scored on {b, c} would compare its class 0 (a) with b: refused."""
+  weights = str(tmp_path / "ab")
+  save_random_checkpoint(weights, config=_folder_config(_folder(tmp_path / "ab_data", 0)))
+  other = _folder(tmp_path / "bc_data", 0)
+  for split in ("train", "val"):
+    (other / split / "a").rename(other / split / "c")
+  flags = ["--config.dataset=folder", f"--config.data_dir={other}", "--config.eval_split=val"]
+  flags += ["--config.image_size=8", "--config.eval_batch_size=8"]
+  assert eval_command.main(["--weights", weights, *flags]) == 1
+  assert capsys.readouterr().err.strip() == (
+    f"involution-eval: error: {weights} was trained on other classes than folder (val) has "
+    "(class 0: 'a' vs 'b'): the weights' [a, b] (2), the data's [b, c] (2); its outputs "
+    "would be scored against other labels"
+  )
+
+
+def test_official_imagenet_names_match_wordnet_ids_in_the_official_order():
+  """Official weights name ImageNet's classes; TFDS and folders use WordNet ids, whose
+  sorted order is the official class order."""
+  info = dict(num_classes=1000, class_names=list(imagenet.class_names()))
+  ids = [f"n{1440764 + i:08d}" for i in range(1000)]
+  evaluator.check_same_classes("w", info, pipeline.Dataset(None, 1000, tuple(ids)), "d")
+  shuffled = ids[1:] + ids[:1]
+  with pytest.raises(ValueError, match=r"class 0: 'tench' vs 'n01440765'"):
+    evaluator.check_same_classes("w", info, pipeline.Dataset(None, 1000, tuple(shuffled)), "d")
+
+
+def test_evaluation_uses_the_recorded_preprocessing_and_batches_no_more_than_the_data(
+  tmp_path, capsys, monkeypatch
+):
+  """Weights trained on 8 x 8 digits are scored on 8 x 8 digits whatever the config says
+  (and it is said); an evaluation batch larger than the data is cut to the data."""
+  weights = str(tmp_path / "w")
+  save_random_checkpoint(weights, image_size=8)
+  batches = []
+  make_batches = evaluator.eval_batches
+
+  def recorded_batches(dataset, preprocess, *, global_batch, **kwargs):
+    batches.append((global_batch, preprocess.image_size))
+    return make_batches(dataset, preprocess, global_batch=global_batch, **kwargs)
+
+  monkeypatch.setattr(evaluator, "eval_batches", recorded_batches)
+  mesh = one_device_mesh()
+  asked = tiny_digits_config(image_size=16, mean=(0.0,) * 3)
+  other = evaluator.evaluate_weights(asked, weights, quiet=True, mesh=mesh)
+  assert capsys.readouterr().err.strip() == (
+    "evaluating with the weights' preprocessing: image_size 8 (the config has 16), mean "
+    "[127.5, 127.5, 127.5] (the config has [0.0, 0.0, 0.0])"
+  )
+  huge = tiny_digits_config(eval_batch_size=100_000)
+  same = evaluator.evaluate_weights(huge, weights, quiet=True, mesh=mesh)
+  assert capsys.readouterr().err == ""
+  assert batches == [(64, 8), (360, 8)]  # the 360 test digits in one batch, not 100,000
+  assert other["accuracy"] == same["accuracy"] and other["loss"] == pytest.approx(same["loss"])
 
 
 # Over 20 s: the trainer compiles its step before it reads the first batch.

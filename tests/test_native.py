@@ -1,9 +1,11 @@
 """The 1-D C++ loops (`ops/native.py`): where they are used, their numbers, their fallback."""
 
+import hashlib
 import itertools
 import os
 import subprocess
 import sys
+import warnings
 
 import chex
 import jax
@@ -196,3 +198,28 @@ def test_build_fallback_and_switch(tmp_path, env, expected):
       assert lines[1:] == [], lines
   built = list((tmp_path / "native").glob("involution_1d-*.so"))
   assert len(built) == (0 if env else 1)
+
+
+def test_a_changed_library_is_built_again_not_loaded(tmp_path):
+  """The library's SHA-256 is recorded when it is built: code that changed in the cache
+  folder since (corruption, tampering) is reported and replaced before anything loads."""
+  # A stand-in compiler (the digest is the subject here, not the C++): writes its -o file.
+  write = "import sys; open(sys.argv[sys.argv.index('-o') + 1], 'wb').write(b'library')"
+  compiler = [sys.executable, "-c", write]
+  target = tmp_path / "involution_1d-test.so"
+  native.build_unless_intact(compiler, target)
+  intact = target.read_bytes()
+  digest = target.with_name(target.name + ".sha256")
+  assert digest.read_text() == hashlib.sha256(intact).hexdigest()
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # intact: nothing said, nothing built
+    native.build_unless_intact(compiler, target)
+  for damage in ("changed since it was built", "has no recorded digest"):
+    if damage.startswith("changed"):
+      target.write_bytes(intact + b"\0")
+    else:
+      digest.unlink()
+    with pytest.warns(RuntimeWarning, match=f"{target} {damage}; building it again"):
+      native.build_unless_intact(compiler, target)
+    assert digest.read_text() == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert target.stat().st_size == len(intact)

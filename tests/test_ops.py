@@ -266,6 +266,15 @@ def test_integer_input_is_refused():
     involution(jnp.ones((1, 4, 4, 2), jnp.int32), jnp.ones((1, 4, 4, 1, 3, 3)))
 
 
+def test_nested_lists_are_arrays_like_any_other():
+  rng = np.random.default_rng(0)
+  x, kernel = rng.normal(size=(1, 4, 4, 2)), rng.normal(size=(1, 4, 4, 1, 3, 3))
+  as_lists = involution(x.astype(np.float32).tolist(), kernel.astype(np.float32).tolist())
+  np.testing.assert_array_equal(as_lists, involution(jnp.float32(x), jnp.float32(kernel)))
+  with pytest.raises(ValueError, match="floating point, got dtype int32"):
+    involution([[[[1, 2]]]], [[[[[[1]]]]]])
+
+
 # The Pallas (Triton) kernels, run by Pallas' interpreter on CPU.
 PALLAS_CASES = [c for c in CASES if (c[3] // c[4]) & (c[3] // c[4] - 1) == 0][:5]
 

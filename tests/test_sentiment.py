@@ -93,6 +93,22 @@ def test_missing_wheel_and_columns_are_clear(tmp_path):
   assert rows == [("good", "1"), ("bad", "0")]
 
 
+def test_a_bad_row_names_its_line_and_labels_are_stripped(tmp_path):
+  path = tmp_path / "reviews.csv"
+  path.write_text("text,label\ngood,pos\nbad\n")
+  with pytest.raises(ValueError, match=f"^{path}, line 3: no 'label' value"):
+    labelled_text.read_labelled(str(path), ",")
+  path.write_text("text,label\n" + "x" * (csv.field_size_limit() + 1) + ",pos\n")
+  with pytest.raises(ValueError, match=f"^{path}, line 2: field larger than field limit"):
+    labelled_text.read_labelled(str(path), ",")
+  path.write_text("text,label\ngood, pos\nbad,neg\nfine,pos \n")  # ", pos" is "pos"
+  assert labelled_text.read_labelled(str(path), ",") == [
+    ("good", "pos"),
+    ("bad", "neg"),
+    ("fine", "pos"),
+  ]
+
+
 @pytest.mark.parametrize("mixer", MIXERS)
 def test_padding_never_reaches_a_real_tokens_output(mixer):
   model = SequenceModel(

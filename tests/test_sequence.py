@@ -12,7 +12,7 @@ from helpers import load_config, one_device_mesh
 
 from involution_jax.data import text
 from involution_jax.models.mixers import MIXERS, DynamicConv
-from involution_jax.models.sequence import SequenceModel, generate
+from involution_jax.models.sequence import SequenceModel, generate, prefill, sample
 
 T = 12
 
@@ -92,6 +92,15 @@ def test_greedy_generation_is_the_argmax_of_the_full_pass(mixer):
   c = run(prompt, jax.random.PRNGKey(2), 1.0)
   np.testing.assert_array_equal(a, b)  # the same seed, the same text
   assert not np.array_equal(a, c)
+  # In pieces (as involution-generate makes long texts): the same tokens.
+  state = prefill(model, variables, prompt)
+  pieces = []
+  for offset, n in ((0, 3), (3, 5)):
+    piece, state = sample(
+      model, variables, state, n, temperature=1.0, rng=jax.random.PRNGKey(1), offset=offset
+    )
+    pieces.append(piece)
+  np.testing.assert_array_equal(jnp.concatenate(pieces, axis=1), a)
 
 
 def test_dynamic_conv_matches_the_formula_in_float64(x64):
@@ -178,7 +187,7 @@ def test_a_text_folder_with_a_special_file_is_refused_by_name(tmp_path, special)
 
 # Over 20 s: trains 30 steps so that the loss must fall, then generates.
 @pytest.mark.parametrize("mixer", MIXERS)
-def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path):
+def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path, monkeypatch, capsys):
   from involution_jax.trainer import train_and_evaluate
 
   config = load_config("charlm", mixer)
@@ -205,10 +214,15 @@ def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path):
     from involution_jax import generate as generate_tool
 
     prompt = "The with statement"
+    sampled = generate_tool.generate_text(str(tmp_path), prompt, 40, seed=3)
+    monkeypatch.setattr(generate_tool, "PIECE", 16)  # 16 + 16 + 8 bytes: the same text
+    assert sampled == generate_tool.generate_text(str(tmp_path), prompt, 40, seed=3)
     greedy = generate_tool.generate_text(str(tmp_path), prompt, 40, temperature=0)
-    assert greedy == generate_tool.generate_text(str(tmp_path), prompt, 40, temperature=0)
+    capsys.readouterr()
     assert len(greedy.encode("utf-8", errors="surrogatepass")) >= 1
-    assert generate_tool.main([str(tmp_path), "--prompt", prompt, "--length", "20"]) == 0
+    flags = ["--prompt", prompt, "--length", "40", "--temperature", "0"]
+    assert generate_tool.main([str(tmp_path), *flags]) == 0
+    assert capsys.readouterr().out == prompt + greedy + "\n"
     with pytest.raises(ValueError, match="--prompt is empty"):
       generate_tool.generate_text(str(tmp_path), "", 10)
 

@@ -194,12 +194,13 @@ def test_command_line_overrides(tmp_path, capsys):
 @pytest.mark.parametrize(
   "overrides,message",
   [
-    (dict(learning_rate=-0.1), "learning_rate must be > 0, got -0.1"),
+    (dict(learning_rate=-0.1), "learning_rate must be a finite number > 0, got -0.1"),
     (dict(batch_size=12), "batch_size=12 must be divisible by the 8 device"),
     (dict(eval_batch_size=20), "eval_batch_size=20 must be divisible by the 8 device"),
     (dict(label_smoothing=1.5), r"label_smoothing must be in \[0, 1\)"),
     (dict(num_train_steps=-1, num_epochs=0), "set num_epochs > 0 or num_train_steps > 0"),
     (dict(batch_size=16, grad_accum_steps=3), "grad_accum_steps=3"),
+    (dict(batch_size=24, grad_accum_steps=2), r"x grad_accum_steps=2 \(try 16\)$"),
     (dict(model="resnet50"), "unknown model 'resnet50'"),
     (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
     (dict(optimizer="lamb"), "optimizer must be 'sgd' or 'adamw', got 'lamb'"),

@@ -14,6 +14,8 @@ import ast
 import difflib
 import importlib
 import importlib.util
+import inspect
+import math
 import os
 from collections.abc import Sequence
 from importlib import resources
@@ -39,7 +41,10 @@ def _load_module(spec: str):
       raise FileNotFoundError(f"config file not found: {spec}")
     module_spec = importlib.util.spec_from_file_location("involution_jax_user_config", spec)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+      module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+      raise ValueError(f"config file {spec}, line {e.lineno}: {e.msg}") from None
     return module
   if spec not in names():
     close = difflib.get_close_matches(spec, names(), n=1)
@@ -61,7 +66,16 @@ def get_config(spec: str = "default", overrides: Sequence[str] = ()) -> ml_colle
   module = _load_module(path)
   if not hasattr(module, "get_config"):
     raise ValueError(f"config {path!r} has no get_config() function")
+  if arg and not inspect.signature(module.get_config).parameters:
+    raise ValueError(f"config {path!r} takes no argument, got {path}:{arg}; use {path!r}")
   config = module.get_config(arg) if arg else module.get_config()
+  if isinstance(config, dict):
+    config = ml_collections.ConfigDict(config)
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(
+      f"config {path!r}: get_config() must return an ml_collections.ConfigDict (or a "
+      f"dict), got {type(config).__name__!r}"
+    )
   config.lock()
   for override in overrides:
     apply_override(config, override)
@@ -120,24 +134,43 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     ) from None
 
 
+def _integer(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+  """A finite int or float (not a bool)."""
+  return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _per_channel(v, positive: bool) -> bool:
+  """Three finite numbers (RGB), all > 0 where `positive`."""
+  values = list(v)
+  return len(values) == 3 and all(_number(x) and (x > 0 or not positive) for x in values)
+
+
 # Field: (test, what is allowed). Fields a config lacks are not checked.
 _FIELD_RULES = {
-  "learning_rate": (lambda v: v > 0, "> 0"),
-  "weight_decay": (lambda v: v >= 0, ">= 0"),
+  "learning_rate": (lambda v: _number(v) and v > 0, "a finite number > 0"),
+  "weight_decay": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
   "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
   "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
-  "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+  "warmup_epochs": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
   "warmup_init_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-  "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
-  "batch_size": (lambda v: v > 0, "> 0"),
-  "eval_batch_size": (lambda v: v > 0, "> 0"),
-  "grad_accum_steps": (lambda v: v >= 1, ">= 1"),
-  "log_every_steps": (lambda v: v >= 1, ">= 1"),
-  "checkpoint_every_steps": (lambda v: v >= 1, ">= 1"),
-  "eval_every_steps": (lambda v: v >= 0, ">= 0 (0: at the end only)"),
-  "keep_checkpoints": (lambda v: v is None or v >= 1, ">= 1 (or None: keep all)"),
-  "data_workers": (lambda v: v >= 0, ">= 0 (0: read in this process)"),
-  "prefetch_batches": (lambda v: v >= 1, ">= 1"),
+  "grad_clip_norm": (lambda v: _number(v) and v >= 0, "a finite number >= 0 (0: no clipping)"),
+  "num_epochs": (lambda v: _number(v), "a finite number (<= 0 with num_train_steps > 0)"),
+  "num_train_steps": (lambda v: _integer(v), "an integer (<= 0: use num_epochs)"),
+  "mean": (lambda v: _per_channel(v, positive=False), "3 finite numbers (R, G, B)"),
+  "std": (lambda v: _per_channel(v, positive=True), "3 finite numbers > 0 (R, G, B)"),
+  "batch_size": (lambda v: _integer(v) and v > 0, "> 0"),
+  "eval_batch_size": (lambda v: _integer(v) and v > 0, "> 0"),
+  "grad_accum_steps": (lambda v: _integer(v) and v >= 1, ">= 1"),
+  "log_every_steps": (lambda v: _integer(v) and v >= 1, ">= 1"),
+  "checkpoint_every_steps": (lambda v: _integer(v) and v >= 1, ">= 1"),
+  "eval_every_steps": (lambda v: _integer(v) and v >= 0, ">= 0 (0: at the end only)"),
+  "keep_checkpoints": (lambda v: v is None or (_integer(v) and v >= 1), ">= 1 (or None: keep all)"),
+  "data_workers": (lambda v: _integer(v) and v >= 0, ">= 0 (0: read in this process)"),
+  "prefetch_batches": (lambda v: _integer(v) and v >= 1, ">= 1"),
   "max_unreadable_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
   "image_size": (
     lambda v: all(n > 0 for n in ((v,) if isinstance(v, int) else v)),
@@ -173,12 +206,12 @@ def validate(config: ml_collections.ConfigDict, devices: int | None = None) -> N
   accum = config.get("grad_accum_steps", 1)
   devices = devices or jax.device_count()
   for name in ("batch_size", "eval_batch_size"):
-    size = config[name]
+    size, step = config[name], devices * (accum if name == "batch_size" else 1)
     need(
-      size % (devices * (accum if name == "batch_size" else 1)) == 0,
+      size % step == 0,
       f"{name}={size} must be divisible by the {devices} device(s)"
       + (f" x grad_accum_steps={accum}" if name == "batch_size" and accum > 1 else "")
-      + f" (try {max(1, size // devices) * devices})",
+      + f" (try {max(1, size // step) * step})",
     )
 
 

@@ -80,6 +80,11 @@ class FolderSource:
     return {"path": path, "label": label}
 
 
+def _class_folders(folder: str) -> list[str]:
+  """The sub-folders of `folder`, sorted; hidden ones (".ipynb_checkpoints") are not classes."""
+  return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
 def image_folder(root: str, split: str) -> Dataset:
   """An ImageNet-style folder: `root/train/<class>/*.jpg`, `root/val/<class>/*.jpg`.
 
@@ -97,12 +102,14 @@ def image_folder(root: str, split: str) -> Dataset:
   for d in (train_dir, split_dir):
     if not os.path.isdir(d):
       raise FileNotFoundError(f"dataset folder not found: {d}\n{how}")
-  classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+  classes = _class_folders(train_dir)
   if not classes:
     raise FileNotFoundError(f"no class folders in {train_dir}\n{how}")
+  if len(classes) < 2:
+    raise ValueError(f"{train_dir} has one class folder, {classes[0]!r}: a classifier needs two")
   index = {c: i for i, c in enumerate(classes)}
   files = []
-  for c in sorted(e.name for e in os.scandir(split_dir) if e.is_dir()):
+  for c in _class_folders(split_dir):
     if c not in index:
       raise ValueError(
         f"class folder {os.path.join(split_dir, c)} has no counterpart in {train_dir}"

@@ -86,7 +86,18 @@ def read_labelled(
         f"{path} has no column {', '.join(map(repr, missing))}; its columns: "
         f"{reader.fieldnames}; set text_column / label_column"
       )
-    rows = [(r[text_column], r[label_column]) for r in reader]
+    rows = []
+    try:
+      for r in reader:
+        text, label = r[text_column], r[label_column]
+        if text is None or not (label or "").strip():
+          raise ValueError(
+            f"{path}, line {reader.line_num}: no {label_column if text else text_column!r} "
+            "value (fewer fields than the header, or an empty label)"
+          )
+        rows.append((text, label.strip()))  # "pos" and "pos " (after ", ") are one label
+    except csv.Error as e:  # e.g. a field over the csv module's size limit
+      raise ValueError(f"{path}, line {reader.line_num + 1}: {e}") from None  # the next one
   if not rows:
     raise ValueError(f"{path} has a header but no rows")
   return rows

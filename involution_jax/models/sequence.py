@@ -145,6 +145,74 @@ class SequenceModel(nn.Module):
     return dense(self.num_classes, name="head")(x).astype(jnp.float32)
 
 
+def _decoding_step(model: SequenceModel, variables: dict):
+  """(cache, tokens (B,)) -> (cache, logits (B, V)): one position through the caches."""
+  decoder = model.clone(decode=True)
+  params = {k: v for k, v in variables.items() if k != "cache"}
+
+  def step(cache, token):
+    logits, updates = decoder.apply(
+      {**params, "cache": cache}, token[:, None], train=False, mutable=["cache"]
+    )
+    return updates["cache"], logits[:, 0]
+
+  return decoder, step
+
+
+def check_generation(model: SequenceModel, prompt_length: int, length: int) -> None:
+  """A ValueError unless `model` can continue a prompt of `prompt_length` by `length`."""
+  if model.head != "lm":
+    raise ValueError(f"generate needs a model with head 'lm', got {model.head!r}")
+  if prompt_length < 1 or length < 1:
+    raise ValueError(f"generate: prompt and length must be >= 1, got {prompt_length}, {length}")
+  if model.mixer == "attention" and prompt_length + length > model.max_length:
+    raise ValueError(
+      f"generate: prompt {prompt_length} + length {length} exceed max_length={model.max_length}"
+    )
+
+
+def prefill(model: SequenceModel, variables: dict, prompt: jax.Array) -> tuple:
+  """The decoding state after `prompt` (B, P) ints: (the caches, the next logits (B, V))."""
+  decoder, step = _decoding_step(model, variables)
+  batch = prompt.shape[0]
+  cache = decoder.init(jax.random.PRNGKey(0), jnp.zeros((batch, 1), jnp.int32), train=False)
+  cache, logits = jax.lax.scan(step, cache["cache"], prompt.T)  # the prompt's own steps
+  return cache, logits[-1]
+
+
+def sample(
+  model: SequenceModel,
+  variables: dict,
+  state: tuple,
+  length: int,
+  *,
+  temperature: float = 1.0,
+  top_k: int = 0,
+  rng: jax.Array,
+  offset: int | jax.Array = 0,
+) -> tuple[jax.Array, tuple]:
+  """`length` tokens from a decoding `state` (`prefill`'s): ((B, length) ints, the state
+  after them). Token i is drawn with `fold_in(rng, offset + i)`, so text generated in
+  pieces (each `offset` the tokens before it) is the text generated at once."""
+  _, step = _decoding_step(model, variables)
+
+  def pick(logits, key):
+    if temperature == 0:
+      return jnp.argmax(logits, axis=-1)
+    if top_k > 0:
+      cut = jax.lax.top_k(logits, top_k)[0][:, -1:]
+      logits = jnp.where(logits < cut, -jnp.inf, logits)
+    return jax.random.categorical(key, logits / temperature, axis=-1)
+
+  def one(carry, i):
+    cache, logits = carry
+    token = pick(logits, jax.random.fold_in(rng, i)).astype(jnp.int32)
+    return step(cache, token), token
+
+  state, tokens = jax.lax.scan(one, state, offset + jnp.arange(length))
+  return tokens.T, state
+
+
 def generate(
   model: SequenceModel,
   variables: dict,
@@ -162,43 +230,8 @@ def generate(
   temperature 0 is greedy (argmax); top_k > 0 samples among the k likeliest.
   Returns (B, length) ints. Jit it with `length`, `temperature` and `top_k` static.
   """
-  if model.head != "lm":
-    raise ValueError(f"generate needs a model with head 'lm', got {model.head!r}")
-  batch, prompt_length = prompt.shape
-  if prompt_length < 1 or length < 1:
-    raise ValueError(f"generate: prompt and length must be >= 1, got {prompt_length}, {length}")
-  if model.mixer == "attention" and prompt_length + length > model.max_length:
-    raise ValueError(
-      f"generate: prompt {prompt_length} + length {length} exceed max_length={model.max_length}"
-    )
-  decoder = model.clone(decode=True)
-  params = {k: v for k, v in variables.items() if k != "cache"}
-  cache = decoder.init(jax.random.PRNGKey(0), jnp.zeros((batch, 1), jnp.int32), train=False)
-  cache = cache["cache"]
+  check_generation(model, prompt.shape[1], length)
+  state = prefill(model, variables, prompt)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-
-  def step(cache, token):
-    logits, updates = decoder.apply(
-      {**params, "cache": cache}, token[:, None], train=False, mutable=["cache"]
-    )
-    return updates["cache"], logits[:, 0]
-
-  cache, logits = jax.lax.scan(step, cache, prompt.T)  # prefill: the prompt's own steps
-  last = logits[-1]
-
-  def pick(logits, key):
-    if temperature == 0:
-      return jnp.argmax(logits, axis=-1)
-    if top_k > 0:
-      cut = jax.lax.top_k(logits, top_k)[0][:, -1:]
-      logits = jnp.where(logits < cut, -jnp.inf, logits)
-    return jax.random.categorical(key, logits / temperature, axis=-1)
-
-  def sample(carry, key):
-    cache, logits = carry
-    token = pick(logits, key).astype(jnp.int32)
-    cache, logits = step(cache, token)
-    return (cache, logits), token
-
-  _, tokens = jax.lax.scan(sample, (cache, last), jax.random.split(rng, length))
-  return tokens.T
+  tokens, _ = sample(model, variables, state, length, temperature=temperature, top_k=top_k, rng=rng)
+  return tokens

@@ -185,9 +185,9 @@ def involution(
   """Involution of `x` with per-position, per-group kernels, in 1, 2 or 3 dimensions.
 
   Args:
-    x: (B, *S, C) input, floating point; N = len(S) spatial dimensions, 1-3
+    x: (B, *S, C) input (any array-like), floating point; N = len(S) spatial dimensions, 1-3
       ((B, T, C), (B, H, W, C), (B, D, H, W, C)).
-    kernel: (B, *O, G, *W) kernels: one window of N sizes W per output
+    kernel: (B, *O, G, *W) kernels (any array-like): one window of N sizes W per output
       position and group, C divisible by G; channels [g*C/G, (g+1)*C/G) form
       group g. Tap t of group g at output o weighs input o*s + t*d - low.
     stride: output subsampling, an int or N ints >= 1.
@@ -211,6 +211,7 @@ def involution(
       3-D, mismatched shapes, C not divisible by G, a stride, dilation or
       padding of the wrong length or value, or an unknown method.
   """
+  x, kernel = jnp.asarray(x), jnp.asarray(kernel)  # NumPy arrays, nested lists
   stride, dilation, pairs, requested = validate(x, kernel, stride, dilation, method, padding)
   method = resolve_method(requested)
   if x.size == 0 or kernel.size == 0:  # an empty batch, an empty axis: nothing to sum

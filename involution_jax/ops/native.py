@@ -11,7 +11,8 @@ the XLA loops, and so does everything when the build fails.
 The library is compiled on first use with the C++ compiler (`$CXX`, default
 `c++`) against jaxlib's FFI headers, for this CPU (`-march=native`), and kept
 in `$INVOLUTION_JAX_CACHE/native/`, named by a hash of the source, jaxlib,
-compiler and CPU. `INVOLUTION_JAX_NATIVE=0` turns it off.
+compiler and CPU, beside the SHA-256 of the file built: a library that no longer
+matches it is built again, never loaded. `INVOLUTION_JAX_NATIVE=0` turns it off.
 """
 
 from __future__ import annotations
@@ -75,7 +76,37 @@ def _compile(compiler: list[str], target: Path) -> None:
     if done.returncode:
       last = (done.stderr.strip().splitlines() or ["no output"])[-1]
       raise RuntimeError(f"{shlex.join(command[:1])} exited {done.returncode}: {last}")
+    recorded = Path(tmp) / "digest"
+    recorded.write_text(_sha256(built))
+    os.replace(recorded, _digest_file(target))
     os.replace(built, target)
+
+
+def _sha256(path: Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest_file(library: Path) -> Path:
+  """Where the SHA-256 of `library` is recorded when it is built."""
+  return library.with_name(library.name + ".sha256")
+
+
+def build_unless_intact(compiler: list[str], target: Path) -> None:
+  """Builds the library into `target` unless it is there with the digest recorded when it
+  was built; a changed or unrecorded file is reported and built again, never loaded."""
+  if target.exists():
+    digest = _digest_file(target)
+    recorded = digest.read_text().strip() if digest.exists() else None
+    if recorded == _sha256(target):
+      return
+    warnings.warn(
+      f"involution_jax: {target} "
+      + ("has no recorded digest" if recorded is None else "changed since it was built")
+      + "; building it again",
+      RuntimeWarning,
+      stacklevel=3,
+    )
+  _compile(compiler, target)
 
 
 @functools.cache
@@ -96,8 +127,7 @@ def library() -> ctypes.CDLL | None:
     for part in (SOURCE.read_bytes(), jax.__version__, version, _cpu_signature()):
       key.update(part if isinstance(part, bytes) else part.encode())
     target = Path(cache_dir()) / "native" / f"involution_1d-{key.hexdigest()[:16]}.so"
-    if not target.exists():
-      _compile(compiler, target)
+    build_unless_intact(compiler, target)
     lib = ctypes.cdll.LoadLibrary(str(target))
     for name, symbol in TARGETS.values():
       jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
