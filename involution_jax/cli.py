@@ -271,9 +271,13 @@ def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def one_line(error: BaseException) -> str:
-  """The error's message on one line (multi-line messages joined with '; ')."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return "; ".join(lines) or type(error).__name__
+  """The error's message on one line: lines joined with '; ', or with ' ' after a line
+  that ends with ':' (a title and its list: "unusable arrays (1): fc.weight ...")."""
+  text = ""
+  for line in (line.strip() for line in str(error).splitlines()):
+    if line:
+      text += ("" if not text else " " if text.endswith(":") else "; ") + line
+  return text or type(error).__name__
 
 
 class Terminated(BaseException):

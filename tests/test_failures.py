@@ -721,6 +721,11 @@ def test_sigterm_stops_training_with_its_readers_and_releases_the_workdir(
   assert signal.getsignal(signal.SIGTERM) is not cli._raise_terminated  # handler restored
 
 
+def test_a_titled_list_reads_as_one_line():
+  error = ValueError("unusable arrays (2):\n  fc.weight: NaN\n  fc.bias: int64\nin w.pth")
+  assert cli.one_line(error) == "unusable arrays (2): fc.weight: NaN; fc.bias: int64; in w.pth"
+
+
 def test_verbose_shows_the_traceback_of_a_user_error(capsys):
   assert train.main(["--config.batch_size=0"]) == 1  # one line without it
   with pytest.raises(ValueError, match="batch_size must be > 0"):
