@@ -245,7 +245,10 @@ def _replaceable(out_dir: str, overwrite: bool) -> None:
 
 def paths_read(source: str) -> list[str]:
   """The files or folders `load_weights(source)` reads that exist (a checkpoint source:
-  also its checkpoint root), for commands that must not write over them."""
+  also its checkpoint root; a pretrained name: its cached file), for commands that must
+  not write over them."""
+  if zoo.is_name(source) and not os.path.exists(source):
+    return [path for path in [zoo.cached_path(source)] if os.path.exists(path)]
   paths = [source] if os.path.exists(source) else []
   if paths and not source.endswith(OFFICIAL_SUFFIXES):
     with contextlib.suppress(FileNotFoundError):  # load_weights names what is missing

@@ -144,6 +144,11 @@ def _download(source: str, dest: str, timeout: float, retries: int, quiet: bool)
     time.sleep(min(0.5 * 2**attempt, 5.0))
 
 
+def cached_path(name: str) -> str:
+  """Where `name`'s weights file is cached (whether or not it is there yet)."""
+  return os.path.join(cache_dir(), _entry(name).filename)
+
+
 def fetch(name: str, *, timeout: float = 30.0, retries: int = 2, quiet: bool = False) -> str:
   """The path of `name`'s weights file in the cache, downloaded if absent.
 
@@ -164,7 +169,7 @@ def fetch(name: str, *, timeout: float = 30.0, retries: int = 2, quiet: bool = F
   """
   entry = _entry(name)
   folder = cli.output_folder(cache_dir(), "pretrained cache")
-  path = os.path.join(folder, entry.filename)
+  path = cached_path(name)
   if os.path.isfile(path):
     size, sha256 = _digest(path)
     recorded = _read_manifest(folder).get(entry.filename)

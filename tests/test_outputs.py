@@ -7,7 +7,7 @@ import pathlib
 import pytest
 from helpers import save_random_checkpoint
 
-from involution_jax import cli, convert, curves, export, plot, predict, visualize
+from involution_jax import cli, convert, curves, export, plot, predict, visualize, zoo
 
 
 def _history(workdir):
@@ -95,6 +95,22 @@ def test_convert_never_replaces_the_checkpoint_it_reads(tmp_path, capsys):
     assert sorted(os.listdir(root)) == steps
   assert convert.main([str(workdir), str(tmp_path / "copy")]) == 0
   assert sorted(os.listdir(tmp_path / "copy")) == ["0"]
+
+
+def test_convert_never_replaces_the_cached_file_of_the_pretrained_name_it_reads(
+  tmp_path, capsys, monkeypatch
+):
+  monkeypatch.setenv("INVOLUTION_JAX_CACHE", str(tmp_path / "cache"))
+  cached = pathlib.Path(zoo.cached_path("rednet26"))
+  cached.parent.mkdir(parents=True)
+  cached.write_bytes(b"weights")
+  for out in (cached, cached.parent):
+    assert convert.main(["rednet26", str(out), "--overwrite"]) == 1
+    assert _last_error(capsys) == (
+      f"involution-convert: error: output {out} would replace the input {cached}; choose "
+      "another output"
+    )
+  assert cached.read_bytes() == b"weights"
 
 
 def test_an_output_inside_an_input_folder_is_allowed_when_it_replaces_nothing_read(tmp_path):
