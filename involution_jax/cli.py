@@ -161,6 +161,9 @@ def initialize_distributed(
     num_processes = num_processes or int(env.get("JAX_NUM_PROCESSES", 0)) or None
     if process_id is None and "JAX_PROCESS_ID" in env:
       process_id = int(env["JAX_PROCESS_ID"])
+  # JAX's preemption service would take SIGTERM over (it only sets a flag that nothing
+  # here reads); without it, SIGTERM unwinds each process as in a one-process run.
+  jax.config.update("jax_enable_preemption_service", False)
   jax.distributed.initialize(
     coordinator_address=coordinator,
     num_processes=num_processes,
@@ -287,6 +290,7 @@ class Terminated(BaseException):
 
 
 def _raise_terminated(signum, frame) -> None:
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up
   raise Terminated
 
 

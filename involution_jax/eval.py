@@ -37,11 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     required=True,
     help=cli.WEIGHTS_HELP,
   )
+  parser.add_argument(
+    "--preprocessing",
+    choices=("weights", "config"),
+    default="weights",
+    help="the input preprocessing (image size, mean, std, crop): the one the weights record "
+    "(default; differences from the config are printed) or the config's, e.g. to evaluate "
+    "at another resolution on purpose",
+  )
   cli.add_quiet_argument(parser)
   args, overrides = cli.parse_with_config_overrides(parser, argv)
   config = configs.get_config(args.config, overrides)
   cli.start(args)
-  results = cli.run_collective(evaluate_weights, config, args.weights, args.quiet)
+  results = cli.run_collective(
+    lambda: evaluate_weights(config, args.weights, args.quiet, preprocessing=args.preprocessing)
+  )
   if jax.process_index() == 0:
     print(json.dumps(results, indent=2))
   return 0

@@ -45,7 +45,7 @@ def evaluate(
   A progress bar shows on process 0's terminal unless `quiet`.
   """
   devices = batch_sharding.mesh.size
-  global_batch = min(global_batch, -(-len(dataset.source) // devices) * devices)
+  global_batch = min(global_batch, max(1, -(-len(dataset.source) // devices)) * devices)
   batches = eval_batches(
     dataset,
     preprocess,
@@ -94,6 +94,8 @@ def check_same_classes(weights: str, info: dict, dataset: Dataset, data: str) ->
   """A ValueError unless `dataset`'s classes are the ones `weights` was trained on, in
   the same order (by name where the weights record names, else by number)."""
   trained, names = list(info.get("class_names") or []), list(dataset.class_names or [])
+  if trained == [str(i) for i in range(len(trained))]:  # numbers, not names (converted
+    trained = []  # weights of another size than ImageNet's): compared by count only
   if trained and names and trained != names and not _imagenet_by_wordnet_ids(trained, names):
     i = next(
       (i for i, (a, b) in enumerate(zip(trained, names)) if a != b), min(map(len, (trained, names)))
@@ -139,14 +141,18 @@ def evaluate_weights(
   quiet: bool = False,
   *,
   mesh: jax.sharding.Mesh | None = None,
+  preprocessing: str = "weights",
 ) -> dict:
-  """Scores `weights` on `config.dataset` / `config.eval_split`, with the input
-  preprocessing the weights record (else the config's); `quiet`: no progress bars.
-  `mesh`: a 1-D mesh with axis "data" (default: every device of every process).
+  """Scores `weights` on `config.dataset` / `config.eval_split`; `quiet`: no progress
+  bars. `mesh`: a 1-D mesh with axis "data" (default: every device of every process).
+  `preprocessing`: "weights" (the input preprocessing the weights record, where they
+  do) or "config" (the config's, e.g. another resolution on purpose).
 
   Raises:
     ValueError: the data's classes (or vocabulary) are not the weights'.
   """
+  if preprocessing not in ("weights", "config"):
+    raise ValueError(f"preprocessing must be 'weights' or 'config', got {preprocessing!r}")
   task = get_task(config)
   variables, info = load_weights(weights, quiet=quiet or jax.process_index() != 0)
   dataset = task.dataset(config, config.eval_split)
@@ -160,7 +166,9 @@ def evaluate_weights(
     )
   main_process = jax.process_index() == 0
   log = (lambda line: print(line, file=sys.stderr)) if main_process else (lambda _: None)
-  recorded = with_recorded_preprocessing(config, task, info, dataset, log)
+  recorded = config
+  if preprocessing == "weights":
+    recorded = with_recorded_preprocessing(config, task, info, dataset, log)
   if recorded is not config:  # the images are read at the recorded size
     config, dataset = recorded, task.dataset(recorded, recorded.eval_split)
   mesh = mesh or sharding.data_mesh()

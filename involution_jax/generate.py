@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
   )
   first = next(pieces)  # a mistake is one line, before any text
   sys.stdout.write(args.prompt + first)
+  sys.stdout.flush()
   for piece in pieces:
     sys.stdout.write(piece)
     sys.stdout.flush()

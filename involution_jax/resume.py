@@ -39,6 +39,17 @@ class DifferentSteps(ValueError):
 STEP_MEANING = ("dataset", "train_split", "train_examples", "batch_size", "seed")
 
 
+def step_meaning(config, train_set) -> dict:
+  """This run's `STEP_MEANING` values."""
+  return dict(
+    dataset=config.dataset,
+    train_split=config.get("train_split", "train"),
+    train_examples=len(train_set.source),
+    batch_size=config.batch_size,
+    seed=config.seed,
+  )
+
+
 def check_same_steps(root: str, step: int, run: dict, workdir: str) -> None:
   """Raises DifferentSteps when step `step` recorded another value of a `STEP_MEANING`
   field than `run` has (older checkpoints record none: nothing to compare)."""

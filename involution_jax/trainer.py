@@ -140,7 +140,7 @@ def _hold_workdir(stack: contextlib.ExitStack, workdir: str) -> None:
   if jax.process_index() == 0:
     try:
       stack.enter_context(workdir_lock.hold(workdir))
-    except workdir_lock.WorkdirInUseError as e:
+    except Exception as e:  # told to every process below, then raised
       error = e
   failed_somewhere = jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(
     np.int32(error is not None)
@@ -188,6 +188,8 @@ def _train_and_evaluate(
   total_steps = total_train_steps(config, steps_per_epoch)
   programs = build_programs(config, task, train_set.num_classes, total_steps, steps_per_epoch, mesh)
   preprocess = task.preprocess(config)
+  ckpt_dir = os.path.abspath(os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR))
+  mngr, bar = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints), None
   iterator = train_iterator(
     train_set,
     preprocess,
@@ -198,18 +200,9 @@ def _train_and_evaluate(
     workers=config.data_workers,
     read_ahead=config.get("prefetch_batches", 2),
   )
-  bar = None
   try:
-    ckpt_dir = os.path.abspath(os.path.join(workdir, checkpoints.CHECKPOINT_SUBDIR))
-    mngr = checkpoints.manager(ckpt_dir, keep=config.keep_checkpoints)
     info = task.model_info(config, train_set)
-    step_meaning = dict(
-      dataset=config.dataset,
-      train_split=config.get("train_split", "train"),
-      train_examples=len(train_set.source),
-      batch_size=config.batch_size,
-      seed=config.seed,
-    )
+    step_meaning = resume.step_meaning(config, train_set)
     restored = resume.restore_newest_intact(
       mngr,
       ckpt_dir,
@@ -398,4 +391,7 @@ def _train_and_evaluate(
   finally:
     if bar is not None:  # a message that stops the run starts on a line of its own
       bar.close()
-    pipeline.close(iterator)
+    try:
+      mngr.wait_until_finished()  # a step being saved is whole before the workdir is let go
+    finally:
+      pipeline.close(iterator)

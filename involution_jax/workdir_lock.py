@@ -4,14 +4,17 @@
 gets `WorkdirInUseError` naming the holder (process, host, start time, command) before
 it writes anything. The lock belongs to the holder's open file, so a holder killed
 with SIGKILL releases it too; the next run finds the dead holder's record, says so and
-takes the lock over. Local file systems and NFSv4 (which implements `flock` with its
-own locks) see one lock for all their clients.
+takes the lock over (also when another user's run left it). On a file system that
+cannot lock (some Lustre and NFS mounts) the run says so and goes on without the check;
+NFS emulates `flock` with per-process locks, so there the check holds between processes
+and hosts but not within one process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -20,6 +23,8 @@ import sys
 from collections.abc import Callable, Iterator
 
 LOCK_FILE = ".lock"
+# flock's answers on a file system that does not lock.
+_CANNOT_LOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 
 
 class WorkdirInUseError(OSError):
@@ -39,17 +44,21 @@ def _describe(record: dict) -> str:
 def _read_record(fd: int) -> dict:
   """The holder's record in the lock file ({} where empty or unreadable)."""
   try:
-    os.lseek(fd, 0, os.SEEK_SET)
-    record = json.loads(os.read(fd, 1 << 16) or b"{}")
+    record = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
     return record if isinstance(record, dict) else {}
   except (OSError, ValueError):
     return {}
 
 
-def _lock_open_file(path: str, workdir: str) -> int:
-  """An open descriptor of `path` holding its exclusive lock."""
+def _open_locked(path: str, workdir: str) -> tuple[int, dict] | None:
+  """(a writable descriptor of `path` holding its lock, the stale record found in it);
+  None where the file system cannot lock."""
+  stale = {}
   while True:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:  # another user's file: test its lock read-only
+      fd = os.open(path, os.O_RDONLY)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -59,11 +68,20 @@ def _lock_open_file(path: str, workdir: str) -> int:
         f"workdir {workdir} is in use by another training run ({_describe(holder)}); "
         "wait for it to end (or stop it), or use another workdir"
       ) from None
+    except OSError as e:
+      os.close(fd)
+      if e.errno in _CANNOT_LOCK:
+        return None
+      raise
     try:  # the last holder may have removed the file between our open and our lock
-      if os.stat(path).st_ino == os.fstat(fd).st_ino:
-        return fd
+      current = os.stat(path).st_ino == os.fstat(fd).st_ino
     except FileNotFoundError:
-      pass
+      current = False
+    if current:
+      stale = _read_record(fd) or stale
+      if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR:
+        return fd, stale
+      os.unlink(path)  # a stale file we cannot write: removed under its lock, made anew
     os.close(fd)
 
 
@@ -72,13 +90,20 @@ def hold(workdir: str, log: Callable[[str], None] = print) -> Iterator[None]:
   """Holds `workdir`'s lock (the folder is created) until the block ends.
 
   Raises:
-    WorkdirInUseError: another run, in this process or any other, holds it.
+    WorkdirInUseError: another run holds it.
   """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
-  fd = _lock_open_file(path, workdir)
+  locked = _open_locked(path, workdir)
+  if locked is None:
+    log(
+      f"workdir {workdir}: this file system cannot lock {path}; training without the "
+      "check that no other run uses the workdir"
+    )
+    yield
+    return
+  fd, stale = locked
   try:
-    stale = _read_record(fd)
     if stale:
       log(
         f"workdir {workdir}: the run that held it ({_describe(stale)}) ended without "

@@ -3,6 +3,7 @@
 One test (or one parametrised family) per failure mode; each fails on the code before it.
 """
 
+import errno
 import json
 import os
 import pickle
@@ -66,23 +67,24 @@ def _copy(trained, tmp_path):
 # --- config values: every field checked before anything is built ---------------------------
 
 BAD_FIELDS = [
-  ("keep_checkpoints", 0, "keep_checkpoints must be >= 1"),
-  ("eval_batch_size", 0, "eval_batch_size must be > 0"),
-  ("log_every_steps", 0, "log_every_steps must be >= 1"),
-  ("checkpoint_every_steps", 0, "checkpoint_every_steps must be >= 1"),
-  ("eval_every_steps", -1, "eval_every_steps must be >= 0"),
+  ("keep_checkpoints", 0, "keep_checkpoints must be an integer >= 1"),
+  ("eval_batch_size", 0, "eval_batch_size must be an integer > 0"),
+  ("log_every_steps", 0, "log_every_steps must be an integer >= 1"),
+  ("checkpoint_every_steps", 0, "checkpoint_every_steps must be an integer >= 1"),
+  ("eval_every_steps", -1, "eval_every_steps must be an integer >= 0"),
   ("image_size", 0, "image_size must be > 0"),
   ("image_size", -8, "image_size must be > 0"),
   ("augment", "bogus", "augment must be one of none, inception, pad_crop_flip, translate"),
   ("eval_crop", 1.5, "eval_crop must be in \\(0, 1\\]"),
   ("momentum", 1.0, "momentum must be in \\[0, 1\\)"),
-  ("data_workers", -1, "data_workers must be >= 0"),
-  ("prefetch_batches", 0, "prefetch_batches must be >= 1"),
+  ("data_workers", -1, "data_workers must be an integer >= 0"),
+  ("prefetch_batches", 0, "prefetch_batches must be an integer >= 1"),
   ("optimizer", "lion", "optimizer must be 'sgd' or 'adamw'"),
   ("learning_rate", float("inf"), "learning_rate must be a finite number > 0"),
   ("warmup_epochs", float("nan"), "warmup_epochs must be a finite number >= 0"),
   ("num_train_steps", True, "num_train_steps must be an integer"),
-  ("batch_size", True, "batch_size must be > 0"),
+  ("batch_size", True, "batch_size must be an integer > 0"),
+  ("batch_size", 64.0, "batch_size must be an integer > 0"),
   ("std", (127.5, 0.0, 127.5), "std must be 3 finite numbers > 0 \\(R, G, B\\)"),
   ("mean", (127.5, 127.5), "mean must be 3 finite numbers \\(R, G, B\\)"),
 ]
@@ -138,7 +140,7 @@ def test_keep_checkpoints_0_stops_before_training_and_keeps_the_workdir(trained,
   kept = sorted(p.name for p in (workdir / "checkpoints").iterdir())
   assert train.main(["--workdir", str(workdir), *tiny_flags(keep_checkpoints=0)]) == 1
   assert capsys.readouterr().err.strip() == (
-    "involution-train: error: invalid config: keep_checkpoints must be >= 1 "
+    "involution-train: error: invalid config: keep_checkpoints must be an integer >= 1 "
     "(or None: keep all), got 0"
   )
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == kept
@@ -385,6 +387,43 @@ def test_every_process_stops_when_process_0_cannot_take_the_workdir(tmp_path, mo
   assert not (tmp_path / "run").exists()
 
 
+def test_process_0_tells_the_others_when_it_cannot_take_the_workdir(tmp_path, monkeypatch):
+  """Process 0 (this one, simulated as 0 of 2) fails on the lock: it tells the others
+  before it raises, whatever the error, so none waits for it."""
+  from involution_jax import trainer
+
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  told = []
+  monkeypatch.setattr(
+    trainer.multihost_utils, "broadcast_one_to_all", lambda x: told.append(int(x)) or int(x)
+  )
+  workdir = str(tmp_path / "run")
+  with workdir_lock.hold(workdir), pytest.raises(workdir_lock.WorkdirInUseError, match="pid "):
+    trainer.train_and_evaluate(tiny_digits_config(), workdir)
+
+  def refused(*args):
+    raise PermissionError(errno.EACCES, "Permission denied", workdir)
+
+  monkeypatch.setattr(workdir_lock, "hold", refused)
+  with pytest.raises(PermissionError):
+    trainer.train_and_evaluate(tiny_digits_config(), workdir)
+  assert told == [1, 1]
+
+
+def test_a_file_system_that_cannot_lock_is_said_and_the_run_goes_on(tmp_path, monkeypatch):
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(workdir_lock.fcntl, "flock", no_locks)
+  said = []
+  with workdir_lock.hold(str(tmp_path), log=said.append):
+    pass
+  assert said == [
+    f"workdir {tmp_path}: this file system cannot lock {tmp_path / workdir_lock.LOCK_FILE}; "
+    "training without the check that no other run uses the workdir"
+  ]
+
+
 # Over 20 s: the partial load is checked by training a step.
 def test_init_from_weights_of_another_model_fails_unless_partial_on_purpose(trained, tmp_path):
   config = tiny_digits_config(init_from=str(trained))
@@ -542,6 +581,8 @@ def test_official_imagenet_names_match_wordnet_ids_in_the_official_order():
   info = dict(num_classes=1000, class_names=list(imagenet.class_names()))
   ids = [f"n{1440764 + i:08d}" for i in range(1000)]
   evaluator.check_same_classes("w", info, pipeline.Dataset(None, 1000, tuple(ids)), "d")
+  numbers = dict(num_classes=2, class_names=["0", "1"])  # converted weights: no names
+  evaluator.check_same_classes("w", numbers, pipeline.Dataset(None, 2, ("cat", "dog")), "d")
   shuffled = ids[1:] + ids[:1]
   with pytest.raises(ValueError, match=r"class 0: 'tench' vs 'n01440765'"):
     evaluator.check_same_classes("w", info, pipeline.Dataset(None, 1000, tuple(shuffled)), "d")
@@ -572,8 +613,11 @@ def test_evaluation_uses_the_recorded_preprocessing_and_batches_no_more_than_the
   huge = tiny_digits_config(eval_batch_size=100_000)
   same = evaluator.evaluate_weights(huge, weights, quiet=True, mesh=mesh)
   assert capsys.readouterr().err == ""
-  assert batches == [(64, 8), (360, 8)]  # the 360 test digits in one batch, not 100,000
   assert other["accuracy"] == same["accuracy"] and other["loss"] == pytest.approx(same["loss"])
+  on_purpose = evaluator.evaluate_weights(asked, weights, True, mesh=mesh, preprocessing="config")
+  assert capsys.readouterr().err == "" and on_purpose["loss"] != pytest.approx(same["loss"])
+  # the 360 test digits in one batch, not 100,000; 16 x 16 when the config's is asked for
+  assert batches == [(64, 8), (360, 8), (64, 16)]
 
 
 # Over 20 s: the trainer compiles its step before it reads the first batch.
@@ -686,9 +730,6 @@ def test_reader_processes_leave_no_shared_memory_behind(tmp_path):
 
 # Over 20 s: a tiny training run that starts two reader processes (each imports the package).
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.skipif(
-  threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
-)
 def test_sigterm_stops_training_with_its_readers_and_releases_the_workdir(
   tmp_path, capsys, monkeypatch
 ):
@@ -728,5 +769,5 @@ def test_a_titled_list_reads_as_one_line():
 
 def test_verbose_shows_the_traceback_of_a_user_error(capsys):
   assert train.main(["--config.batch_size=0"]) == 1  # one line without it
-  with pytest.raises(ValueError, match="batch_size must be > 0"):
+  with pytest.raises(ValueError, match="batch_size must be an integer > 0"):
     train.main(["--config.batch_size=0", "--verbose"])

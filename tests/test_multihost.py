@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import jax
@@ -104,3 +105,33 @@ def test_a_dead_process_stops_the_other_with_a_clear_error(tmp_path):
     "Another process has most likely died" in err
     or "JAX distributed service detected fatal errors" in err
   ), err[-3000:]
+
+
+_SIGTERM_AFTER_JOINING = """
+import os, signal, sys, time
+from involution_jax import cli
+
+@cli.command("probe")
+def main(argv):
+  cli.initialize_distributed(sys.argv[1], num_processes=1, process_id=0)
+  os.kill(os.getpid(), signal.SIGTERM)
+  time.sleep(60)
+  return 0
+
+sys.exit(main([]))
+"""
+
+
+def test_sigterm_unwinds_a_process_that_joined_others():
+  """jax.distributed's preemption service would swallow SIGTERM (it sets a flag nothing
+  reads): a process of a multi-process run must stop as a lone one does."""
+  done = subprocess.run(
+    [sys.executable, "-c", _SIGTERM_AFTER_JOINING, f"127.0.0.1:{_free_port()}"],
+    env=python_env(),
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert done.returncode == 128 + signal.SIGTERM, done.stderr[-2000:]
+  assert done.stderr.strip().splitlines()[-1] == "probe: stopped by SIGTERM"

@@ -201,8 +201,8 @@ def test_build_fallback_and_switch(tmp_path, env, expected):
 
 
 def test_a_changed_library_is_built_again_not_loaded(tmp_path):
-  """The library's SHA-256 is recorded when it is built: code that changed in the cache
-  folder since (corruption, tampering) is reported and replaced before anything loads."""
+  """The library's SHA-256 is recorded when it is built: a file that changed in the cache
+  folder since (damaged, edited) is reported and replaced before anything loads it."""
   # A stand-in compiler (the digest is the subject here, not the C++): writes its -o file.
   write = "import sys; open(sys.argv[sys.argv.index('-o') + 1], 'wb').write(b'library')"
   compiler = [sys.executable, "-c", write]

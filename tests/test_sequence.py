@@ -93,12 +93,16 @@ def test_greedy_generation_is_the_argmax_of_the_full_pass(mixer):
   np.testing.assert_array_equal(a, b)  # the same seed, the same text
   assert not np.array_equal(a, c)
   # In pieces (as involution-generate makes long texts): the same tokens.
-  state = prefill(model, variables, prompt)
+  state = jax.jit(lambda p: prefill(model, variables, p))(prompt)
+  more = jax.jit(
+    lambda state, offset, n: sample(
+      model, variables, state, n, temperature=1.0, rng=jax.random.PRNGKey(1), offset=offset
+    ),
+    static_argnums=2,
+  )
   pieces = []
   for offset, n in ((0, 3), (3, 5)):
-    piece, state = sample(
-      model, variables, state, n, temperature=1.0, rng=jax.random.PRNGKey(1), offset=offset
-    )
+    piece, state = more(state, offset, n)
     pieces.append(piece)
   np.testing.assert_array_equal(jnp.concatenate(pieces, axis=1), a)
 

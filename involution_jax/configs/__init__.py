@@ -16,12 +16,14 @@ import importlib
 import importlib.util
 import inspect
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from importlib import resources
 
 import jax
 import ml_collections
+import numpy as np
 
 from involution_jax.data.classification import AUGMENTATIONS
 
@@ -44,7 +46,7 @@ def _load_module(spec: str):
     try:
       module_spec.loader.exec_module(module)
     except SyntaxError as e:
-      raise ValueError(f"config file {spec}, line {e.lineno}: {e.msg}") from None
+      raise ValueError(f"config file {e.filename or spec}, line {e.lineno}: {e.msg}") from None
     return module
   if spec not in names():
     close = difflib.get_close_matches(spec, names(), n=1)
@@ -135,12 +137,13 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
 
 
 def _integer(v) -> bool:
-  return isinstance(v, int) and not isinstance(v, bool)
+  """An int (NumPy's too), not a bool."""
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
 
 
 def _number(v) -> bool:
-  """A finite int or float (not a bool)."""
-  return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+  """A finite int or float (NumPy's too), not a bool."""
+  return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) and math.isfinite(v)
 
 
 def _per_channel(v, positive: bool) -> bool:
@@ -158,19 +161,22 @@ _FIELD_RULES = {
   "warmup_epochs": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
   "warmup_init_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
   "grad_clip_norm": (lambda v: _number(v) and v >= 0, "a finite number >= 0 (0: no clipping)"),
-  "num_epochs": (lambda v: _number(v), "a finite number (<= 0 with num_train_steps > 0)"),
+  "num_epochs": (lambda v: _number(v), "a finite number (ignored when num_train_steps > 0)"),
   "num_train_steps": (lambda v: _integer(v), "an integer (<= 0: use num_epochs)"),
   "mean": (lambda v: _per_channel(v, positive=False), "3 finite numbers (R, G, B)"),
   "std": (lambda v: _per_channel(v, positive=True), "3 finite numbers > 0 (R, G, B)"),
-  "batch_size": (lambda v: _integer(v) and v > 0, "> 0"),
-  "eval_batch_size": (lambda v: _integer(v) and v > 0, "> 0"),
-  "grad_accum_steps": (lambda v: _integer(v) and v >= 1, ">= 1"),
-  "log_every_steps": (lambda v: _integer(v) and v >= 1, ">= 1"),
-  "checkpoint_every_steps": (lambda v: _integer(v) and v >= 1, ">= 1"),
-  "eval_every_steps": (lambda v: _integer(v) and v >= 0, ">= 0 (0: at the end only)"),
-  "keep_checkpoints": (lambda v: v is None or (_integer(v) and v >= 1), ">= 1 (or None: keep all)"),
-  "data_workers": (lambda v: _integer(v) and v >= 0, ">= 0 (0: read in this process)"),
-  "prefetch_batches": (lambda v: _integer(v) and v >= 1, ">= 1"),
+  "batch_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+  "eval_batch_size": (lambda v: _integer(v) and v > 0, "an integer > 0"),
+  "grad_accum_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+  "log_every_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+  "checkpoint_every_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+  "eval_every_steps": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: at the end only)"),
+  "keep_checkpoints": (
+    lambda v: v is None or (_integer(v) and v >= 1),
+    "an integer >= 1 (or None: keep all)",
+  ),
+  "data_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: read in this process)"),
+  "prefetch_batches": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
   "max_unreadable_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
   "image_size": (
     lambda v: all(n > 0 for n in ((v,) if isinstance(v, int) else v)),

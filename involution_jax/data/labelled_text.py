@@ -92,7 +92,7 @@ def read_labelled(
         text, label = r[text_column], r[label_column]
         if text is None or not (label or "").strip():
           raise ValueError(
-            f"{path}, line {reader.line_num}: no {label_column if text else text_column!r} "
+            f"{path}, line {reader.line_num}: no {text_column if text is None else label_column!r} "
             "value (fewer fields than the header, or an empty label)"
           )
         rows.append((text, label.strip()))  # "pos" and "pos " (after ", ") are one label

@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import multiprocessing
 import os
 import threading
-import time
 from typing import Any, Protocol
 
 import grain
@@ -127,17 +127,18 @@ def train_iterator(
 
 
 def exit_with_parent(worker: int = 0, workers: int = 1) -> None:
-  """Makes this reader process exit within half a second of its parent's death.
+  """Makes this reader process exit as soon as its parent has died.
 
   A parent killed outright (SIGKILL, the OOM killer) cannot stop its readers; without
   this they would live on with their memory and shared batches. Runs in each reader as
   grain's `worker_init_fn(worker, workers)`.
   """
-  parent = os.getppid()
+  parent = multiprocessing.parent_process()  # known from the parent, not from getppid
+  if parent is None:  # not started by multiprocessing: nothing to watch
+    return
 
   def watch() -> None:
-    while os.getppid() == parent:
-      time.sleep(0.5)
+    parent.join()  # returns when the parent has ended
     os._exit(1)
 
   threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

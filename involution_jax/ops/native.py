@@ -12,12 +12,15 @@ The library is compiled on first use with the C++ compiler (`$CXX`, default
 `c++`) against jaxlib's FFI headers, for this CPU (`-march=native`), and kept
 in `$INVOLUTION_JAX_CACHE/native/`, named by a hash of the source, jaxlib,
 compiler and CPU, beside the SHA-256 of the file built: a library that no longer
-matches it is built again, never loaded. `INVOLUTION_JAX_NATIVE=0` turns it off.
+matches it (a damaged file, an edit) is built again, never loaded. This guards against
+accidents; anyone who can write the cache folder can also rewrite the digest.
+`INVOLUTION_JAX_NATIVE=0` turns it off.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import functools
 import hashlib
 import os
@@ -93,7 +96,16 @@ def _digest_file(library: Path) -> Path:
 
 def build_unless_intact(compiler: list[str], target: Path) -> None:
   """Builds the library into `target` unless it is there with the digest recorded when it
-  was built; a changed or unrecorded file is reported and built again, never loaded."""
+  was built; a changed or unrecorded file is reported and built again, never loaded.
+  Processes that need it at once take turns (a lock file beside it): one builds, the
+  others find it intact."""
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with open(target.with_name(target.name + ".lock"), "w") as turn:
+    fcntl.flock(turn, fcntl.LOCK_EX)
+    _build_unless_intact(compiler, target)
+
+
+def _build_unless_intact(compiler: list[str], target: Path) -> None:
   if target.exists():
     digest = _digest_file(target)
     recorded = digest.read_text().strip() if digest.exists() else None
@@ -104,7 +116,7 @@ def build_unless_intact(compiler: list[str], target: Path) -> None:
       + ("has no recorded digest" if recorded is None else "changed since it was built")
       + "; building it again",
       RuntimeWarning,
-      stacklevel=3,
+      stacklevel=4,
     )
   _compile(compiler, target)
 
