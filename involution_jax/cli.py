@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import pickle
 import signal
@@ -174,10 +175,32 @@ def initialize_distributed(
   return True
 
 
+class _OneLineRecords(logging.Filter):
+  """Library log records as one line each, without their tracebacks: a failure that stops
+  a command (a full disk fails every write of a checkpoint, each logged from its thread)
+  is said once, as the command's error, not in hundreds of lines before it."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    if record.name == "asyncio" and "exception was never retrieved" in message:
+      return False  # a write's failure, already reported by the write that awaited it
+    record.msg, record.args = message.split("\n", 1)[0], ()
+    record.exc_info = record.exc_text = record.stack_info = None
+    return True
+
+
+def one_line_library_logs() -> None:
+  """Every log handler of this process prints library records as `_OneLineRecords`."""
+  for handler in [*logging.getLogger().handlers, logging.lastResort]:
+    if handler is not None and not any(isinstance(f, _OneLineRecords) for f in handler.filters):
+      handler.addFilter(_OneLineRecords())
+
+
 def start(args) -> None:
   """What train and eval do first: quiet libraries, join the other processes."""
   if not args.verbose:  # orbax and grain log every checkpoint step at INFO
     absl_logging.set_verbosity(absl_logging.WARNING)
+    one_line_library_logs()
   if (
     initialize_distributed(
       args.coordinator_address,

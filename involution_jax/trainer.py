@@ -9,8 +9,8 @@ stops the run naming the step, leaving the last checkpoint intact.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -134,23 +134,6 @@ def _write_metrics(workdir: str, metrics: dict) -> None:
     json.dump(metrics, f, indent=2)
 
 
-def _hold_workdir(stack: contextlib.ExitStack, workdir: str) -> None:
-  """Process 0 takes `workdir`'s lock into `stack`; if it cannot, every process raises."""
-  error = None
-  if jax.process_index() == 0:
-    try:
-      stack.enter_context(workdir_lock.hold(workdir))
-    except Exception as e:  # told to every process below, then raised
-      error = e
-  failed_somewhere = jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(
-    np.int32(error is not None)
-  )
-  if failed_somewhere and error is None:
-    error = workdir_lock.WorkdirInUseError(f"workdir {workdir} is in use (see process 0)")
-  if error is not None:
-    raise error
-
-
 def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.Mesh | None = None
 ) -> dict:
@@ -161,10 +144,19 @@ def train_and_evaluate(
 
   Raises:
     workdir_lock.WorkdirInUseError: another run trains in `workdir`.
+    OSError: the disk is full (one message, whatever the library said).
   """
-  with contextlib.ExitStack() as stack:
-    _hold_workdir(stack, workdir)
-    return _train_and_evaluate(config, workdir, mesh)
+  with workdir_lock.hold_on_process_0(workdir):
+    try:
+      return _train_and_evaluate(config, workdir, mesh)
+    except Exception as e:  # Orbax and tensorstore say it in many ways
+      if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in str(e):
+        raise
+      raise OSError(
+        f"no space left on the device of workdir {workdir}: the checkpoint being saved was "
+        "not kept (the complete ones are); free space, or keep fewer checkpoints "
+        "(keep_checkpoints), and rerun to resume"
+      ) from e
 
 
 def _train_and_evaluate(

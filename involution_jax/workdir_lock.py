@@ -1,13 +1,14 @@
 """One training run per workdir: a lock file the kernel releases when its holder dies.
 
-`hold(workdir)` takes `workdir/.lock` with `flock`: a second run on the same workdir
-gets `WorkdirInUseError` naming the holder (process, host, start time, command) before
-it writes anything. The lock belongs to the holder's open file, so a holder killed
-with SIGKILL releases it too; the next run finds the dead holder's record, says so and
-takes the lock over (also when another user's run left it). On a file system that
-cannot lock (some Lustre and NFS mounts) the run says so and goes on without the check;
-NFS emulates `flock` with per-process locks, so there the check holds between processes
-and hosts but not within one process.
+`hold(workdir)` takes `workdir/.lock` with `flock` (in a multi-process run, process 0
+does: `hold_on_process_0`): a second run on the same workdir gets `WorkdirInUseError`
+naming the holder (process, host, start time, command) before it writes anything. The
+lock belongs to the holder's open file, so a holder killed with SIGKILL releases it too;
+the next run finds the dead holder's record, says so and takes the lock over (also when
+another user's run left it). On a file system that cannot lock (some Lustre and NFS
+mounts) the run says so and goes on without the check; NFS emulates `flock` with
+per-process locks, so there the check holds between processes and hosts but not within
+one process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 LOCK_FILE = ".lock"
 # flock's answers on a file system that does not lock.
@@ -122,3 +127,24 @@ def hold(workdir: str, log: Callable[[str], None] = print) -> Iterator[None]:
     with contextlib.suppress(FileNotFoundError):  # while still holding it: a run that
       os.unlink(path)  # opened this file meanwhile finds it gone and retries on a new one
     os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_on_process_0(workdir: str, log: Callable[[str], None] = print) -> Iterator[None]:
+  """`hold` by process 0 of a run (the one that writes the workdir's files); when it
+  cannot, every process raises, so none waits for the others in a collective."""
+  with contextlib.ExitStack() as stack:
+    error = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(hold(workdir, log))
+      except Exception as e:  # told to every process below, then raised
+        error = e
+    failed_somewhere = jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(
+      np.int32(error is not None)
+    )
+    if failed_somewhere and error is None:
+      error = WorkdirInUseError(f"workdir {workdir} is in use (see process 0)")
+    if error is not None:
+      raise error
+    yield

@@ -5,6 +5,7 @@ One test (or one parametrised family) per failure mode; each fails on the code b
 
 import errno
 import json
+import logging
 import os
 import pickle
 import re
@@ -18,6 +19,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from helpers import (
@@ -85,7 +87,6 @@ BAD_FIELDS = [
   ("warmup_epochs", float("nan"), "warmup_epochs must be a finite number >= 0"),
   ("num_train_steps", True, "num_train_steps must be an integer"),
   ("batch_size", True, "batch_size must be an integer > 0"),
-  ("batch_size", 64.0, "batch_size must be an integer > 0"),
   ("std", (127.5, 0.0, 127.5), "std must be 3 finite numbers > 0 \\(R, G, B\\)"),
   ("mean", (127.5, 127.5), "mean must be 3 finite numbers \\(R, G, B\\)"),
 ]
@@ -100,6 +101,13 @@ def test_a_bad_config_value_names_the_field_and_what_is_allowed(field, value, me
     ValueError, match=f"invalid config: {message}.*, got {re.escape(repr(value))}$"
   ):
     configs.validate(config, devices=8)
+
+
+def test_a_config_file_may_not_make_a_count_a_float():
+  """Overrides keep a field's type; a config file's own fields are checked by validate."""
+  fields = dict(tiny_digits_config().to_dict(), batch_size=64.0)
+  with pytest.raises(ValueError, match="batch_size must be an integer > 0, got 64.0$"):
+    configs.validate(ml_collections.ConfigDict(fields), devices=8)
 
 
 @pytest.mark.parametrize(
@@ -380,7 +388,7 @@ def test_every_process_stops_when_process_0_cannot_take_the_workdir(tmp_path, mo
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   told = []
   monkeypatch.setattr(
-    trainer.multihost_utils, "broadcast_one_to_all", lambda x: told.append(int(x)) or 1
+    workdir_lock.multihost_utils, "broadcast_one_to_all", lambda x: told.append(int(x)) or 1
   )
   with pytest.raises(workdir_lock.WorkdirInUseError, match=r"is in use \(see process 0\)$"):
     trainer.train_and_evaluate(tiny_digits_config(), str(tmp_path / "run"))
@@ -396,7 +404,7 @@ def test_process_0_tells_the_others_when_it_cannot_take_the_workdir(tmp_path, mo
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   told = []
   monkeypatch.setattr(
-    trainer.multihost_utils, "broadcast_one_to_all", lambda x: told.append(int(x)) or int(x)
+    workdir_lock.multihost_utils, "broadcast_one_to_all", lambda x: told.append(int(x)) or int(x)
   )
   workdir = str(tmp_path / "run")
   with workdir_lock.hold(workdir), pytest.raises(workdir_lock.WorkdirInUseError, match="pid "):
@@ -768,6 +776,38 @@ def test_a_command_sets_the_sigterm_handler_while_it_runs_only():
 
   assert probe([]) == 0
   assert seen == [cli._raise_terminated] and signal.getsignal(signal.SIGTERM) == found
+
+
+def test_a_full_disk_is_one_line_and_so_is_each_library_error_before_it(
+  tmp_path, capsys, monkeypatch
+):
+  """A full disk fails every write of a checkpoint, each logged from its thread with its
+  traceback (1,051 lines of stderr for the tiny model on a 256 KiB tmpfs): the command
+  says it once, after one line per library error (simulated: the saving logs as Orbax
+  and asyncio do, then raises tensorstore's error)."""
+  from involution_jax import trainer
+
+  def full_disk(*args, **kwargs):
+    try:
+      raise ValueError("in a writer thread")
+    except ValueError:
+      logging.getLogger("absl").exception("Save Finalize thread failed.\nsecond line")
+    logging.getLogger("asyncio").error("Task exception was never retrieved\nfuture: <Task>")
+    raise ValueError("RESOURCE_EXHAUSTED: Error writing: No space left on device [28]")
+
+  monkeypatch.setattr(trainer.checkpoints, "save", full_disk)
+  handler = logging.StreamHandler(sys.stderr)  # the handler a library set up, on stderr
+  handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+  monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
+  monkeypatch.setattr(logging, "lastResort", None)
+  workdir = tmp_path / "run"
+  assert train.main(["--workdir", str(workdir), *tiny_flags()]) == 1
+  assert capsys.readouterr().err.splitlines() == [
+    "ERROR:absl:Save Finalize thread failed.",
+    f"involution-train: error: no space left on the device of workdir {workdir}: the "
+    "checkpoint being saved was not kept (the complete ones are); free space, or keep "
+    "fewer checkpoints (keep_checkpoints), and rerun to resume",
+  ]
 
 
 def test_a_titled_list_reads_as_one_line():
