@@ -196,6 +196,14 @@ def one_line_library_logs() -> None:
       handler.addFilter(_OneLineRecords())
 
 
+def _restore_library_logs() -> None:
+  """Undoes `one_line_library_logs` (a command called in-process leaves its process as
+  it found it; a command-line run keeps it to the end, when late records arrive)."""
+  for handler in [*logging.getLogger().handlers, logging.lastResort]:
+    for found in [f for f in getattr(handler, "filters", []) if isinstance(f, _OneLineRecords)]:
+      handler.removeFilter(found)
+
+
 def start(args) -> None:
   """What train and eval do first: quiet libraries, join the other processes."""
   if not args.verbose:  # orbax and grain log every checkpoint step at INFO
@@ -343,6 +351,8 @@ def command(prog: str) -> Callable[[Main], Main]:
       finally:
         if in_main_thread:
           signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if argv is not None:  # called in-process, not as the command line
+          _restore_library_logs()
 
     return run
 
