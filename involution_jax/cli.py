@@ -292,9 +292,14 @@ def output_file(
   return path
 
 
+def stderr_is_terminal() -> bool:
+  """Whether progress bars can be drawn (stderr is a terminal, not a log file)."""
+  return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
 def progress(iterable=None, *, quiet: bool = False, **kwargs) -> tqdm:
   """A tqdm progress bar on stderr, shown only when stderr is a terminal and not `quiet`."""
-  disable = quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+  disable = quiet or not stderr_is_terminal()
   return tqdm(iterable, file=sys.stderr, disable=disable, dynamic_ncols=True, **kwargs)
 
 

@@ -14,7 +14,6 @@ import errno
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 
@@ -27,7 +26,16 @@ from jax.sharding import NamedSharding
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from involution_jax import checkpoints, configs, curves, resume, sharding, train_step, workdir_lock
+from involution_jax import (
+  checkpoints,
+  cli,
+  configs,
+  curves,
+  resume,
+  sharding,
+  train_step,
+  workdir_lock,
+)
 from involution_jax.data import pipeline
 from involution_jax.data.pipeline import train_iterator
 from involution_jax.evaluator import evaluate, make_eval_step
@@ -269,7 +277,7 @@ def _train_and_evaluate(
     timed_steps, timed_seconds, tick = 0, 0.0, None
     # A bar on a terminal; elsewhere (a log file, a scheduler's capture) a plain line per
     # logging interval.
-    on_terminal = main_process and sys.stderr.isatty()
+    on_terminal = main_process and cli.stderr_is_terminal()
     bar = tqdm(
       total=total_steps,
       initial=start_step,
