@@ -15,6 +15,7 @@ module may use it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
@@ -22,7 +23,7 @@ import pickle
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 from absl import logging as absl_logging
@@ -328,6 +329,26 @@ class Terminated(BaseException):
 def _raise_terminated(signum, frame) -> None:
   signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up
   raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_a_request() -> Iterator[threading.Event]:
+  """Within the block, SIGTERM sets the event it yields instead of raising `Terminated`
+  wherever the main thread is: for code whose library calls must not be cut in the
+  middle (a checkpoint being written, a reader's queue). The code checks the event where
+  stopping is safe and raises `Terminated` there; a request left unanswered at the end
+  of the block is raised then."""
+  requested = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield requested
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+  try:
+    yield requested
+  finally:
+    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+  if requested.is_set():
+    raise Terminated
 
 
 def command(prog: str) -> Callable[[Main], Main]:

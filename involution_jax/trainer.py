@@ -14,6 +14,7 @@ import errno
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -154,9 +155,9 @@ def train_and_evaluate(
     workdir_lock.WorkdirInUseError: another run trains in `workdir`.
     OSError: the disk is full (one message, whatever the library said).
   """
-  with workdir_lock.hold_on_process_0(workdir):
+  with workdir_lock.hold_on_process_0(workdir), cli.sigterm_as_a_request() as stop:
     try:
-      return _train_and_evaluate(config, workdir, mesh)
+      return _train_and_evaluate(config, workdir, mesh, stop)
     except Exception as e:  # Orbax and tensorstore say it in many ways
       if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in str(e):
         raise
@@ -168,7 +169,10 @@ def train_and_evaluate(
 
 
 def _train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh | None
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  mesh: jax.sharding.Mesh | None,
+  stop: threading.Event,
 ) -> dict:
   mesh = mesh or sharding.data_mesh()
   configs.validate(config, mesh.size)
@@ -288,6 +292,8 @@ def _train_and_evaluate(
       mininterval=0.5,
     )
     for step in range(start_step + 1, total_steps + 1):
+      if stop.is_set():  # SIGTERM: between two steps, never inside a save or a read
+        raise cli.Terminated
       local = next(iterator)
       index = local.pop("index")
       unreadable_files.update(index[local["valid"] == 0].tolist())
@@ -356,6 +362,8 @@ def _train_and_evaluate(
           _write_scalars(writer, workdir, "eval", results, step)
     bar.close()
     mngr.wait_until_finished()
+    if stop.is_set():
+      raise cli.Terminated
     results = evaluate(
       task, eval_fn, state.variables(), eval_set, preprocess, config.eval_batch_size, batch_sharding
     )
