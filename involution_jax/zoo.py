@@ -18,7 +18,6 @@ later use against the size and SHA-256 recorded at first download; conversion
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import http.client
 import json
 import os
@@ -29,7 +28,7 @@ import urllib.request
 
 from involution_jax import cli
 from involution_jax.cache import CACHE_ENV as CACHE_ENV  # re-exported: the tests set it
-from involution_jax.cache import cache_dir
+from involution_jax.cache import cache_dir, sha256_of
 
 URL_ENV = "INVOLUTION_JAX_PRETRAINED_URL"
 DEFAULT_URL = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph"
@@ -81,11 +80,7 @@ def _entry(name: str) -> Pretrained:
 
 
 def _digest(path: str) -> tuple[int, str]:
-  sha = hashlib.sha256()
-  with open(path, "rb") as f:
-    while chunk := f.read(1 << 20):
-      sha.update(chunk)
-  return os.path.getsize(path), sha.hexdigest()
+  return os.path.getsize(path), sha256_of(path)
 
 
 def _read_manifest(folder: str) -> dict:

@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from involution_jax.cache import cache_dir
+from involution_jax.cache import cache_dir, sha256_of
 
 ENV = "INVOLUTION_JAX_NATIVE"
 SOURCE = Path(__file__).with_name("native_1d.cc")
@@ -80,13 +80,9 @@ def _compile(compiler: list[str], target: Path) -> None:
       last = (done.stderr.strip().splitlines() or ["no output"])[-1]
       raise RuntimeError(f"{shlex.join(command[:1])} exited {done.returncode}: {last}")
     recorded = Path(tmp) / "digest"
-    recorded.write_text(_sha256(built))
+    recorded.write_text(sha256_of(built))
     os.replace(recorded, _digest_file(target))
     os.replace(built, target)
-
-
-def _sha256(path: Path) -> str:
-  return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _digest_file(library: Path) -> Path:
@@ -109,7 +105,7 @@ def _build_unless_intact(compiler: list[str], target: Path) -> None:
   if target.exists():
     digest = _digest_file(target)
     recorded = digest.read_text().strip() if digest.exists() else None
-    if recorded == _sha256(target):
+    if recorded == sha256_of(target):
       return
     warnings.warn(
       f"involution_jax: {target} "
