@@ -18,7 +18,7 @@ from involution_jax import cli, sharding
 from involution_jax.data import imagenet
 from involution_jax.data.pipeline import Dataset, Preprocessor, eval_batches, num_eval_batches
 from involution_jax.tasks import get_task
-from involution_jax.weights import load_weights, model_from_info
+from involution_jax.weights import PREPROCESSING, load_weights, model_from_info
 
 
 def make_eval_step(task, model, replicated: NamedSharding, batch_sharding: NamedSharding):
@@ -68,10 +68,6 @@ def evaluate(
   results = task.summarize(outputs, dataset)
   results["unreadable"] = len(dataset.source) - int(sum(o["examples"] for o in outputs))
   return results
-
-
-# What a checkpoint records of its input, which evaluation uses over the config's.
-PREPROCESSING = ("image_size", "mean", "std", "eval_crop")
 
 
 def _names(names, most: int = 8) -> str:

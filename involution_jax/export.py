@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from involution_jax import cli, portability
-from involution_jax.weights import load_weights, model_from_info, paths_read
+from involution_jax.weights import PREPROCESSING, load_weights, model_from_info, paths_read
 
 METADATA_SUFFIX = ".json"
 
@@ -70,9 +70,7 @@ def save(exported: jax.export.Exported, info: dict, path: str) -> None:
   with open(path, "wb") as f:
     f.write(exported.serialize())
   metadata = {
-    k: info[k]
-    for k in ("image_size", "mean", "std", "eval_crop", "class_names", "num_classes", "model")
-    if k in info
+    k: info[k] for k in (*PREPROCESSING, "class_names", "num_classes", "model") if k in info
   }
   metadata["platforms"] = list(exported.platforms)
   with open(path + METADATA_SUFFIX, "w") as f:

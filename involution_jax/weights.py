@@ -27,6 +27,10 @@ def model_from_info(info: dict, dtype=None) -> nn.Module:
   return create_model(info["model"], num_classes=info["num_classes"], **kwargs)
 
 
+# What a checkpoint's info records of the model's input (image tasks), over any config's.
+PREPROCESSING = ("image_size", "mean", "std", "eval_crop")
+
+
 def preprocess_from_info(info: dict) -> Preprocess | DensePreprocess:
   """The evaluation preprocessing a checkpoint's model was trained with."""
   task = info.get("task", "classification")
