@@ -71,6 +71,24 @@ def run(cmd: list[str], devices: int = 1, timeout: float = 300) -> subprocess.Co
   )
 
 
+def wait_for_checkpoint(process, workdir: str, min_step: int, timeout: float = 240) -> None:
+  """Returns as soon as `process` (a training run in `workdir`) has committed a checkpoint
+  of step >= `min_step` (Orbax renames a step's folder into place when it is whole);
+  fails the test if the process ends or `timeout` seconds pass first."""
+  import time
+
+  import pytest
+
+  deadline = time.time() + timeout
+  ckpt = os.path.join(workdir, "checkpoints")
+  while time.time() < deadline and process.poll() is None:
+    steps = [int(s) for s in os.listdir(ckpt) if s.isdigit()] if os.path.isdir(ckpt) else []
+    if any(s >= min_step for s in steps):
+      return
+    time.sleep(0.005)
+  pytest.fail(f"no checkpoint of step >= {min_step} before the run ended (rc={process.poll()})")
+
+
 def _state_and_parent(pid) -> tuple[str, int] | None:
   """(state letter, parent pid) of a process from /proc (Linux); None: no such process."""
   try:

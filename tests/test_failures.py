@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +31,7 @@ from helpers import (
   tiny_digits_config,
   tiny_flags,
   train_command,
+  wait_for_checkpoint,
 )
 from PIL import Image
 
@@ -745,10 +745,7 @@ def test_sigterm_stops_training_with_its_readers_and_leaves_nothing_behind(tmp_p
       train_command(str(workdir), *flags), env=python_env(), cwd=ROOT, stdout=stdout, stderr=stderr
     )
   try:
-    deadline = time.time() + 240
-    while not (workdir / "checkpoints" / "2").is_dir():  # committed: renamed into place
-      assert process.poll() is None and time.time() < deadline, err.read_text()[-2000:]
-      time.sleep(0.05)
+    wait_for_checkpoint(process, str(workdir), 2)
     readers = spawned_processes(process.pid)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 128 + signal.SIGTERM, err.read_text()[-2000:]

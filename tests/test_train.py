@@ -6,7 +6,6 @@ import random
 import re
 import signal
 import subprocess
-import time
 
 import flax.linen as nn
 import jax
@@ -22,6 +21,7 @@ from helpers import (
   tiny_digits_config,
   tiny_flags,
   train_command,
+  wait_for_checkpoint,
 )
 from PIL import Image
 
@@ -111,20 +111,6 @@ def test_one_and_eight_devices_train_the_same(tmp_path):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
 
 
-def _kill_when_checkpoint(process, workdir, min_step):
-  """SIGKILLs `process` as soon as a checkpoint of step >= min_step is committed."""
-  deadline = time.time() + 240
-  ckpt = os.path.join(workdir, "checkpoints")
-  while time.time() < deadline and process.poll() is None:
-    steps = [int(s) for s in os.listdir(ckpt) if s.isdigit()] if os.path.isdir(ckpt) else []
-    if any(s >= min_step for s in steps):
-      process.send_signal(signal.SIGKILL)
-      process.wait()
-      return
-    time.sleep(0.005)
-  pytest.fail(f"training ended (rc={process.poll()}) before it could be killed")
-
-
 # Over 20 s, end to end: a kill -9 is only a kill in another process. Three training
 # processes of 24 steps, a checkpoint every 3; the kill step comes from a fixed seed and is
 # named on failure.
@@ -148,7 +134,9 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,
   )
-  _kill_when_checkpoint(process, killed, kill_at)
+  wait_for_checkpoint(process, killed, kill_at)  # then killed at once
+  process.send_signal(signal.SIGKILL)
+  process.wait()
   assert process.returncode == -signal.SIGKILL, context
   interrupted_at = max(
     int(s) for s in os.listdir(os.path.join(killed, "checkpoints")) if s.isdigit()
