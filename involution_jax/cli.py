@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -27,12 +28,20 @@ from collections.abc import Callable, Iterator, Sequence
 
 import jax
 from absl import logging as absl_logging
+from flax import errors as flax_errors
 from tqdm import tqdm
 
 TRACEBACK_ENV = "INVOLUTION_JAX_TRACEBACK"
 # What bad input raises: missing or unreadable files, bad values, refused pickles,
 # missing optional extras. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (OSError, ValueError, ImportError, pickle.UnpicklingError)
+# Weights that do not fit the model their description (the model info beside them)
+# builds: an edited or swapped description. Flax names the parameter and both shapes.
+WEIGHTS_MISMATCH = (
+  flax_errors.ScopeParamShapeError,
+  flax_errors.ScopeParamNotFoundError,
+  flax_errors.ScopeCollectionNotFound,
+)
 
 WEIGHTS_HELP = (
   "a training workdir or checkpoint folder, official .pth / .pdparams / .safetensors "
@@ -320,6 +329,13 @@ def one_line(error: BaseException) -> str:
   return text or type(error).__name__
 
 
+def _user_message(error: BaseException) -> str:
+  if isinstance(error, WEIGHTS_MISMATCH):  # Flax ends its message with a link to its docs
+    detail = re.sub(r" \(https?://\S+\)$", "", one_line(error))
+    return f"the weights do not fit the model their description builds: {detail}"
+  return one_line(error)
+
+
 class Terminated(BaseException):
   """SIGTERM arrived (a scheduler stopping or preempting the job): unwinds as Ctrl-C does,
   so `finally` blocks run (a training run stops its reader processes, frees its shared
@@ -363,10 +379,10 @@ def command(prog: str) -> Callable[[Main], Main]:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
       try:
         return main(argv)
-      except USER_ERRORS as e:
+      except (*USER_ERRORS, *WEIGHTS_MISMATCH) as e:
         if os.environ.get(TRACEBACK_ENV) or "--verbose" in (sys.argv[1:] if argv is None else argv):
           raise
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {_user_message(e)}", file=sys.stderr)
         return 1
       except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

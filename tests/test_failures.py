@@ -306,6 +306,27 @@ def test_another_model_in_the_workdir_is_one_line_and_touches_nothing(
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
 
 
+def test_a_model_description_that_does_not_fit_its_weights_is_one_line(tmp_path, capsys):
+  """An edited (or swapped) model info: Flax's shape error, said in one line by each tool."""
+  weights = tmp_path / "run"
+  _, _, info = save_random_checkpoint(str(weights))
+  info_file = weights / "1" / "model" / "metadata"
+  widths = {"base_width": 2 * info["model_kwargs"]["base_width"]}
+  info_file.write_text(json.dumps({**info, "model_kwargs": {**info["model_kwargs"], **widths}}))
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+  assert predict.main([str(weights), str(tmp_path / "x.png")]) == 1
+  assert export.main([str(weights), str(tmp_path / "exported")]) == 1
+  lines = capsys.readouterr().err.splitlines()
+  shapes = r"expected to generate shape \(\d+, 32\), but .* has shape \(\d+, 16\)\.$"
+  for line, prog in zip(lines, ["predict", "export"], strict=True):
+    assert re.match(
+      f"involution-{prog}: error: the weights do not fit the model their description "
+      f'builds: For parameter "kernel" in "/layer1_0/conv1", the given initializer is ' + shapes,
+      line,
+    ), line
+  assert not (tmp_path / "exported").exists()
+
+
 @pytest.mark.parametrize(
   "override, changed",
   [("batch_size=8", "batch_size=16 (now 8)"), ("seed=3", "seed=0 (now 3)")],

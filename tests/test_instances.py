@@ -180,12 +180,11 @@ SMALL = dict(
 )
 
 
-# Over 20 s: each variant's Mask R-CNN train step compiles. faster_inv is left out: its
-# network is mask_inv_softmax's without the mask head, and Faster R-CNN (no mask head)
-# trains term by term in tests/test_rcnn.py.
-@pytest.mark.parametrize("variant", ["mask_conv", "mask_inv_softmax"])
-def test_steps_on_a_batch_lower_the_loss(variant):
-  config = load_config("digitscenes_rcnn", variant, learning_rate=0.005)
+# Over 20 s: Mask R-CNN's train step compiles (shared with the AP run below). The other
+# variants' parts train apart: the involution neck and heads in tests/test_rcnn.py (every
+# loss term falls), where the softmax mask head's gradient is also checked.
+def test_steps_on_a_batch_lower_the_loss():
+  config = load_config("digitscenes_rcnn", "mask_conv", learning_rate=0.005)
   losses = [m["loss"] for m in metrics_on_one_batch(config, steps=10, global_batch=8)]
   assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.test_util import check_grads
 
 from involution_jax.models import create_model, detection, rcnn
 from involution_jax.models import rcnn_targets as targets
@@ -88,6 +89,20 @@ def test_softmax_mask_head_averages_each_neighbourhood():
   faster = create_model("faster_rcnn", num_classes=3, mask_kernel_normalization="softmax")
   with pytest.raises(ValueError, match="mask_kernel_normalization='softmax' needs a mask head"):
     jax.eval_shape(lambda: faster.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+
+
+def test_softmax_mask_head_gradients_match_finite_differences(x64):
+  # The softmax head trains only in digit scenes' config (mask_inv_softmax), not in this
+  # suite; what it adds to the trained involution head is its normalisation's gradient.
+  rois = jax.random.normal(jax.random.PRNGKey(1), (1, 2, 14, 14, 16), jnp.float64)
+  head = rcnn.MaskHead(2, head="involution", channels=16, kernel_normalization="softmax")
+  variables = head.init(jax.random.PRNGKey(0), rois, train=False)
+  variables = jax.tree.map(lambda a: a.astype(jnp.float64), variables)
+
+  def loss(params):
+    return jnp.sum(jnp.sin(head.apply({**variables, "params": params}, rois, train=False)))
+
+  check_grads(loss, (variables["params"],), order=1, modes=["rev"])
 
 
 # Over 20 s: an R-CNN's init and inference compile.
