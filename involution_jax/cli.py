@@ -199,11 +199,30 @@ class _OneLineRecords(logging.Filter):
     return True
 
 
+class _OnceEachUnraisable:
+  """`sys.unraisablehook`: each distinct exception that a library callback could not raise
+  as one line, once (a full disk makes tensorstore's callbacks fail ~100 times with
+  "Event loop is closed" after the write that failed was reported)."""
+
+  def __init__(self, previous: Callable) -> None:
+    self.previous, self.seen = previous, set()
+
+  def __call__(self, unraisable) -> None:
+    error = unraisable.exc_value
+    text = f"{type(error).__name__}: {one_line(error)}" if error else str(unraisable.err_msg)
+    if text not in self.seen:
+      self.seen.add(text)
+      print(f"exception ignored in a library callback: {text}", file=sys.stderr)
+
+
 def one_line_library_logs() -> None:
-  """Every log handler of this process prints library records as `_OneLineRecords`."""
+  """Every log handler of this process prints library records as `_OneLineRecords`, and
+  exceptions no caller could catch are said once each (`_OnceEachUnraisable`)."""
   for handler in [*logging.getLogger().handlers, logging.lastResort]:
     if handler is not None and not any(isinstance(f, _OneLineRecords) for f in handler.filters):
       handler.addFilter(_OneLineRecords())
+  if not isinstance(sys.unraisablehook, _OnceEachUnraisable):
+    sys.unraisablehook = _OnceEachUnraisable(sys.unraisablehook)
 
 
 def _restore_library_logs() -> None:
@@ -212,6 +231,8 @@ def _restore_library_logs() -> None:
   for handler in [*logging.getLogger().handlers, logging.lastResort]:
     for found in [f for f in getattr(handler, "filters", []) if isinstance(f, _OneLineRecords)]:
       handler.removeFilter(found)
+  if isinstance(sys.unraisablehook, _OnceEachUnraisable):
+    sys.unraisablehook = sys.unraisablehook.previous
 
 
 def start(args) -> None:
