@@ -111,12 +111,12 @@ def test_one_and_eight_devices_train_the_same(tmp_path):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
 
 
-# Over 20 s, end to end: a kill -9 is only a kill in another process. Three training
-# processes of 24 steps, a checkpoint every 3; the kill step comes from a fixed seed and is
-# named on failure.
 KILL_SEED = 0
 
 
+# Over 20 s, end to end: a kill -9 is only a kill in another process. Three training
+# processes of 24 steps, a checkpoint every 3; the kill step comes from a fixed seed
+# (KILL_SEED) and is named on failure.
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
   steps = 24
   flags = tiny_flags(
