@@ -20,7 +20,6 @@ import functools
 import logging
 import os
 import pickle
-import re
 import signal
 import sys
 import threading
@@ -28,20 +27,12 @@ from collections.abc import Callable, Iterator, Sequence
 
 import jax
 from absl import logging as absl_logging
-from flax import errors as flax_errors
 from tqdm import tqdm
 
 TRACEBACK_ENV = "INVOLUTION_JAX_TRACEBACK"
 # What bad input raises: missing or unreadable files, bad values, refused pickles,
 # missing optional extras. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (OSError, ValueError, ImportError, pickle.UnpicklingError)
-# Weights that do not fit the model their description (the model info beside them)
-# builds: an edited or swapped description. Flax names the parameter and both shapes.
-WEIGHTS_MISMATCH = (
-  flax_errors.ScopeParamShapeError,
-  flax_errors.ScopeParamNotFoundError,
-  flax_errors.ScopeCollectionNotFound,
-)
 
 WEIGHTS_HELP = (
   "a training workdir or checkpoint folder, official .pth / .pdparams / .safetensors "
@@ -200,19 +191,24 @@ class _OneLineRecords(logging.Filter):
 
 
 class _OnceEachUnraisable:
-  """`sys.unraisablehook`: each distinct exception that a library callback could not raise
-  as one line, once (a full disk makes tensorstore's callbacks fail ~100 times with
-  "Event loop is closed" after the write that failed was reported)."""
+  """`sys.unraisablehook`: each distinct exception that nothing could catch (raised in a
+  `__del__` or a library's callback) as one line, once: a full disk makes tensorstore's
+  callbacks fail ~100 times with "Event loop is closed" after the failed write."""
 
   def __init__(self, previous: Callable) -> None:
     self.previous, self.seen = previous, set()
 
   def __call__(self, unraisable) -> None:
-    error = unraisable.exc_value
-    text = f"{type(error).__name__}: {one_line(error)}" if error else str(unraisable.err_msg)
+    error, where = unraisable.exc_value, unraisable.object
+    text = (
+      f"{type(error).__name__}: {one_line(error)}"
+      if error is not None
+      else unraisable.err_msg or "an exception"
+    )
     if text not in self.seen:
       self.seen.add(text)
-      print(f"exception ignored in a library callback: {text}", file=sys.stderr)
+      place = f" in {where!r}" if where is not None else ""
+      print(f"exception ignored{place}: {text}", file=sys.stderr)
 
 
 def one_line_library_logs() -> None:
@@ -221,7 +217,7 @@ def one_line_library_logs() -> None:
   for handler in [*logging.getLogger().handlers, logging.lastResort]:
     if handler is not None and not any(isinstance(f, _OneLineRecords) for f in handler.filters):
       handler.addFilter(_OneLineRecords())
-  if not isinstance(sys.unraisablehook, _OnceEachUnraisable):
+  if not os.environ.get(TRACEBACK_ENV) and not isinstance(sys.unraisablehook, _OnceEachUnraisable):
     sys.unraisablehook = _OnceEachUnraisable(sys.unraisablehook)
 
 
@@ -350,13 +346,6 @@ def one_line(error: BaseException) -> str:
   return text or type(error).__name__
 
 
-def _user_message(error: BaseException) -> str:
-  if isinstance(error, WEIGHTS_MISMATCH):  # Flax ends its message with a link to its docs
-    detail = re.sub(r" \(https?://\S+\)$", "", one_line(error))
-    return f"the weights do not fit the model their description builds: {detail}"
-  return one_line(error)
-
-
 class Terminated(BaseException):
   """SIGTERM arrived (a scheduler stopping or preempting the job): unwinds as Ctrl-C does,
   so `finally` blocks run (a training run stops its reader processes, frees its shared
@@ -400,10 +389,10 @@ def command(prog: str) -> Callable[[Main], Main]:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
       try:
         return main(argv)
-      except (*USER_ERRORS, *WEIGHTS_MISMATCH) as e:
+      except USER_ERRORS as e:
         if os.environ.get(TRACEBACK_ENV) or "--verbose" in (sys.argv[1:] if argv is None else argv):
           raise
-        print(f"{prog}: error: {_user_message(e)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 1
       except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

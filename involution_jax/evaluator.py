@@ -18,7 +18,12 @@ from involution_jax import cli, sharding
 from involution_jax.data import imagenet
 from involution_jax.data.pipeline import Dataset, Preprocessor, eval_batches, num_eval_batches
 from involution_jax.tasks import get_task
-from involution_jax.weights import PREPROCESSING, load_weights, model_from_info
+from involution_jax.weights import (
+  PREPROCESSING,
+  fitting_their_description,
+  load_weights,
+  model_from_info,
+)
 
 
 def make_eval_step(task, model, replicated: NamedSharding, batch_sharding: NamedSharding):
@@ -176,13 +181,14 @@ def evaluate_weights(
   batch_sharding = sharding.batch_sharded(mesh)
   model = model_from_info(info)
   variables = jax.device_put(variables, replicated)
-  return evaluate(
-    task,
-    make_eval_step(task, model, replicated, batch_sharding),
-    variables,
-    dataset,
-    task.preprocess(config),
-    config.eval_batch_size,
-    batch_sharding,
-    quiet=quiet,
-  )
+  with fitting_their_description():
+    return evaluate(
+      task,
+      make_eval_step(task, model, replicated, batch_sharding),
+      variables,
+      dataset,
+      task.preprocess(config),
+      config.eval_batch_size,
+      batch_sharding,
+      quiet=quiet,
+    )

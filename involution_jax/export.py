@@ -27,7 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from involution_jax import cli, portability
-from involution_jax.weights import PREPROCESSING, load_weights, model_from_info, paths_read
+from involution_jax.weights import (
+  PREPROCESSING,
+  fitting_their_description,
+  load_weights,
+  model_from_info,
+  paths_read,
+)
 
 METADATA_SUFFIX = ".json"
 
@@ -55,7 +61,8 @@ def export_model(
   batch = jax.export.symbolic_shape("batch")[0]
   spec = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
   forward = jax.jit(lambda x: model.apply(variables, x, train=False))
-  exported = jax.export.export(forward, platforms=platforms)(spec)
+  with fitting_their_description():
+    exported = jax.export.export(forward, platforms=platforms)(spec)
   text = exported.mlir_module()
   for platform in exported.platforms:
     problems = portability.unportable_ops(text, platform)

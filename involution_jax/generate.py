@@ -20,7 +20,7 @@ import numpy as np
 from involution_jax import cli
 from involution_jax.data import text
 from involution_jax.models import sequence
-from involution_jax.weights import load_weights, model_from_info
+from involution_jax.weights import fitting_their_description, load_weights, model_from_info
 
 # Tokens per compiled piece: text appears as it is made, memory stays that of one piece.
 PIECE = 256
@@ -61,7 +61,8 @@ def generate_pieces(
     ),
     static_argnums=4,
   )
-  state = start(variables, jnp.asarray(tokens, jnp.int32)[None])
+  with fitting_their_description():
+    state = start(variables, jnp.asarray(tokens, jnp.int32)[None])
   rng = jax.random.PRNGKey(seed)
   utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
   for offset in range(0, length, PIECE):

@@ -27,7 +27,12 @@ from involution_jax import cli, drawing
 from involution_jax.data.classification import IMAGE_EXTENSIONS
 from involution_jax.data.images import read_rgb
 from involution_jax.models import detection, rcnn, segmentation
-from involution_jax.weights import load_weights, model_from_info, preprocess_from_info
+from involution_jax.weights import (
+  fitting_their_description,
+  load_weights,
+  model_from_info,
+  preprocess_from_info,
+)
 
 
 def image_files(paths: Iterable[str]) -> list[str]:
@@ -109,7 +114,8 @@ class Predictor:
       chunk = images[start : start + batch]
       padded = np.zeros((batch, *chunk.shape[1:]), np.float32)
       padded[: len(chunk)] = chunk
-      out = jax.device_get(self._predict(self.variables, jnp.asarray(padded)))
+      with fitting_their_description():
+        out = jax.device_get(self._predict(self.variables, jnp.asarray(padded)))
       outs.append(jax.tree.map(lambda a: a[: len(chunk)], out))
     return jax.tree.map(lambda *a: np.concatenate(a), *outs) if outs else None
 

@@ -25,7 +25,13 @@ import numpy as np
 from flax import traverse_util
 
 from involution_jax import cli
-from involution_jax.weights import load_weights, model_from_info, paths_read, preprocess_from_info
+from involution_jax.weights import (
+  fitting_their_description,
+  load_weights,
+  model_from_info,
+  paths_read,
+  preprocess_from_info,
+)
 
 PANEL_INCHES, DPI = 2.5, 100
 
@@ -198,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
   example = preprocess.eval({"path": args.image, "label": 0})
   if not example["valid"]:
     raise ValueError(f"cannot read image {args.image}")
-  outputs, kernels = capture(model_from_info(info), variables, example["image"][None])
+  with fitting_their_description():
+    outputs, kernels = capture(model_from_info(info), variables, example["image"][None])
   if not kernels:
     raise ValueError(f"the model in {args.weights} has no involution layers")
   layer = args.layer or next(iter(kernels))

@@ -8,7 +8,12 @@ export and the kernel pictures all load through it.
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
+
 import flax.linen as nn
+from flax import errors as flax_errors
 
 from involution_jax.convert import load_weights as load_weights  # the one loader
 from involution_jax.convert import paths_read as paths_read
@@ -25,6 +30,32 @@ def model_from_info(info: dict, dtype=None) -> nn.Module:
   if dtype is not None:
     kwargs["dtype"] = dtype
   return create_model(info["model"], num_classes=info["num_classes"], **kwargs)
+
+
+# Flax's errors for weights that a model does not fit: the parameter (or statistic) and both
+# shapes, or the one that is missing.
+_MISFIT = (
+  flax_errors.ScopeParamShapeError,
+  flax_errors.ScopeParamNotFoundError,
+  flax_errors.ScopeVariableNotFoundError,
+  flax_errors.ScopeCollectionNotFound,
+)
+
+
+@contextlib.contextmanager
+def fitting_their_description() -> Iterator[None]:
+  """Around the first use of weights with the model `model_from_info` built from their
+  info: Flax's error for weights that do not fit it (an edited or swapped model info)
+  becomes a ValueError in one line, without Flax's link to its docs.
+
+  A description with fewer layers than the weights hold is not caught: the weights it
+  does not ask for go unused.
+  """
+  try:
+    yield
+  except _MISFIT as e:
+    detail = re.sub(r" \(https?://\S+\)$", "", " ".join(str(e).split()))
+    raise ValueError(f"the weights do not fit the model their description builds: {detail}") from e
 
 
 # What a checkpoint's info records of the model's input (image tasks), over any config's.

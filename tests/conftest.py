@@ -1,7 +1,6 @@
 """Shared test fixtures. The test process simulates 8 CPU devices (see tests/README.md)."""
 
 import atexit
-import inspect
 import os
 import shutil
 import tempfile
@@ -40,20 +39,6 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
-
-
-def _is_slow(item: pytest.Item) -> bool:
-  """A test whose comment says why it takes over 20 s (every such test has one)."""
-  function = getattr(item, "function", None)
-  return function is not None and "Over 20 s" in (inspect.getcomments(function) or "")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-  """The slow tests first, in their files' order: each worker then ends on short tests
-  instead of one long test running alone at the end (worksteal gives each worker a
-  contiguous share and moves tests from the end of one's queue to the other). A slow test
-  that compiles what a later one of its file reuses still runs before it."""
-  items.sort(key=lambda item: not _is_slow(item))
 
 
 @pytest.fixture

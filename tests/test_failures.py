@@ -45,6 +45,7 @@ from involution_jax import (
   involution,
   predict,
   train,
+  visualize,
   workdir_lock,
 )
 from involution_jax import eval as eval_command
@@ -307,24 +308,31 @@ def test_another_model_in_the_workdir_is_one_line_and_touches_nothing(
 
 
 def test_a_model_description_that_does_not_fit_its_weights_is_one_line(tmp_path, capsys):
-  """An edited (or swapped) model info: Flax's shape error, said in one line by each tool."""
+  """An edited (or swapped) model info: Flax's shape error, said in one line by each tool
+  that runs weights (each fails as its program is traced, before anything is written)."""
   weights = tmp_path / "run"
   _, _, info = save_random_checkpoint(str(weights))
   info_file = weights / "1" / "model" / "metadata"
   widths = {"base_width": 2 * info["model_kwargs"]["base_width"]}
   info_file.write_text(json.dumps({**info, "model_kwargs": {**info["model_kwargs"], **widths}}))
-  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
-  assert predict.main([str(weights), str(tmp_path / "x.png")]) == 1
-  assert export.main([str(weights), str(tmp_path / "exported")]) == 1
-  lines = capsys.readouterr().err.splitlines()
+  image = str(tmp_path / "x.png")
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+  out, named = tmp_path / "out", ["--weights", str(weights)]
+  runs = {
+    "predict": lambda: predict.main([str(weights), image]),
+    "export": lambda: export.main([str(weights), str(out)]),
+    "eval": lambda: eval_command.main([*named, *tiny_flags()]),
+    "visualize": lambda: visualize.main([*named, "--image", image, "--out", str(out)]),
+  }
   shapes = r"expected to generate shape \(\d+, 32\), but .* has shape \(\d+, 16\)\.$"
-  for line, prog in zip(lines, ["predict", "export"], strict=True):
-    assert re.match(
+  for prog, run in runs.items():
+    assert run() == 1, prog
+    assert re.fullmatch(
       f"involution-{prog}: error: the weights do not fit the model their description "
       f'builds: For parameter "kernel" in "/layer1_0/conv1", the given initializer is ' + shapes,
-      line,
-    ), line
-  assert not (tmp_path / "exported").exists()
+      capsys.readouterr().err.strip(),
+    ), prog
+  assert not os.path.exists(out) and not os.path.exists(f"{out}.png")
 
 
 @pytest.mark.parametrize(
@@ -831,7 +839,7 @@ def test_a_full_disk_is_one_line_and_so_is_each_library_error_before_it(
   assert sys.unraisablehook is hook  # in-process, the command leaves it as it found it
   assert capsys.readouterr().err.splitlines() == [
     "ERROR:absl:Save Finalize thread failed.",
-    "exception ignored in a library callback: RuntimeError: Event loop is closed",
+    f"exception ignored in {Callback.__del__!r}: RuntimeError: Event loop is closed",
     f"involution-train: error: no space left on the device of workdir {workdir}: the "
     "checkpoint being saved was not kept (the complete ones are); free space, or keep "
     "fewer checkpoints (keep_checkpoints), and rerun to resume",

@@ -181,8 +181,8 @@ SMALL = dict(
 
 
 # Over 20 s: Mask R-CNN's train step compiles (shared with the AP run below). The other
-# variants' parts train apart: the involution neck and heads in tests/test_rcnn.py (every
-# loss term falls), where the softmax mask head's gradient is also checked.
+# variants are not trained here: tests/test_rcnn.py trains the involution neck and heads
+# (the paper's, every loss term falls) and checks the softmax mask head's gradient.
 def test_steps_on_a_batch_lower_the_loss():
   config = load_config("digitscenes_rcnn", "mask_conv", learning_rate=0.005)
   losses = [m["loss"] for m in metrics_on_one_batch(config, steps=10, global_batch=8)]
