@@ -809,7 +809,7 @@ def test_a_full_disk_is_one_line_and_so_is_each_library_error_before_it(
 ):
   """A full disk fails every write of a checkpoint, each logged from its thread with its
   traceback, and then ~100 of tensorstore's callbacks on a closed event loop (393 lines of
-  stderr for the tiny model on a 256 KiB tmpfs, 9 now): the command says it once, after
+  stderr for the tiny model on a 256 KiB tmpfs, ~10 now): the command says it once, after
   one line per library error and per distinct callback error (simulated: the saving logs
   as Orbax and asyncio do, callbacks fail, then it raises tensorstore's error)."""
   from involution_jax import trainer
