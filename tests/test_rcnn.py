@@ -93,9 +93,9 @@ def test_softmax_mask_head_averages_each_neighbourhood():
 
 def test_softmax_mask_head_gradients_match_finite_differences(x64):
   # The softmax head trains only in digit scenes' config (mask_inv_softmax), not in this
-  # suite (the paper's head does, in the test below): what it adds is the gradient through
-  # the normalised kernels, so the parameters that make them (each involution's conv2) are
-  # differentiated, the rest held.
+  # suite (the paper's head does: test_training_steps_lower_every_loss_term): what it adds
+  # is the gradient through the normalised kernels, so the parameters that make them (each
+  # involution's conv2) are differentiated, the rest held.
   rois = jax.random.normal(jax.random.PRNGKey(1), (1, 2, 14, 14, 16), jnp.float64)
   head = rcnn.MaskHead(2, head="involution", channels=16, kernel_normalization="softmax")
   variables = head.init(jax.random.PRNGKey(0), rois, train=False)
