@@ -17,8 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from involution_jax.data.images import read_rgb, warn_unreadable
 from involution_jax.data.pipeline import Dataset
@@ -50,6 +48,11 @@ def digits(split: str, image_size: int) -> Dataset:
   """
   if split not in ("train", "test", "validation"):
     raise ValueError(f"digits has splits 'train' and 'test', got {split!r}")
+  # Here, not at the top: scikit-learn takes ~0.75 s to import, which every command
+  # would pay at start-up, and only this dataset uses it.
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+
   data = load_digits()
   images = np.round(data.images * (255 / 16)).astype(np.uint8)
   train_idx, test_idx = train_test_split(
