@@ -4,6 +4,7 @@ One test (or one parametrised family) per failure mode; each fails on the code b
 """
 
 import errno
+import gc
 import json
 import logging
 import os
@@ -844,6 +845,29 @@ def test_a_full_disk_is_one_line_and_so_is_each_library_error_before_it(
     "checkpoint being saved was not kept (the complete ones are); free space, or keep "
     "fewer checkpoints (keep_checkpoints), and rerun to resume",
   ]
+
+
+def test_what_earlier_work_left_to_the_collector_is_not_the_commands(monkeypatch):
+  """A command called in-process after other work (a notebook, this suite: a damaged
+  checkpoint's failed read left a coroutine in a reference cycle) finalises that garbage
+  under the hook it was made under, not its own one-line hook, whose stderr it would join."""
+
+  class LeftBehind:
+    def __del__(self):
+      raise RuntimeError("left by earlier work")
+
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable))
+  gc.disable()  # only the command may collect it
+  try:
+    cycle = LeftBehind()
+    cycle.itself = cycle
+    del cycle
+    cli.one_line_library_logs()
+    assert [str(u.exc_value) for u in seen] == ["left by earlier work"]
+  finally:
+    gc.enable()
+    cli._restore_library_logs()
 
 
 def test_a_titled_list_reads_as_one_line():
