@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import gc
 import logging
 import os
 import pickle
@@ -219,10 +218,6 @@ def one_line_library_logs() -> None:
     if handler is not None and not any(isinstance(f, _OneLineRecords) for f in handler.filters):
       handler.addFilter(_OneLineRecords())
   if not os.environ.get(TRACEBACK_ENV) and not isinstance(sys.unraisablehook, _OnceEachUnraisable):
-    # What earlier work in this process left to the collector (e.g. a failed read's
-    # coroutine, held by its traceback's cycle) is finalised first, under the hook it was
-    # made under: a command called in-process after other work reports only its own.
-    gc.collect()
     sys.unraisablehook = _OnceEachUnraisable(sys.unraisablehook)
 
 

@@ -74,12 +74,13 @@ def _gpu_commands() -> list[list[str]]:
 
 
 # Each script's `--help` as `python benchmarks/NAME.py --help` would run it: `__main__`, its
-# folder first on sys.path. One process runs them in turn, so jax, flax and torch are imported
-# once, not six times (~20 s of the suite).
+# folder first on sys.path (in place of `-c`'s working folder). One process runs them in turn,
+# so jax, flax and torch are imported once, not six times (~20 s of the suite). The helps go
+# to a JSON file, apart from anything a script writes to stdout itself.
 _HELP_OF_EACH = """
 import contextlib, io, json, os, runpy, sys
-folder, names, out = sys.argv[1], sys.argv[2:], {}
-sys.path.insert(0, folder)
+folder, record, names, out = sys.argv[1], sys.argv[2], sys.argv[3:], {}
+sys.path[0] = folder
 for name in names:
   path = os.path.join(folder, name + ".py")
   sys.argv, stdout = [path, "--help"], io.StringIO()
@@ -90,21 +91,23 @@ for name in names:
   except SystemExit as done:
     code = done.code or 0
   out[name] = [code, stdout.getvalue()]
-print(json.dumps(out))
+with open(record, "w") as f:
+  json.dump(out, f)
 """
 
 
-def test_each_script_runs_as_a_script_and_takes_the_flags_gpu_sh_passes():
+def test_each_script_runs_as_a_script_and_takes_the_flags_gpu_sh_passes(tmp_path):
   """Run as a script, each one's help offers --quick, and every flag benchmarks/gpu.sh
   passes it is one it takes."""
+  record = tmp_path / "helps.json"
   done = subprocess.run(
-    [sys.executable, "-c", _HELP_OF_EACH, BENCHMARKS, *SCRIPTS],
+    [sys.executable, "-c", _HELP_OF_EACH, BENCHMARKS, str(record), *SCRIPTS],
     capture_output=True,
     text=True,
     timeout=300,
   )
   assert done.returncode == 0, done.stderr[-3000:]
-  helps = json.loads(done.stdout.splitlines()[-1])
+  helps = json.loads(record.read_text())
   for script in SCRIPTS:
     code, usage = helps[script]
     assert code == 0 and f"usage: {script}.py" in usage, (script, code, done.stderr[-3000:])

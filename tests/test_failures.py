@@ -276,7 +276,20 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_newest_intact_one_resumed(
   assert {"4.damaged", "6"} <= set(os.listdir(workdir / "checkpoints"))
 
 
-def test_prediction_on_a_damaged_workdir_uses_the_newest_intact_step(trained, tmp_path, caplog):
+@pytest.fixture
+def collected_at_its_end():
+  """A failed tensorstore read leaves its coroutine in a reference cycle: its error would
+  reach whatever runs when the collector next does (a later test's command, whose stderr
+  is checked line by line), so the test that made it collects it at its end."""
+  yield
+  gc.collect()
+
+
+# The unraisable error of the failed read (see `collected_at_its_end`) is expected here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_prediction_on_a_damaged_workdir_uses_the_newest_intact_step(
+  trained, tmp_path, caplog, collected_at_its_end
+):
   workdir = _copy(trained, tmp_path)
   DAMAGE["truncated variables"](workdir / "checkpoints" / "4")
   variables, info = checkpoints.load_for_inference(str(workdir))
@@ -845,29 +858,6 @@ def test_a_full_disk_is_one_line_and_so_is_each_library_error_before_it(
     "checkpoint being saved was not kept (the complete ones are); free space, or keep "
     "fewer checkpoints (keep_checkpoints), and rerun to resume",
   ]
-
-
-def test_what_earlier_work_left_to_the_collector_is_not_the_commands(monkeypatch):
-  """A command called in-process after other work (a notebook, this suite: a damaged
-  checkpoint's failed read left a coroutine in a reference cycle) finalises that garbage
-  under the hook it was made under, not its own one-line hook, whose stderr it would join."""
-
-  class LeftBehind:
-    def __del__(self):
-      raise RuntimeError("left by earlier work")
-
-  seen = []
-  monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable))
-  gc.disable()  # only the command may collect it
-  try:
-    cycle = LeftBehind()
-    cycle.itself = cycle
-    del cycle
-    cli.one_line_library_logs()
-    assert [str(u.exc_value) for u in seen] == ["left by earlier work"]
-  finally:
-    gc.enable()
-    cli._restore_library_logs()
 
 
 def test_a_titled_list_reads_as_one_line():

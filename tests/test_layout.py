@@ -132,6 +132,16 @@ def test_imports_at_the_top_except_optional_extras(module):
       )
 
 
+def test_no_module_imports_scikit_learn_at_its_top():
+  """Only the digits dataset needs it, where it reads them: every command would otherwise
+  pay its import (~0.75 s) at start-up."""
+  for module, tree in MODULES.items():
+    for node in tree.body:
+      if isinstance(node, (ast.Import, ast.ImportFrom)):
+        names = _imported(module, node)
+        assert not any(n.split(".")[0] == "sklearn" for n in names), (module, node.lineno)
+
+
 def test_the_checks_see_an_upward_import():
   """The graph reader itself: a models module importing the trainer would be caught."""
   tree = ast.parse("from involution_jax import trainer\nfrom . import layers\n")
