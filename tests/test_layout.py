@@ -25,8 +25,14 @@ LAYERS = [
 ROOT_MAY_IMPORT = {"models", "ops"}  # involution_jax/__init__.py: the public API
 # Optional extras may be imported where they are used, with a clear error if missing; so
 # may scikit-learn, which only the digits dataset uses (~0.75 s every command would pay).
-LAZY_ALLOWED = {"torch", "matplotlib", "pycocotools", "tensorflow_datasets", "safetensors"}
-LAZY_ALLOWED |= {"sklearn"}
+LAZY_ALLOWED = {
+  "torch",
+  "matplotlib",
+  "pycocotools",
+  "tensorflow_datasets",
+  "safetensors",
+  "sklearn",
+}
 
 
 def _modules() -> dict[str, ast.Module]:
