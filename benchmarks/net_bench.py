@@ -24,9 +24,10 @@ import ml_collections
 import optax
 from common import best_time_s, mib, peak_rss_growth, peak_rss_growth_in_child, print_table
 
-from involution_jax import RedNet, tasks, train_step
+from involution_jax import RedNet, tasks
 from involution_jax.models.layers import BatchNorm, conv, max_pool
 from involution_jax.ops import computed_once
+from involution_jax.training import step as train_step
 
 
 class _ResNetBlock(nn.Module):

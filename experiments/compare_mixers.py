@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from involution_jax import configs
-from involution_jax.evaluator import evaluate_weights
 from involution_jax.models import create_model
 from involution_jax.models.mixers import MIXERS
 from involution_jax.models.rednet import count_params
-from involution_jax.trainer import train_and_evaluate
+from involution_jax.training.evaluator import evaluate_weights
+from involution_jax.training.trainer import train_and_evaluate
 
 METRIC = {"charlm": "bits_per_byte", "sentiment": "accuracy"}
 

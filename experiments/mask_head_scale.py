@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from involution_jax import configs, tasks, train_step
+from involution_jax import configs, tasks
 from involution_jax.data import pipeline
+from involution_jax.training import step as train_step
 
 
 def layer_scales(variant: str) -> tuple[dict, dict]:

@@ -56,7 +56,7 @@ def train_command(workdir: str, *flags: str) -> list[str]:
   return [
     sys.executable,
     "-m",
-    "involution_jax.train",
+    "involution_jax.cli.train",
     "--config",
     "default",
     "--workdir",
@@ -151,9 +151,8 @@ def save_random_checkpoint(
   import jax
   import jax.numpy as jnp
 
-  from involution_jax import checkpoints
   from involution_jax.tasks import get_task
-  from involution_jax.weights import model_from_info
+  from involution_jax.weights import checkpoints, model_from_info
 
   config = config or tiny_digits_config(image_size=image_size)
   task = get_task(config)
@@ -201,7 +200,7 @@ def one_device_mesh():
   eight) and test_multihost.py (processes) test that."""
   import jax
 
-  from involution_jax import sharding
+  from involution_jax.training import sharding
 
   return sharding.data_mesh(jax.devices()[:1])
 
@@ -213,9 +212,10 @@ def metrics_on_one_batch(config, steps: int, global_batch: int) -> list[dict]:
   compiles the same step."""
   import jax
 
-  from involution_jax import sharding, tasks
+  from involution_jax import tasks
   from involution_jax.data import pipeline
-  from involution_jax.trainer import build_programs
+  from involution_jax.training import sharding
+  from involution_jax.training.trainer import build_programs
 
   task = tasks.get_task(config)
   dataset = task.dataset(config, "train")
@@ -238,7 +238,8 @@ def checkpoint_on_eval_split(workdir: str, config, dtype=None) -> tuple:
   """The checkpoint in `workdir` with `config`'s evaluation split, for references computed
   apart from the evaluator: (model (computing in `dtype`), variables, every record of the
   split, each record's evaluation example by the config's preprocessing)."""
-  from involution_jax import checkpoints, tasks, weights
+  from involution_jax import tasks, weights
+  from involution_jax.weights import checkpoints
 
   task = tasks.get_task(config)
   variables, info = checkpoints.load_for_inference(workdir)

@@ -69,13 +69,13 @@ def _columns(monkeypatch):
 
 def _help(verb: str, capsys, as_module: bool) -> str:
   """`involution-<verb> --help` in this process: the tool's main, or the module run as
-  `python -m involution_jax.<verb>` (runpy), which must exit 0 after printing it."""
+  `python -m involution_jax.cli.<verb>` (runpy), which must exit 0 after printing it."""
   with pytest.raises(SystemExit) as done:
     if as_module:
-      with mock.patch.object(sys, "argv", [f"involution_jax.{verb}", "--help"]):
-        runpy.run_module(f"involution_jax.{verb}", run_name="__main__", alter_sys=True)
+      with mock.patch.object(sys, "argv", [f"involution_jax.cli.{verb}", "--help"]):
+        runpy.run_module(f"involution_jax.cli.{verb}", run_name="__main__", alter_sys=True)
     else:
-      importlib.import_module(f"involution_jax.{verb}").main(["--help"])
+      importlib.import_module(f"involution_jax.cli.{verb}").main(["--help"])
   assert done.value.code == 0
   return capsys.readouterr().out
 
@@ -87,6 +87,40 @@ def test_every_tool_has_help_with_an_example(verb, capsys):
   text = _help(verb, capsys, as_module=False)
   assert f"usage: involution-{verb}" in text and "examples:\n" in text
   assert _help(verb, capsys, as_module=True) == text
+
+
+# The deprecated aliases: `python -m involution_jax.<verb>` runs the same tool, and says
+# where it lives now; the README's old imports still give the same functions.
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
+@pytest.mark.parametrize("verb", TOOLS)
+def test_the_old_module_names_still_run_each_tool_and_say_they_are_deprecated(verb, capsys):
+  text = _help(verb, capsys, as_module=False)
+  deprecated = f"involution_jax.{verb} is deprecated: use "
+  argv = [f"involution_jax.{verb}", "--help"]
+  with (
+    pytest.warns(DeprecationWarning, match=deprecated),
+    pytest.raises(SystemExit) as done,
+    mock.patch.object(sys, "argv", argv),
+  ):
+    runpy.run_module(f"involution_jax.{verb}", run_name="__main__", alter_sys=True)
+  assert done.value.code == 0 and capsys.readouterr().out == text
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_old_imports_give_the_same_functions():
+  from involution_jax import convert, export, paddle, predict, pretrained, visualize
+  from involution_jax.inference import export as export_now
+  from involution_jax.inference import kernels, predictor
+  from involution_jax.weights import convert as convert_now
+  from involution_jax.weights import paddle as paddle_now
+  from involution_jax.weights import pretrained as pretrained_now
+
+  assert convert.load_weights is convert_now.load_weights and convert.main.__module__ == (
+    "involution_jax.cli.convert"
+  )
+  assert paddle.load_pdparams is paddle_now.load_pdparams and pretrained.load is pretrained_now.load
+  assert predict.Predictor is predictor.Predictor and export.export_model is export_now.export_model
+  assert visualize.capture is kernels.capture
 
 
 # The tools that test_installed_tools_work_from_another_folder does not run as scripts.
@@ -188,7 +222,7 @@ def test_user_mistakes_give_one_line_and_a_failing_exit(
   """In this process; capfd reads file descriptor 2, so C++ and absl logs count too."""
   _mistake_folder(outside)
   monkeypatch.chdir(outside)
-  main = importlib.import_module(f"involution_jax.{verb}").main
+  main = importlib.import_module(f"involution_jax.cli.{verb}").main
   returncode = main(_mistake_args(verb, args))
   _check_one_line(verb, returncode, capfd.readouterr().err, message, outside)
 

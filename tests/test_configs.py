@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import pytest
 from helpers import load_config
 
-from involution_jax import configs, train_step
+from involution_jax import configs
 from involution_jax.tasks import get_task
+from involution_jax.training import step as train_step
 
 CONFIGS = configs.names()
 NUM_CLASSES = {

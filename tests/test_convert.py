@@ -16,7 +16,9 @@ torch = pytest.importorskip("torch", reason="weight conversion tests need the to
 import helpers  # noqa: E402
 from torch_rednet import Classifier, randomise_  # noqa: E402
 
-from involution_jax import convert, create_model, mmcls, paddle  # noqa: E402
+from involution_jax import create_model  # noqa: E402
+from involution_jax.cli import convert as convert_command  # noqa: E402
+from involution_jax.weights import convert, mmcls, paddle  # noqa: E402
 
 # The official checkpoints' keys and shapes (copied from shared/reference): the contract.
 KEY_LISTS = os.path.join(os.path.dirname(__file__), "data")
@@ -265,12 +267,12 @@ def test_pdparams_arrays_must_be_plain_numbers_the_file_holds(tmp_path):
 
 
 def test_cli_writes_a_checkpoint_that_loads(official, tmp_path, capsys):
-  from involution_jax import checkpoints
+  from involution_jax.weights import checkpoints
 
   depth, _, state = official
   weights = tmp_path / f"rednet{depth}.pth"
   torch.save({"meta": {}, "state_dict": state}, weights)
-  convert.main([str(weights), str(tmp_path / "out")])
+  convert_command.main([str(weights), str(tmp_path / "out")])
   assert f"rednet{depth} (1000 classes)" in capsys.readouterr().out
   variables, info = checkpoints.load_for_inference(str(tmp_path / "out"))
   assert info["model"] == f"rednet{depth}" and len(info["class_names"]) == 1000
@@ -291,12 +293,12 @@ def test_checkpoints_out_to_torch_and_safetensors_round_trip(official, tmp_path,
   safetensors_torch = pytest.importorskip("safetensors.torch")
   depth, model, state = official
   torch.save(state, tmp_path / "in.pth")
-  assert convert.main([str(tmp_path / "in.pth"), str(tmp_path / "ckpt")]) == 0
+  assert convert_command.main([str(tmp_path / "in.pth"), str(tmp_path / "ckpt")]) == 0
   variables = convert.load_weights(str(tmp_path / "ckpt"))[0]
   out_pth, out_st = tmp_path / "out.pth", tmp_path / "out.safetensors"
-  assert convert.main([str(tmp_path / "ckpt"), str(out_pth)]) == 0
+  assert convert_command.main([str(tmp_path / "ckpt"), str(out_pth)]) == 0
   assert "(torch)" in capsys.readouterr().out
-  assert convert.main([str(tmp_path / "ckpt"), str(out_st), "--format", "safetensors"]) == 0
+  assert convert_command.main([str(tmp_path / "ckpt"), str(out_st), "--format", "safetensors"]) == 0
   for loaded in (torch.load(out_pth, weights_only=True), safetensors_torch.load_file(out_st)):
     assert sorted(loaded) == sorted(state)
     for key, value in state.items():  # num_batches_tracked: not kept by Flax, written as 0
@@ -307,21 +309,23 @@ def test_checkpoints_out_to_torch_and_safetensors_round_trip(official, tmp_path,
     back, config = convert.load_official(str(path))
     assert config == dict(depth=depth, stem_kernel_size=3, num_classes=1000)
     jax.tree.map(np.testing.assert_array_equal, back, variables)
-  assert convert.main([str(tmp_path / "ckpt"), str(out_st)]) == 1  # exists: kept
+  assert convert_command.main([str(tmp_path / "ckpt"), str(out_st)]) == 1  # exists: kept
   assert "pass --overwrite" in capsys.readouterr().err
 
 
 # Over 20 s: a checkpoint written and read back through orbax three times.
 def test_only_the_official_architecture_leaves_in_the_official_layout(tmp_path, capsys):
   helpers.save_random_checkpoint(str(tmp_path / "digits"))  # RedNet with a small stem and K
-  assert convert.main([str(tmp_path / "digits"), str(tmp_path / "d.pth")]) == 1
+  assert convert_command.main([str(tmp_path / "digits"), str(tmp_path / "d.pth")]) == 1
   err = capsys.readouterr().err
   assert "differs from the official architecture" in err and err.count("\n") == 1
   assert not (tmp_path / "d.pth").exists()
-  assert convert.main([str(tmp_path / "digits"), str(tmp_path / "x"), "--format", "onnx"]) == 1
+  assert (
+    convert_command.main([str(tmp_path / "digits"), str(tmp_path / "x"), "--format", "onnx"]) == 1
+  )
   assert "--format 'onnx': expected one of orbax, torch, safetensors" in capsys.readouterr().err
   # orbax -> orbax: the inference variables only, loadable as before.
-  assert convert.main([str(tmp_path / "digits"), str(tmp_path / "copy")]) == 0
+  assert convert_command.main([str(tmp_path / "digits"), str(tmp_path / "copy")]) == 0
   jax.tree.map(
     np.testing.assert_array_equal,
     convert.load_weights(str(tmp_path / "copy"))[0],

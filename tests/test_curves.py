@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from involution_jax import cli, curves, plot
+from involution_jax.cli import plot
+from involution_jax.host.console import progress
+from involution_jax.training import curves
 
 
 def _run(workdir, steps, scale=1.0):
@@ -99,5 +101,5 @@ def test_progress_bars_show_only_on_a_terminal_and_not_when_quiet(
 ):
   stream = _Terminal() if terminal else io.StringIO()
   monkeypatch.setattr("sys.stderr", stream)
-  assert list(cli.progress(range(3), desc="work", quiet=quiet)) == [0, 1, 2]
+  assert list(progress(range(3), desc="work", quiet=quiet)) == [0, 1, 2]
   assert ("work" in stream.getvalue()) == shown

@@ -7,14 +7,17 @@ import jax
 import numpy as np
 from helpers import python_env, save_random_checkpoint
 
-from involution_jax import export, portability
-
+from involution_jax import portability
+from involution_jax.cli import export as export_command
 
 # Over 20 s: exports, then loads in a fresh interpreter with jax only.
+from involution_jax.inference import export
+
+
 def test_export_round_trip_matches_apply(tmp_path):
   model, variables, info = save_random_checkpoint(str(tmp_path / "ckpt"))
   out = str(tmp_path / "model.jaxexport")
-  export.main([str(tmp_path / "ckpt"), out])
+  export_command.main([str(tmp_path / "ckpt"), out])
   call, metadata = export.load(out)
   assert metadata["image_size"] == 8 and metadata["class_names"][9] == "9"
   rng = np.random.default_rng(0)
@@ -60,7 +63,7 @@ def test_exported_program_has_a_symbolic_batch(tmp_path):
 def test_one_artifact_for_cpu_cuda_and_tpu_runs_here_and_records_its_platforms(tmp_path):
   model, variables, _ = save_random_checkpoint(str(tmp_path / "ckpt"))
   out = str(tmp_path / "model.jaxexport")
-  assert export.main([str(tmp_path / "ckpt"), out, "--platforms", "cpu,cuda,tpu"]) == 0
+  assert export_command.main([str(tmp_path / "ckpt"), out, "--platforms", "cpu,cuda,tpu"]) == 0
   call, metadata = export.load(out)
   assert metadata["platforms"] == ["cpu", "cuda", "tpu"]
   x = np.random.default_rng(1).normal(size=(3, 8, 8, 3)).astype(np.float32)
@@ -77,7 +80,10 @@ def test_export_of_a_pallas_model_uses_the_xla_path(tmp_path):
 
 
 def test_unknown_platform_is_one_line_before_any_work(tmp_path, capsys):
-  assert export.main(["/nonexistent/weights", str(tmp_path / "m"), "--platforms", "cpu,gpu"]) == 1
+  assert (
+    export_command.main(["/nonexistent/weights", str(tmp_path / "m"), "--platforms", "cpu,gpu"])
+    == 1
+  )
   err = capsys.readouterr().err.strip()
   assert (
     err == "involution-export: error: unknown platform 'gpu'; expected some of cpu, cuda, rocm, tpu"

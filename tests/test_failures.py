@@ -36,22 +36,17 @@ from helpers import (
 )
 from PIL import Image
 
-from involution_jax import (
-  checkpoints,
-  cli,
-  configs,
-  convert,
-  evaluator,
-  export,
-  involution,
-  predict,
-  train,
-  visualize,
-  workdir_lock,
-)
-from involution_jax import eval as eval_command
+from involution_jax import cli, configs, involution
+from involution_jax.cli import convert as convert_command
+from involution_jax.cli import eval as eval_command
+from involution_jax.cli import export, predict, train, visualize
 from involution_jax.data import classification, imagenet, pipeline
-from involution_jax.trainer import train_and_evaluate
+from involution_jax.host import workdir_lock
+from involution_jax.host.console import one_line
+from involution_jax.inference.predictor import Predictor
+from involution_jax.training import evaluator
+from involution_jax.training.trainer import train_and_evaluate
+from involution_jax.weights import checkpoints, convert
 
 
 @pytest.fixture(scope="module")
@@ -425,7 +420,7 @@ def test_the_lock_of_a_killed_run_is_recognised_and_taken_over(tmp_path):
 def test_every_process_stops_when_process_0_cannot_take_the_workdir(tmp_path, monkeypatch):
   """In a multi-process run, process 0 holds the lock and tells the others (simulated:
   this process as process 1 of 2, told by process 0 that the workdir is in use)."""
-  from involution_jax import trainer
+  from involution_jax.training import trainer
 
   monkeypatch.setattr(jax, "process_index", lambda: 1)
   monkeypatch.setattr(jax, "process_count", lambda: 2)
@@ -442,7 +437,7 @@ def test_every_process_stops_when_process_0_cannot_take_the_workdir(tmp_path, mo
 def test_process_0_tells_the_others_when_it_cannot_take_the_workdir(tmp_path, monkeypatch):
   """Process 0 (this one, simulated as 0 of 2) fails on the lock: it tells the others
   before it raises, whatever the error, so none waits for it."""
-  from involution_jax import trainer
+  from involution_jax.training import trainer
 
   monkeypatch.setattr(jax, "process_count", lambda: 2)
   told = []
@@ -709,7 +704,7 @@ def test_sixteen_bit_images_are_scaled_not_saturated(trained, tmp_path):
   Image.fromarray(eight).save(tmp_path / "8bit.png")
   Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
   assert Image.open(tmp_path / "16bit.png").mode == "I;16"
-  predictor = predict.Predictor.load(str(trained), batch_size=2)
+  predictor = Predictor.load(str(trained), batch_size=2)
   low, high = predictor.predict([str(tmp_path / "8bit.png"), str(tmp_path / "16bit.png")], 3)
   assert low["top"] == high["top"]
   preprocess = classification.Preprocess(16, (127.5,) * 3, (127.5,) * 3)
@@ -758,18 +753,18 @@ def test_convert_never_replaces_a_folder_without_asking_nor_one_of_other_files(
   weights = tmp_path / "rednet26.pth"
   torch.save(official_state, weights)
   out = tmp_path / "ckpt"
-  assert convert.main([str(weights), str(out)]) == 0
-  assert convert.main([str(weights), str(out)]) == 1
+  assert convert_command.main([str(weights), str(out)]) == 0
+  assert convert_command.main([str(weights), str(out)]) == 1
   assert (
     capsys.readouterr()
     .err.strip()
     .endswith(f"error: {out} exists and is not empty; pass --overwrite to replace it")
   )
-  assert convert.main([str(weights), str(out), "--overwrite"]) == 0
+  assert convert_command.main([str(weights), str(out), "--overwrite"]) == 0
   checkpoints.load_for_inference(str(out))
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "notes.txt").write_text("keep me")
-  assert convert.main([str(weights), str(tmp_path / "mine"), "--overwrite"]) == 1
+  assert convert_command.main([str(weights), str(tmp_path / "mine"), "--overwrite"]) == 1
   assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
@@ -826,7 +821,7 @@ def test_a_full_disk_is_one_line_and_so_is_each_library_error_before_it(
   stderr for the tiny model on a 256 KiB tmpfs, ~10 now): the command says it once, after
   one line per library error and per distinct callback error (simulated: the saving logs
   as Orbax and asyncio do, callbacks fail, then it raises tensorstore's error)."""
-  from involution_jax import trainer
+  from involution_jax.training import trainer
 
   class Callback:
     def __del__(self):
@@ -862,7 +857,7 @@ def test_a_full_disk_is_one_line_and_so_is_each_library_error_before_it(
 
 def test_a_titled_list_reads_as_one_line():
   error = ValueError("unusable arrays (2):\n  fc.weight: NaN\n  fc.bias: int64\nin w.pth")
-  assert cli.one_line(error) == "unusable arrays (2): fc.weight: NaN; fc.bias: int64; in w.pth"
+  assert one_line(error) == "unusable arrays (2): fc.weight: NaN; fc.bias: int64; in w.pth"
 
 
 def test_verbose_shows_the_traceback_of_a_user_error(capsys):

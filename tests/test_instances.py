@@ -10,7 +10,7 @@ from PIL import Image
 
 from involution_jax.data import coco, dense
 from involution_jax.models import rcnn
-from involution_jax.trainer import train_and_evaluate
+from involution_jax.training.trainer import train_and_evaluate
 
 MEAN_STD = dict(mean=(0.0,) * 3, std=(1.0,) * 3)
 

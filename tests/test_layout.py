@@ -9,19 +9,31 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "involution_jax"
 
 # Lowest first. A module may import its own unit (sub-package or module) and units
 # of lower layers, never a unit of its own layer or of a higher one.
+# Old module names kept as deprecated aliases of where their code lives now (README lists
+# them): `python -m involution_jax.<verb>` and the README's old imports keep working.
+DEPRECATED = (
+  "train",
+  "eval",
+  "predict",
+  "export",
+  "visualize",
+  "generate",
+  "convert",
+  "summary",
+  "plot",
+) + ("pretrained", "paddle")
 LAYERS = [
-  ("cache", "workdir_lock"),  # the folder for downloads and built files; one run per workdir
-  ("cli", "ops"),  # cli: command-line conventions, nothing else of the package
+  ("host",),  # the machine: cache folder, one run per workdir, console, output paths, SIGTERM
+  ("ops",),
   ("models", "data"),
-  ("configs", "checkpoints", "drawing", "curves", "sharding", "portability"),
-  ("paddle", "mmcls", "zoo"),  # official weights: names, layouts, downloads
-  ("convert",),
-  ("weights", "pretrained", "tasks", "train_step"),
-  ("evaluator", "resume", "nnx"),
-  ("trainer",),
-  ("preflight",),
-  ("train", "eval", "predict", "export", "visualize", "summary", "plot", "generate"),  # the tools
+  ("configs", "tasks", "portability"),
+  ("weights",),  # checkpoints, official formats, the zoo, the one loader
+  ("training", "inference", "nnx"),
+  ("cli",),  # the commands: nothing but the deprecated aliases imports them
+  DEPRECATED,
 ]
+# Besides the deprecated aliases: __init__ (the public API), nnx, portability.
+MOST_ROOT_MODULES = 5
 ROOT_MAY_IMPORT = {"models", "ops"}  # involution_jax/__init__.py: the public API
 # Optional extras may be imported where they are used, with a clear error if missing; so
 # may scikit-learn, which only the digits dataset uses (~0.75 s every command would pay).
@@ -150,27 +162,29 @@ def test_no_module_imports_scikit_learn_at_its_top():
 
 def test_the_checks_see_an_upward_import():
   """The graph reader itself: a models module importing the trainer would be caught."""
-  tree = ast.parse("from involution_jax import trainer\nfrom . import layers\n")
+  tree = ast.parse("from involution_jax.training import trainer\nfrom . import layers\n")
   found = _package_imports("involution_jax.models.rednet", tree)
-  assert found == {"involution_jax.trainer", "involution_jax.models.layers"}
-  assert _layer("trainer") > _layer("models")
+  assert found == {
+    "involution_jax.training",
+    "involution_jax.training.trainer",
+    "involution_jax.models.layers",
+  }
+  assert _layer("training") > _layer("models")
 
 
 def test_the_public_api_imports_from_the_package_root():
-  from involution_jax import (  # noqa: F401
-    Involution,
-    RedNet,
-    convert,
-    create_model,
-    involution,
-    paddle,
-    rednet26,
-    rednet38,
-    rednet50,
-    rednet101,
-    rednet152,
-  )
+  from involution_jax import Involution, RedNet, create_model, rednet50, rednet101
+  from involution_jax.weights import convert, paddle
 
   assert callable(convert.from_torch_state_dict) and callable(paddle.load_pdparams)
   assert rednet101().depth == 101 and create_model("rednet152").depth == 152
   assert isinstance(rednet50(), RedNet) and Involution().kernel_size == 7
+
+
+def test_the_package_root_holds_few_modules_besides_the_deprecated_aliases():
+  root = sorted(m.removeprefix("involution_jax.") for m in MODULES if m.count(".") == 1)
+  root = [m for m in root if (PACKAGE / f"{m}.py").exists()]
+  kept = [m for m in root if m not in DEPRECATED]
+  assert len(kept) + 1 <= MOST_ROOT_MODULES, f"modules at the package root: __init__, {kept}"
+  for alias in DEPRECATED:
+    assert ast.get_docstring(MODULES[f"involution_jax.{alias}"]).startswith("Deprecated alias")

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from helpers import load_config, one_device_mesh, tiny_digits_config
 
-from involution_jax import involution, portability, preflight, train
+from involution_jax import involution, portability
+from involution_jax.cli import train
+from involution_jax.training import preflight
 
 ACCELERATORS = ("tpu", "cuda", "rocm")
 MISSING = "/nonexistent/involution-jax-data"  # data that is not on this machine

@@ -12,8 +12,9 @@ import jax
 import numpy as np
 from helpers import ROOT, python_env, tiny_digits_config, tiny_flags, train_command
 
-from involution_jax import checkpoints, sharding
-from involution_jax.trainer import train_and_evaluate
+from involution_jax.training import sharding
+from involution_jax.training.trainer import train_and_evaluate
+from involution_jax.weights import checkpoints
 
 STEPS = dict(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=3)
 FLAGS = tiny_flags(**STEPS)
@@ -110,10 +111,11 @@ def test_a_dead_process_stops_the_other_with_a_clear_error(tmp_path):
 _SIGTERM_AFTER_JOINING = """
 import os, signal, sys, time
 from involution_jax import cli
+from involution_jax.training.distributed import initialize_distributed
 
 @cli.command("probe")
 def main(argv):
-  cli.initialize_distributed(sys.argv[1], num_processes=1, process_id=0)
+  initialize_distributed(sys.argv[1], num_processes=1, process_id=0)
   os.kill(os.getpid(), signal.SIGTERM)
   time.sleep(60)
   return 0

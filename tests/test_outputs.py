@@ -7,7 +7,10 @@ import pathlib
 import pytest
 from helpers import save_random_checkpoint
 
-from involution_jax import cli, convert, curves, export, plot, predict, visualize, zoo
+from involution_jax.cli import convert, export, plot, predict, visualize
+from involution_jax.host.paths import refuse_over_inputs
+from involution_jax.training import curves
+from involution_jax.weights import zoo
 
 
 def _history(workdir):
@@ -115,10 +118,10 @@ def test_convert_never_replaces_the_cached_file_of_the_pretrained_name_it_reads(
 
 def test_an_output_inside_an_input_folder_is_allowed_when_it_replaces_nothing_read(tmp_path):
   run = _history(tmp_path / "run")
-  cli.refuse_over_inputs(str(run / "curves.png"), [curves.history_path(str(run))])
-  cli.refuse_over_inputs(str(tmp_path / "run2"), [str(run)])  # a sibling, not the folder
+  refuse_over_inputs(str(run / "curves.png"), [curves.history_path(str(run))])
+  refuse_over_inputs(str(tmp_path / "run2"), [str(run)])  # a sibling, not the folder
   with pytest.raises(ValueError, match="would replace the input"):
-    cli.refuse_over_inputs(str(tmp_path), [curves.history_path(str(run))])
+    refuse_over_inputs(str(tmp_path), [curves.history_path(str(run))])
 
 
 def _files(root, names):

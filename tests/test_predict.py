@@ -9,8 +9,10 @@ import pytest
 from helpers import save_random_checkpoint
 from PIL import Image
 
-from involution_jax import predict, weights
+from involution_jax import weights
+from involution_jax.cli import predict
 from involution_jax.data.classification import IMAGE_EXTENSIONS
+from involution_jax.inference.predictor import Predictor, image_files
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def image_folder(tmp_path):
 def test_predictions_match_the_model_and_pad_batches(checkpoint, image_folder):
   path, model, variables, info = checkpoint
   folder, images = image_folder
-  predictor = predict.Predictor.load(path, batch_size=4)
+  predictor = Predictor.load(path, batch_size=4)
   results = predictor.classify(images, top_k=3)
   prep = weights.preprocess_from_info(info)
   x = np.stack([prep.eval({"path": p, "label": 0})["image"] for p in images])
@@ -53,7 +55,7 @@ def test_predictions_match_the_model_and_pad_batches(checkpoint, image_folder):
 
 def test_batches_follow_the_images_not_the_batch_size(checkpoint, image_folder):
   """One image with --batch-size 100000 must not allocate 100000 images' worth."""
-  predictor = predict.Predictor.load(checkpoint[0], batch_size=100_000)
+  predictor = Predictor.load(checkpoint[0], batch_size=100_000)
   shapes, forward = [], predictor._predict
   predictor._predict = lambda v, x: (shapes.append(x.shape[0]), forward(v, x))[1]
   images = image_folder[1]
@@ -90,7 +92,7 @@ def test_official_weights_predict_imagenet_classes(tmp_path, torch):
   torch.save({"meta": {}, "state_dict": model.state_dict()}, weights)
   image = tmp_path / "photo.jpg"
   Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 260, 3), np.uint8)).save(image)
-  predictor = predict.Predictor.load(str(weights), batch_size=2)
+  predictor = Predictor.load(str(weights), batch_size=2)
   (result,) = predictor.classify([str(image)], top_k=5)
   assert len(predictor.class_names) == 1000 and predictor.class_names[1] == "goldfish"
   # The same 256 -> 224 centre crop and ImageNet normalisation, through the official model.
@@ -104,7 +106,7 @@ def test_official_weights_predict_imagenet_classes(tmp_path, torch):
 
 def test_image_files_expands_folders_in_order(image_folder):
   folder, images = image_folder
-  found = predict.image_files([str(folder)])
+  found = image_files([str(folder)])
   assert sorted(f for f in found if not f.endswith("corrupt.jpg")) == images
   assert all(f.lower().endswith(IMAGE_EXTENSIONS) for f in found)
 
@@ -127,7 +129,7 @@ def test_dense_models_predict_and_draw(name, tmp_path, capsys):
     path = tmp_path / f"scene{i}.png"
     Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
     paths.append(str(path))
-  predictor = predict.Predictor.load(str(tmp_path / "ckpt"), batch_size=2)
+  predictor = Predictor.load(str(tmp_path / "ckpt"), batch_size=2)
   results = predictor.predict(paths)
   for r, size in zip(results, ((48, 48), (37, 61))):
     if name.endswith("seg"):
@@ -175,7 +177,7 @@ def test_mask_rcnn_predicts_boxes_and_instance_masks(tmp_path, capsys):
   save_random_checkpoint(str(tmp_path / "ckpt"), config=config)
   path = tmp_path / "scene.png"
   Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 61, 3), np.uint8)).save(path)
-  [result] = predict.Predictor.load(str(tmp_path / "ckpt"), batch_size=1).predict([str(path)])
+  [result] = Predictor.load(str(tmp_path / "ckpt"), batch_size=1).predict([str(path)])
   assert result["detections"]  # random weights: softmax scores ~1/11 pass the 0.05 threshold
   for d in result["detections"]:  # at the image's size (pasting: tests/test_instances.py)
     assert d["mask"].shape == (37, 61) and d["mask"].dtype == bool
@@ -193,7 +195,7 @@ def test_mask_rcnn_predicts_boxes_and_instance_masks(tmp_path, capsys):
 def test_a_box_in_the_padding_is_dropped_and_masks_stay_with_their_boxes(tmp_path):
   path = tmp_path / "wide.png"  # 60 x 30: the model sees it at half size, padded below
   Image.fromarray(np.zeros((30, 60, 3), np.uint8)).save(path)
-  predictor = predict.Predictor.__new__(predict.Predictor)
+  predictor = Predictor.__new__(Predictor)
   predictor.class_names = ("a", "b", "c")
   out = dict(  # in the model's input pixels; box 1 lies below the image (y > 15)
     boxes=np.array([[2, 2, 10, 10], [2, 20, 10, 28], [0, 10, 40, 20], [0, 0, 0, 0]], np.float32),

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from helpers import paddle_state
 
-from involution_jax import convert, mmcls, pretrained, zoo
+from involution_jax.cli import convert as convert_command
 from involution_jax.models.rednet import RedNet
+from involution_jax.weights import convert, mmcls, pretrained, zoo
 
 FILE = zoo.REGISTRY["rednet26"].filename
 
@@ -113,7 +114,7 @@ def test_names_work_wherever_a_weights_path_does(server, tmp_path, weights, caps
   assert info["model"] == "rednet26" and info["num_classes"] == 1000
   _assert_same(variables, weights[0])
   out = tmp_path / "ckpt"
-  assert convert.main(["rednet26", str(out)]) == 0
+  assert convert_command.main(["rednet26", str(out)]) == 0
   assert "rednet26 (1000 classes)" in capsys.readouterr().out
   _assert_same(convert.load_weights(str(out))[0], weights[0])
   os.makedirs(tmp_path / "work" / "rednet26")  # an existing path of that name wins

@@ -11,9 +11,9 @@ import pytest
 from flax import traverse_util
 
 from involution_jax import RedNet, create_model, rednet26, rednet50
+from involution_jax.cli.summary import summarize
 from involution_jax.models.rednet import count_params
-from involution_jax.summary import summarize
-from involution_jax.zoo import REGISTRY
+from involution_jax.weights.zoo import REGISTRY
 
 # Official parameter counts (1000 classes; shared/reference/rednet.md).
 OFFICIAL = {26: 9_233_166, 38: 12_386_986, 50: 15_540_806, 101: 25_652_950, 152: 33_984_582}

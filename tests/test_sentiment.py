@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from helpers import load_config, one_device_mesh
 
-from involution_jax import cache
 from involution_jax.data import labelled_text
+from involution_jax.host import cache
 from involution_jax.models.mixers import MIXERS
 from involution_jax.models.sequence import SequenceModel
 
@@ -137,8 +137,8 @@ def test_padding_never_reaches_a_real_tokens_output(mixer):
 
 
 def test_training_learns_the_fixture_and_checks_the_vocabulary(reviews, tmp_path):
-  from involution_jax.evaluator import evaluate_weights
-  from involution_jax.trainer import train_and_evaluate
+  from involution_jax.training.evaluator import evaluate_weights
+  from involution_jax.training.trainer import train_and_evaluate
 
   config = load_config("sentiment", "involution")
   config.model_kwargs.update(dict(vocab_size=64, width=32, depth=1, kernel_sizes=(3,), dropout=0.0))

@@ -11,6 +11,7 @@ import pytest
 from helpers import load_config, one_device_mesh
 
 from involution_jax.data import text
+from involution_jax.inference import generation
 from involution_jax.models.mixers import MIXERS, DynamicConv
 from involution_jax.models.sequence import SequenceModel, generate, prefill, sample
 
@@ -192,7 +193,7 @@ def test_a_text_folder_with_a_special_file_is_refused_by_name(tmp_path, special)
 # Over 20 s: trains 30 steps so that the loss must fall, then generates.
 @pytest.mark.parametrize("mixer", MIXERS)
 def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path, monkeypatch, capsys):
-  from involution_jax.trainer import train_and_evaluate
+  from involution_jax.training.trainer import train_and_evaluate
 
   config = load_config("charlm", mixer)
   tiny = dict(width=32, depth=2, kernel_sizes=(3, 7), heads=4, group_channels=8, dropout=0.0)
@@ -208,44 +209,43 @@ def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path, monkeypatch,
     warmup_epochs=0.0,
   )
   metrics = train_and_evaluate(config, str(tmp_path), mesh=one_device_mesh())
-  from involution_jax import curves
+  from involution_jax.training import curves
 
   losses = [r["train"]["loss"] for r in curves.read(str(tmp_path)) if "train" in r]
   assert losses[-1] < 0.8 * losses[0], losses
   assert metrics["test_bits_per_byte"] < 8  # better than uniform over bytes
   assert metrics["corpus"]["name"] == "pydoc"
   if mixer in ("involution", "attention"):  # the command line, on the trained model
-    from involution_jax import generate as generate_tool
+    from involution_jax.cli import generate as generate_tool
 
     prompt = "The with statement"
-    sampled = generate_tool.generate_text(str(tmp_path), prompt, 40, seed=3)
-    monkeypatch.setattr(generate_tool, "PIECE", 16)  # 16 + 16 + 8 bytes: the same text
-    assert sampled == generate_tool.generate_text(str(tmp_path), prompt, 40, seed=3)
-    greedy = generate_tool.generate_text(str(tmp_path), prompt, 40, temperature=0)
+    sampled = generation.generate_text(str(tmp_path), prompt, 40, seed=3)
+    monkeypatch.setattr(generation, "PIECE", 16)  # 16 + 16 + 8 bytes: the same text
+    assert sampled == generation.generate_text(str(tmp_path), prompt, 40, seed=3)
+    greedy = generation.generate_text(str(tmp_path), prompt, 40, temperature=0)
     capsys.readouterr()
     assert len(greedy.encode("utf-8", errors="surrogatepass")) >= 1
     flags = ["--prompt", prompt, "--length", "40", "--temperature", "0"]
     assert generate_tool.main([str(tmp_path), *flags]) == 0
     assert capsys.readouterr().out == prompt + greedy + "\n"
     with pytest.raises(ValueError, match="--prompt is empty"):
-      generate_tool.generate_text(str(tmp_path), "", 10)
+      generation.generate_text(str(tmp_path), "", 10)
 
 
 @pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -0.5])
 def test_generate_refuses_a_temperature_that_is_not_a_finite_number(temperature):
-  from involution_jax import generate as generate_tool
 
   # Checked before anything loads: these weights do not exist.
   message = f"--temperature must be a finite number >= 0, got {temperature}"
   with pytest.raises(ValueError, match=re.escape(message)):
-    generate_tool.generate_text("/nonexistent/run", "x", 10, temperature=temperature)
+    generation.generate_text("/nonexistent/run", "x", 10, temperature=temperature)
 
 
 # Over 20 s: writes a random RedNet checkpoint to refuse.
 def test_generate_refuses_what_is_not_a_language_model(tmp_path, capsys):
   from helpers import save_random_checkpoint
 
-  from involution_jax import generate as generate_tool
+  from involution_jax.cli import generate as generate_tool
 
   save_random_checkpoint(str(tmp_path / "digits"))
   assert generate_tool.main([str(tmp_path / "digits"), "--prompt", "x"]) == 1

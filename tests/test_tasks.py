@@ -15,9 +15,9 @@ from helpers import (
 )
 
 from involution_jax import tasks
-from involution_jax.evaluator import evaluate_weights
 from involution_jax.models import segmentation
-from involution_jax.trainer import train_and_evaluate
+from involution_jax.training.evaluator import evaluate_weights
+from involution_jax.training.trainer import train_and_evaluate
 
 SMALL = dict(
   num_train_scenes=64,

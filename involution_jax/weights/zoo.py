@@ -26,9 +26,10 @@ import time
 import urllib.error
 import urllib.request
 
-from involution_jax import cli
-from involution_jax.cache import CACHE_ENV as CACHE_ENV  # re-exported: the tests set it
-from involution_jax.cache import cache_dir, sha256_of
+from involution_jax.host.cache import CACHE_ENV as CACHE_ENV  # re-exported: the tests set it
+from involution_jax.host.cache import cache_dir, sha256_of
+from involution_jax.host.console import one_line, progress
+from involution_jax.host.paths import output_folder
 
 URL_ENV = "INVOLUTION_JAX_PRETRAINED_URL"
 DEFAULT_URL = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph"
@@ -111,7 +112,7 @@ def _download_once(source: str, dest: str, timeout: float, quiet: bool) -> None:
   try:
     with urllib.request.urlopen(source, timeout=timeout) as response, open(tmp, "wb") as f:
       total = int(response.headers.get("Content-Length") or 0) or None
-      with cli.progress(
+      with progress(
         total=total, unit="B", unit_scale=True, desc=os.path.basename(dest), quiet=quiet
       ) as bar:
         while chunk := response.read(1 << 20):
@@ -163,7 +164,7 @@ def fetch(name: str, *, timeout: float = 30.0, retries: int = 2, quiet: bool = F
       manually downloaded file is picked up.
   """
   entry = _entry(name)
-  folder = cli.output_folder(cache_dir(), "pretrained cache")
+  folder = output_folder(cache_dir(), "pretrained cache")
   path = cached_path(name)
   if os.path.isfile(path):
     size, sha256 = _digest(path)
@@ -184,7 +185,7 @@ def fetch(name: str, *, timeout: float = 30.0, retries: int = 2, quiet: bool = F
     _download(source, path, timeout, retries, quiet)
   except (OSError, http.client.HTTPException) as e:
     raise DownloadError(
-      f"could not download {name} from {source} ({cli.one_line(e) or type(e).__name__}); "
+      f"could not download {name} from {source} ({one_line(e) or type(e).__name__}); "
       f"download that file by hand to {path} and it will be used"
     ) from e
   size, sha256 = _digest(path)

@@ -21,8 +21,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from involution_jax import checkpoints
-from involution_jax.weights import model_from_info
+from involution_jax.weights import checkpoints, model_from_info
 
 
 class DifferentModel(ValueError):

@@ -27,21 +27,17 @@ from jax.sharding import NamedSharding
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from involution_jax import (
-  checkpoints,
-  cli,
-  configs,
-  curves,
-  resume,
-  sharding,
-  train_step,
-  workdir_lock,
-)
+from involution_jax import configs
 from involution_jax.data import pipeline
 from involution_jax.data.pipeline import train_iterator
-from involution_jax.evaluator import evaluate, make_eval_step
+from involution_jax.host import workdir_lock
+from involution_jax.host.console import stderr_is_terminal
+from involution_jax.host.signals import Terminated, sigterm_as_a_request
 from involution_jax.tasks import get_task
-from involution_jax.weights import load_weights
+from involution_jax.training import curves, resume, sharding
+from involution_jax.training import step as train_step
+from involution_jax.training.evaluator import evaluate, make_eval_step
+from involution_jax.weights import checkpoints, load_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +151,7 @@ def train_and_evaluate(
     workdir_lock.WorkdirInUseError: another run trains in `workdir`.
     OSError: the disk is full (one message, whatever the library said).
   """
-  with workdir_lock.hold_on_process_0(workdir), cli.sigterm_as_a_request() as stop:
+  with workdir_lock.hold_on_process_0(workdir), sigterm_as_a_request() as stop:
     try:
       return _train_and_evaluate(config, workdir, mesh, stop)
     except Exception as e:  # Orbax and tensorstore say it in many ways
@@ -281,7 +277,7 @@ def _train_and_evaluate(
     timed_steps, timed_seconds, tick = 0, 0.0, None
     # A bar on a terminal; elsewhere (a log file, a scheduler's capture) a plain line per
     # logging interval.
-    on_terminal = main_process and cli.stderr_is_terminal()
+    on_terminal = main_process and stderr_is_terminal()
     bar = tqdm(
       total=total_steps,
       initial=start_step,
@@ -293,7 +289,7 @@ def _train_and_evaluate(
     )
     for step in range(start_step + 1, total_steps + 1):
       if stop.is_set():  # SIGTERM: between two steps, never inside a save or a read
-        raise cli.Terminated
+        raise Terminated
       local = next(iterator)
       index = local.pop("index")
       unreadable_files.update(index[local["valid"] == 0].tolist())
@@ -363,7 +359,7 @@ def _train_and_evaluate(
     bar.close()
     mngr.wait_until_finished()
     if stop.is_set():
-      raise cli.Terminated
+      raise Terminated
     results = evaluate(
       task, eval_fn, state.variables(), eval_set, preprocess, config.eval_batch_size, batch_sharding
     )

@@ -16,9 +16,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from involution_jax import configs, portability, sharding
+from involution_jax import configs, portability
 from involution_jax.tasks import get_task
-from involution_jax.trainer import build_programs, total_train_steps
+from involution_jax.training import sharding
+from involution_jax.training.trainer import build_programs, total_train_steps
 
 _MEMORY_FIELDS = {
   "arguments": "argument_size_in_bytes",

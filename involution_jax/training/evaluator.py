@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import NamedSharding
 
-from involution_jax import cli, sharding
 from involution_jax.data import imagenet
 from involution_jax.data.pipeline import Dataset, Preprocessor, eval_batches, num_eval_batches
+from involution_jax.host.console import progress
 from involution_jax.tasks import get_task
+from involution_jax.training import sharding
 from involution_jax.weights import (
   PREPROCESSING,
   fitting_their_description,
@@ -58,7 +59,7 @@ def evaluate(
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
-  bar = cli.progress(
+  bar = progress(
     batches,
     total=num_eval_batches(dataset, global_batch),
     desc="eval",

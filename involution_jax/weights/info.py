@@ -1,10 +1,4 @@
-"""Weights from wherever they are: training checkpoints, converted or official files,
-or a pretrained model's name.
-
-The one place that turns a weights path into (variables, model info), a model
-and its input preparation; training (`init_from`), evaluation, prediction,
-export and the kernel pictures all load through it.
-"""
+"""The model info a checkpoint carries -> the model and its input preparation."""
 
 from __future__ import annotations
 
@@ -15,8 +9,6 @@ from collections.abc import Iterator
 import flax.linen as nn
 from flax import errors as flax_errors
 
-from involution_jax.convert import load_weights as load_weights  # the one loader
-from involution_jax.convert import paths_read as paths_read
 from involution_jax.data.classification import Preprocess
 from involution_jax.data.dense import DensePreprocess
 from involution_jax.models import create_model

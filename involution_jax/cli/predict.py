@@ -1,0 +1,163 @@
+"""`involution-predict WEIGHTS IMAGES...`: classes, masks or boxes for image files.
+
+    involution-predict WEIGHTS IMAGE_OR_FOLDER [...] [--top-k 5] [--batch-size 32] [--json]
+        [--out-dir DIR]   # segmentation / detection: PNGs with masks or boxes drawn
+
+The predictions are `inference.predictor.Predictor`'s; this module prints them as a
+table or JSON and draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from involution_jax import cli
+from involution_jax.data.images import read_rgb
+from involution_jax.host.paths import refuse_over_inputs
+from involution_jax.inference import drawing
+from involution_jax.inference.predictor import Predictor, image_files
+
+
+def format_table(results: list[dict]) -> str:
+  lines = []
+  for r in results:
+    if "error" in r:
+      lines.append(f"{r['path']}: ERROR {r['error']}")
+      continue
+    lines.append(r["path"])
+    if "top" in r:
+      lines += [f"  {t['probability']:7.2%}  {t['class']}" for t in r["top"]]
+    elif "class_fractions" in r:
+      lines += [
+        f"  {f:7.2%}  {name}"
+        for name, f in sorted(r["class_fractions"].items(), key=lambda kv: -kv[1])
+      ]
+    else:
+      lines += [f"  {d['score']:6.3f}  {d['class']:<12} {d['box']}" for d in r["detections"]]
+  return "\n".join(lines)
+
+
+def drawing_paths(files: Sequence[str], out_dir: str) -> list[str]:
+  """Where each of `files` is drawn: `out_dir`/NAME.png, NAME the file's own name without
+  its suffix, or, for different files that would share one, the file's path below the
+  folder all `files` are in, with "-" between folders and "_" before the suffix
+  (`a/x.png` -> `a-x_png.png`), and a number where even those meet. Never one of `files`
+  (a ValueError names it)."""
+  images = list(dict.fromkeys(os.path.realpath(f) for f in files))  # a file listed twice
+  stems = [os.path.splitext(os.path.basename(f))[0] for f in images]
+  shared = Counter(stems)
+  top = os.path.commonpath([os.path.dirname(f) for f in images]) if images else ""
+  names, taken = {}, set()
+  for image, stem in zip(images, stems):
+    if shared[stem] > 1:
+      stem, suffix = os.path.splitext(os.path.relpath(image, top))
+      stem = stem.replace(os.sep, "-") + suffix.replace(".", "_")
+    name, n = stem, 1
+    while name in taken:
+      n += 1
+      name = f"{stem}-{n}"
+    taken.add(name)
+    names[image] = os.path.join(out_dir, name + ".png")
+  paths = [names[os.path.realpath(f)] for f in files]
+  refuse_over_inputs(paths, files)
+  return paths
+
+
+def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str) -> list[str]:
+  """PNGs of the masks or boxes drawn on each readable image (named by `drawing_paths`);
+  returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = drawing_paths([r["path"] for r in results], out_dir)
+  written = []
+  for r, out in zip(results, paths):
+    if "error" in r or "top" in r:
+      continue
+    image = np.asarray(read_rgb(r["path"]))
+    if "mask" in r:
+      picture = drawing.overlay_mask(image, r["mask"], len(class_names))
+    else:
+      picture = drawing.draw_boxes(
+        drawing.overlay_instances(image, r["detections"]), r["detections"]
+      )
+    Image.fromarray(picture).save(out)
+    written.append(out)
+  return written
+
+
+def _printable(result: dict) -> dict:
+  """A result without its mask arrays (instance masks become their pixel counts)."""
+  out = {k: v for k, v in result.items() if k != "mask"}
+  if "detections" in out:
+    out["detections"] = [
+      {k: v for k, v in d.items() if k != "mask"}
+      | ({"mask_pixels": int(d["mask"].sum())} if "mask" in d else {})
+      for d in out["detections"]
+    ]
+  return out
+
+
+@cli.command("involution-predict")
+def main(argv: list[str] | None = None) -> int:
+  """`involution-predict WEIGHTS IMAGES...`: classes, masks or boxes for image files."""
+  parser = cli.parser(
+    "involution-predict",
+    "Predict classes (or masks, or boxes) for image files with a "
+    "trained, converted or official model.",
+    [
+      "involution-predict runs/default docs/digit7.png",
+      "involution-predict RedNet50_pretrained.pdparams photos/ --json --batch-size 64",
+      "involution-predict runs/det_inv scene.png --out-dir drawn/ --min-score 0.5",
+    ],
+  )
+  parser.add_argument("weights", help=cli.WEIGHTS_HELP)
+  parser.add_argument("images", nargs="+", help="image files or folders")
+  parser.add_argument("--top-k", type=int, default=5, help="classification: classes listed")
+  parser.add_argument("--batch-size", type=int, default=32)
+  parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  cli.add_quiet_argument(parser)
+  parser.add_argument(
+    "--min-score",
+    type=float,
+    default=0.3,
+    help="detection: list and draw only boxes scoring at least this",
+  )
+  parser.add_argument(
+    "--out-dir",
+    default=None,
+    help="segmentation / detection: write PNGs with the predictions drawn (NAME.png for "
+    "NAME.jpg; images that share a name are told apart by their paths)",
+  )
+  args = parser.parse_args(argv)
+  if not 0 <= args.min_score <= 1:
+    raise ValueError(f"--min-score must be in [0, 1], got {args.min_score}")
+  if args.top_k < 1 or args.batch_size < 1:
+    raise ValueError(
+      f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}"
+    )
+  files = image_files(args.images)
+  if not files:
+    raise FileNotFoundError(f"no image files in {args.images}")
+  if args.out_dir:
+    drawing_paths(files, args.out_dir)  # refused before the model loads
+  predictor = Predictor.load(args.weights, args.batch_size, quiet=args.quiet)
+  results = predictor.predict(files, args.top_k)
+  for r in results:
+    if "detections" in r:
+      r["detections"] = [d for d in r["detections"] if d["score"] >= args.min_score]
+  if args.out_dir:
+    for path in write_pictures(results, predictor.class_names, args.out_dir):
+      print(f"wrote {path}", file=sys.stderr)
+  printable = [_printable(r) for r in results]
+  print(json.dumps(printable, indent=2) if args.json else format_table(printable))
+  return 1 if all("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
