@@ -43,6 +43,7 @@ from involution_jax.cli import export, predict, train, visualize
 from involution_jax.data import classification, imagenet, pipeline
 from involution_jax.host import workdir_lock
 from involution_jax.host.console import one_line
+from involution_jax.host.signals import raise_terminated
 from involution_jax.inference.predictor import Predictor
 from involution_jax.training import evaluator
 from involution_jax.training.trainer import train_and_evaluate
@@ -810,7 +811,7 @@ def test_a_command_sets_the_sigterm_handler_while_it_runs_only():
     return 0
 
   assert probe([]) == 0
-  assert seen == [cli._raise_terminated] and signal.getsignal(signal.SIGTERM) == found
+  assert seen == [raise_terminated] and signal.getsignal(signal.SIGTERM) == found
 
 
 def test_a_full_disk_is_one_line_and_so_is_each_library_error_before_it(

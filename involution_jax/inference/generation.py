@@ -1,4 +1,4 @@
-"""`involution-generate WORKDIR --prompt TEXT --length N`: text from a trained language model.
+"""Text from a trained language model (`involution-generate`).
 
 The model decodes one byte at a time through its caches (the convolutional mixers keep
 their last K - 1 inputs, attention its keys and values): the cost per byte does not

@@ -1,9 +1,5 @@
-"""Pictures of the kernels involution generates for an image.
-
-    involution-visualize --weights runs/default --image x.jpg --layer layer2_0/conv2 \
-        --out kernels.png [--groups 0,1,2,3] [--pixels 3,4 5,5]
-    involution-visualize --weights runs/mask_inv --image scene.png \
-        --layer mask_head/convs_0 [--detection 1]
+"""The kernels involution generates for an image: captured, and drawn as a picture
+(`involution-visualize`).
 
 Top row: the image the model saw, then per chosen group the generated kernel
 summed over its K x K window at every output position, as a heatmap over the
@@ -12,7 +8,7 @@ their largest tap). Bottom row: the K x K kernel itself (first chosen
 group) at chosen pixels, marked on the image. Kernels are captured from the
 model's own forward pass (the layers sow them), not recomputed. A Mask R-CNN's
 mask-head layers work on each detection's 14 x 14 RoI: their heatmaps lie over
-that detection's box (`--detection`, by rank; default the best).
+that detection's box.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
-"""Predict on image files with a trained or converted model: classes, masks or boxes.
+"""`Predictor`: a trained or converted model, ready to predict classes, masks or boxes.
 
-    involution-predict WEIGHTS IMAGE_OR_FOLDER [...] [--top-k 5] [--batch-size 32] [--json]
-        [--out-dir DIR]   # segmentation / detection: PNGs with masks or boxes drawn
-    python -m involution_jax.predict ...   # the same
+    predictor = Predictor.load("runs/default")   # anything `weights.load_weights` reads
+    results = predictor.predict(["digit7.png"])   # one dict per image
 
-WEIGHTS: a training workdir or checkpoint folder, or official `.pth` /
-`.pdparams` weights. Images are prepared by the same function the task's
+Weights: a training workdir or checkpoint folder, official `.pth` / `.pdparams`
+weights, or a pretrained name. Images are prepared by the same function the task's
 evaluation uses; the model is compiled once per batch shape (the last batch is
 padded). Unreadable files are reported, the others still predicted.
 """

@@ -3,7 +3,7 @@
 Architecture, initialisation and BatchNorm settings follow the official mmcls
 code, and module names map one to one onto its checkpoint keys
 (`stem.0` -> `stem_0`, `layer1.0` -> `layer1_0`, `downsample.0/.1` ->
-`downsample/conv`, `downsample/bn`, `head.fc` -> `fc`; see `involution_jax/convert.py`).
+`downsample/conv`, `downsample/bn`, `head.fc` -> `fc`; see `involution_jax/weights/convert.py`).
 """
 
 from __future__ import annotations

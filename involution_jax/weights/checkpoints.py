@@ -101,7 +101,7 @@ def find_checkpoint_root(path: str) -> str:
       return candidate
   raise FileNotFoundError(
     f"no checkpoint found at {path}: expected a training workdir (with {CHECKPOINT_SUBDIR}/), "
-    "a checkpoint folder with numbered steps (e.g. from `python -m involution_jax.convert`), "
+    "a checkpoint folder with numbered steps (e.g. from `involution-convert`), "
     "or one step folder"
   )
 

@@ -15,7 +15,7 @@ shape, and nothing else (BatchNorm's `num_batches_tracked` may be present or
 not; the model does not use it). Errors list every offending key.
 
 Command line: ``involution-convert IN OUT [--format orbax|torch|safetensors]``
-(or ``python -m involution_jax.convert``): official weights or a pretrained
+(`cli.convert`): official weights or a pretrained
 name to a checkpoint that training, evaluation and prediction load, or a
 checkpoint out to the official layout.
 """
