@@ -187,7 +187,7 @@ def from_weights(source: str, dtype=None) -> Linen:
   """
   variables, info = load_weights(source)
   module = model_from_info(info, dtype=dtype)
-  size = info.get("image_size", 64)
+  size = 64 if info.image_size is None else info.image_size
   sample = jnp.zeros((1, *((size, size) if isinstance(size, int) else size), 3))
   # Initialised on abstract shapes only: the weights replace every value.
   model = nnx.eval_shape(lambda: Linen(module, sample, rngs=nnx.Rngs(0)))

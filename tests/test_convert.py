@@ -275,8 +275,8 @@ def test_cli_writes_a_checkpoint_that_loads(official, tmp_path, capsys):
   convert_command.main([str(weights), str(tmp_path / "out")])
   assert f"rednet{depth} (1000 classes)" in capsys.readouterr().out
   variables, info = checkpoints.load_for_inference(str(tmp_path / "out"))
-  assert info["model"] == f"rednet{depth}" and len(info["class_names"]) == 1000
-  assert info["image_size"] == 224 and info["eval_crop"] == 0.875
+  assert info.model == f"rednet{depth}" and len(info.class_names) == 1000
+  assert info.image_size == 224 and info.eval_crop == 0.875
   jax.tree.map(np.testing.assert_array_equal, variables, convert.from_torch_state_dict(state))
   pdparams = tmp_path / "paddle.pdparams"
   pdparams.write_bytes(pickle.dumps(helpers.paddle_state(state), protocol=4))

@@ -1,5 +1,6 @@
 """jax.export round trip: a symbolic batch, weights embedded, loadable with jax alone."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -72,7 +73,7 @@ def test_one_artifact_for_cpu_cuda_and_tpu_runs_here_and_records_its_platforms(t
 
 def test_export_of_a_pallas_model_uses_the_xla_path(tmp_path):
   _, variables, info = save_random_checkpoint(str(tmp_path / "ckpt"))
-  pallas_info = dict(info, model_kwargs=dict(info["model_kwargs"], method="pallas"))
+  pallas_info = dataclasses.replace(info, model_kwargs=dict(info.model_kwargs, method="pallas"))
   exported = export.export_model(variables, pallas_info, ["cuda"])
   assert exported.platforms == ("cuda",)
   assert portability.TRITON_CALL not in portability.custom_calls(exported.mlir_module())

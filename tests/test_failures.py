@@ -3,6 +3,7 @@
 One test (or one parametrised family) per failure mode; each fails on the code before it.
 """
 
+import dataclasses
 import errno
 import gc
 import json
@@ -47,7 +48,7 @@ from involution_jax.host.signals import raise_terminated
 from involution_jax.inference.predictor import Predictor
 from involution_jax.training import evaluator
 from involution_jax.training.trainer import train_and_evaluate
-from involution_jax.weights import checkpoints, convert
+from involution_jax.weights import ModelInfo, checkpoints, convert
 
 
 @pytest.fixture(scope="module")
@@ -323,8 +324,9 @@ def test_a_model_description_that_does_not_fit_its_weights_is_one_line(tmp_path,
   weights = tmp_path / "run"
   _, _, info = save_random_checkpoint(str(weights))
   info_file = weights / "1" / "model" / "metadata"
-  widths = {"base_width": 2 * info["model_kwargs"]["base_width"]}
-  info_file.write_text(json.dumps({**info, "model_kwargs": {**info["model_kwargs"], **widths}}))
+  widths = {"base_width": 2 * info.model_kwargs["base_width"]}
+  edited = dataclasses.replace(info, model_kwargs={**info.model_kwargs, **widths})
+  info_file.write_text(json.dumps(edited.to_json()))
   image = str(tmp_path / "x.png")
   Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
   out, named = tmp_path / "out", ["--weights", str(weights)]
@@ -626,10 +628,10 @@ def test_evaluation_on_other_classes_is_refused_naming_both_lists(tmp_path, caps
 def test_official_imagenet_names_match_wordnet_ids_in_the_official_order():
   """Official weights name ImageNet's classes; TFDS and folders use WordNet ids, whose
   sorted order is the official class order."""
-  info = dict(num_classes=1000, class_names=list(imagenet.class_names()))
+  info = ModelInfo("rednet50", 1000, class_names=imagenet.class_names())
   ids = [f"n{1440764 + i:08d}" for i in range(1000)]
   evaluator.check_same_classes("w", info, pipeline.Dataset(None, 1000, tuple(ids)), "d")
-  numbers = dict(num_classes=2, class_names=["0", "1"])  # converted weights: no names
+  numbers = ModelInfo("rednet26", 2, class_names=["0", "1"])  # converted weights: no names
   evaluator.check_same_classes("w", numbers, pipeline.Dataset(None, 2, ("cat", "dog")), "d")
   shuffled = ids[1:] + ids[:1]
   with pytest.raises(ValueError, match=r"class 0: 'tench' vs 'n01440765'"):

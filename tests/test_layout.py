@@ -26,8 +26,9 @@ LAYERS = [
   ("host",),  # the machine: cache folder, one run per workdir, console, output paths, SIGTERM
   ("ops",),
   ("models", "data"),
-  ("configs", "tasks", "portability"),
-  ("weights",),  # checkpoints, official formats, the zoo, the one loader
+  ("configs", "portability"),
+  ("weights",),  # checkpoints, official formats, the zoo, the one loader, ModelInfo
+  ("tasks",),
   ("training", "inference", "nnx"),
   ("cli",),  # the commands: nothing but the deprecated aliases imports them
   DEPRECATED,

@@ -111,7 +111,7 @@ def test_first_download_then_cached_without_network(server, tmp_path, weights):
 
 def test_names_work_wherever_a_weights_path_does(server, tmp_path, weights, capsys, monkeypatch):
   variables, info = convert.load_weights("rednet26")
-  assert info["model"] == "rednet26" and info["num_classes"] == 1000
+  assert info.model == "rednet26" and info.num_classes == 1000
   _assert_same(variables, weights[0])
   out = tmp_path / "ckpt"
   assert convert_command.main(["rednet26", str(out)]) == 0

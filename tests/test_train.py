@@ -80,8 +80,8 @@ def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
   assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
   variables, info = checkpoints.load_for_inference(str(tmp_path))
-  assert info["num_classes"] == 10 and info["class_names"][3] == "3"
-  assert info["model_kwargs"]["kernel_size"] == 3
+  assert info.num_classes == 10 and info.class_names[3] == "3"
+  assert info.model_kwargs["kernel_size"] == 3
   records = curves.read(str(tmp_path))  # every log step (2, 4) and the final evaluation
   assert [(r["step"], sorted(r)) for r in records] == [
     (2, ["step", "train"]),
@@ -176,7 +176,7 @@ def test_command_line_overrides(tmp_path, capsys):
   assert train.main(["--config", "default", "--workdir", str(tmp_path), *flags]) == 0
   assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 2
   _, info = checkpoints.load_for_inference(str(tmp_path))
-  assert info["model_kwargs"]["base_width"] == 32 != tiny_digits_config().model_kwargs.base_width
+  assert info.model_kwargs["base_width"] == 32 != tiny_digits_config().model_kwargs.base_width
   out = capsys.readouterr().out
   assert "test_accuracy" in out and str(tmp_path / "checkpoints") in out
   assert train.main(["--workdir", str(tmp_path / "bad"), "--config.no_such_field=1"]) == 1
@@ -287,7 +287,7 @@ def test_folder_dataset_with_a_corrupt_image_trains_and_reports_it(tmp_path):
   assert metrics["unreadable_train_images"] == 1  # distinct files, however often drawn
   assert metrics["unreadable_test_images"] == 0
   _, info = checkpoints.load_for_inference(str(tmp_path / "run"))
-  assert info["class_names"] == ["a", "b"]
+  assert info.class_names == ("a", "b")
 
 
 # Over 20 s: two training runs: the pretrained one and the fine-tuned one.

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
   variables, info = load_weights(args.weights, quiet=args.quiet)
   write_weights(variables, info, args.out, fmt, args.overwrite)
   print(
-    f"{info['model']} ({info['num_classes']} classes) from {args.weights} -> "
+    f"{info.model} ({info.num_classes} classes) from {args.weights} -> "
     f"{os.path.abspath(args.out)} ({fmt})"
   )
   return 0

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
   exported = export_model(variables, info, platforms)
   save(exported, info, args.out)
   print(
-    f"exported {info['model']} ({info['image_size']}x{info['image_size']} input) for "
+    f"exported {info.model} ({info.image_size}x{info.image_size} input) for "
     f"{', '.join(exported.platforms)} to {args.out} (+ {args.out}{METADATA_SUFFIX})"
   )
   return 0

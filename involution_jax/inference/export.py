@@ -18,6 +18,7 @@ wrapped in a `tf.Module` saves a SavedModel for TF Serving.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 
@@ -28,6 +29,7 @@ import numpy as np
 from involution_jax import portability
 from involution_jax.weights import (
   PREPROCESSING,
+  ModelInfo,
   fitting_their_description,
   model_from_info,
 )
@@ -36,7 +38,7 @@ METADATA_SUFFIX = ".json"
 
 
 def export_model(
-  variables: dict, info: dict, platforms: Sequence[str] | None = None
+  variables: dict, info: ModelInfo, platforms: Sequence[str] | None = None
 ) -> jax.export.Exported:
   """The eval-mode forward pass, weights embedded, batch dimension symbolic.
 
@@ -50,11 +52,10 @@ def export_model(
   """
   if platforms is not None:
     platforms = portability.check_platforms(platforms)
-  kwargs = dict(info.get("model_kwargs", {}))
-  if kwargs.get("method") == "pallas":
-    info = dict(info, model_kwargs=dict(kwargs, method="shift"))
+  if info.model_kwargs.get("method") == "pallas":
+    info = dataclasses.replace(info, model_kwargs=dict(info.model_kwargs, method="shift"))
   model = model_from_info(info)
-  size = info["image_size"]
+  size = info.image_size
   batch = jax.export.symbolic_shape("batch")[0]
   spec = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
   forward = jax.jit(lambda x: model.apply(variables, x, train=False))
@@ -70,12 +71,11 @@ def export_model(
   return exported
 
 
-def save(exported: jax.export.Exported, info: dict, path: str) -> None:
+def save(exported: jax.export.Exported, info: ModelInfo, path: str) -> None:
   with open(path, "wb") as f:
     f.write(exported.serialize())
-  metadata = {
-    k: info[k] for k in (*PREPROCESSING, "class_names", "num_classes", "model") if k in info
-  }
+  recorded = (*PREPROCESSING, "class_names", "num_classes", "model")
+  metadata = {k: v for k, v in info.to_json().items() if k in recorded}
   metadata["platforms"] = list(exported.platforms)
   with open(path + METADATA_SUFFIX, "w") as f:
     json.dump(metadata, f, indent=2)

@@ -43,10 +43,8 @@ def generate_pieces(
   if top_k < 0:
     raise ValueError(f"--top_k must be >= 0, got {top_k}")
   variables, info = load_weights(weights)
-  if info.get("task") != "language_model":
-    raise ValueError(
-      f"{weights} holds a {info.get('task', 'classification')} model, not a language model"
-    )
+  if info.task != "language_model":
+    raise ValueError(f"{weights} holds a {info.task} model, not a language model")
   tokens = text.encode(prompt)
   if tokens.size == 0:
     raise ValueError("--prompt is empty: give at least one character")

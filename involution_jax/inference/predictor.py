@@ -24,6 +24,7 @@ from involution_jax.data.images import read_rgb
 from involution_jax.host.console import progress
 from involution_jax.models import detection, rcnn, segmentation
 from involution_jax.weights import (
+  ModelInfo,
   fitting_their_description,
   load_weights,
   model_from_info,
@@ -86,11 +87,11 @@ def _image_size(path: str) -> tuple[int, int]:
 class Predictor:
   """A model with its weights, input preparation and class names, ready to predict."""
 
-  def __init__(self, variables: dict, info: dict, batch_size: int = 32, quiet: bool = False):
+  def __init__(self, variables: dict, info: ModelInfo, batch_size: int = 32, quiet: bool = False):
     self.info, self.batch_size, self.quiet = info, batch_size, quiet
-    self.task = info.get("task", "classification")
+    self.task = info.task
     self.preprocess = preprocess_from_info(info)
-    self.class_names = list(info.get("class_names") or map(str, range(info["num_classes"])))
+    self.class_names = info.names
     self.variables = jax.device_put(variables)
     self._predict = _forward(model_from_info(info), self.task)
 

@@ -11,6 +11,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from involution_jax.weights.info import ModelInfo
+
 LossFn = Callable[[dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
 
 
@@ -42,10 +44,10 @@ def plain(value):
   return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else dict(value or {})
 
 
-def model_info(task: str, config, dataset, **fields) -> dict:
+def model_info(task: str, config, dataset, **fields) -> ModelInfo:
   """What every checkpoint records about its model (task, model, fields, classes), and
   the task's own `fields`."""
-  return dict(
+  return ModelInfo(
     task=task,
     model=config.model,
     model_kwargs=plain(config.get("model_kwargs", {})),

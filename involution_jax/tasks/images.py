@@ -19,6 +19,7 @@ from involution_jax.tasks.common import (
   model_info,
   sum_tree,
 )
+from involution_jax.weights.info import ModelInfo
 
 
 class Classification:
@@ -80,7 +81,7 @@ class Classification:
       results["top5_accuracy"] = float(totals["top5"]) / count
     return results
 
-  def model_info(self, config, dataset: Dataset) -> dict:
+  def model_info(self, config, dataset: Dataset) -> ModelInfo:
     return model_info(
       self.name,
       config,
@@ -123,7 +124,7 @@ class DenseTask:
     crop = config.get("crop_size")
     return (*(tuple(crop) if crop else self._size(config)), 3)
 
-  def model_info(self, config, dataset: Dataset) -> dict:
+  def model_info(self, config, dataset: Dataset) -> ModelInfo:
     return model_info(
       self.name,
       config,

@@ -12,6 +12,7 @@ import optax
 from involution_jax.data import labelled_text, text
 from involution_jax.data.pipeline import Dataset
 from involution_jax.tasks.common import LossFn, cross_entropy, model_info, sum_tree
+from involution_jax.weights.info import ModelInfo
 
 
 class LanguageModel:
@@ -68,7 +69,7 @@ class LanguageModel:
       tokens=int(totals["tokens"]),
     )
 
-  def model_info(self, config, dataset: Dataset) -> dict:
+  def model_info(self, config, dataset: Dataset) -> ModelInfo:
     return model_info(
       self.name,
       config,
@@ -135,7 +136,7 @@ class TextClassification:
       count=int(totals["count"]),
     )
 
-  def model_info(self, config, dataset: Dataset) -> dict:
+  def model_info(self, config, dataset: Dataset) -> ModelInfo:
     return model_info(
       self.name,
       config,

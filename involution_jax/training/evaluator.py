@@ -21,6 +21,7 @@ from involution_jax.tasks import get_task
 from involution_jax.training import sharding
 from involution_jax.weights import (
   PREPROCESSING,
+  ModelInfo,
   fitting_their_description,
   load_weights,
   model_from_info,
@@ -92,10 +93,10 @@ def _imagenet_by_wordnet_ids(trained, names) -> bool:
   )
 
 
-def check_same_classes(weights: str, info: dict, dataset: Dataset, data: str) -> None:
+def check_same_classes(weights: str, info: ModelInfo, dataset: Dataset, data: str) -> None:
   """A ValueError unless `dataset`'s classes are the ones `weights` was trained on, in
   the same order (by name where the weights record names, else by number)."""
-  trained, names = list(info.get("class_names") or []), list(dataset.class_names or [])
+  trained, names = list(info.class_names or []), list(dataset.class_names or [])
   if trained == [str(i) for i in range(len(trained))]:  # numbers, not names (converted
     trained = []  # weights of another size than ImageNet's): compared by count only
   if trained and names and trained != names and not _imagenet_by_wordnet_ids(trained, names):
@@ -112,29 +113,39 @@ def check_same_classes(weights: str, info: dict, dataset: Dataset, data: str) ->
       f"{_names(trained)}, the data's {_names(names)}; its outputs would be scored against "
       "other labels"
     )
-  if info["num_classes"] != dataset.num_classes:
+  if info.num_classes != dataset.num_classes:
     raise ValueError(
-      f"{weights} has {info['num_classes']} classes but {data} has {dataset.num_classes}"
+      f"{weights} has {info.num_classes} classes but {data} has {dataset.num_classes}"
     )
 
 
-def with_recorded_preprocessing(config, task, info: dict, dataset: Dataset, log=print):
+def with_recorded_preprocessing(config, task, info: ModelInfo, dataset: Dataset, log=print):
   """`config` with the input preprocessing `info` records (image size, mean, std, crop)
   where the config differs, each change logged: the weights were trained on that input."""
   asked = task.model_info(config, dataset)
-  changed = {k: info[k] for k in PREPROCESSING if k in info and k in asked and info[k] != asked[k]}
+  recorded = {k: getattr(info, k) for k in PREPROCESSING}
+  changed = {
+    k: v
+    for k, v in recorded.items()
+    if v is not None and getattr(asked, k) is not None and v != getattr(asked, k)
+  }
   if not changed:
     return config
   log(
     "evaluating with the weights' preprocessing: "
-    + ", ".join(f"{k} {v} (the config has {asked[k]})" for k, v in changed.items())
+    + ", ".join(
+      f"{k} {_listed(v)} (the config has {_listed(getattr(asked, k))})" for k, v in changed.items()
+    )
   )
   fields = config.to_dict()
-  for k, v in changed.items():  # JSON lists; a square size as the config's int
-    fields[k] = v[0] if k == "image_size" and isinstance(v, list) and v[0] == v[-1] else v
-    if isinstance(fields[k], list):
-      fields[k] = tuple(fields[k])
+  for k, v in changed.items():  # a square size as the config's int
+    fields[k] = v[0] if k == "image_size" and isinstance(v, tuple) and v[0] == v[-1] else v
   return ml_collections.ConfigDict(fields)
+
+
+def _listed(value):
+  """A recorded value as the JSON shows it (and as this message always has): lists."""
+  return list(value) if isinstance(value, tuple) else value
 
 
 def evaluate_weights(
@@ -160,10 +171,10 @@ def evaluate_weights(
   dataset = task.dataset(config, config.eval_split)
   check_same_classes(weights, info, dataset, f"{config.dataset} ({config.eval_split})")
   vocabulary = getattr(dataset.source, "vocabulary_sha256", None)
-  if info.get("vocabulary_sha256", vocabulary) != vocabulary:
+  if info.vocabulary_sha256 not in (None, vocabulary):
     raise ValueError(
       f"{weights} was trained with another vocabulary than {config.dataset}'s "
-      f"({len(info.get('vocabulary', []))} words, SHA-256 {info['vocabulary_sha256'][:12]}... "
+      f"({len(info.vocabulary or ())} words, SHA-256 {info.vocabulary_sha256[:12]}... "
       f"vs {vocabulary[:12]}...): its word ids would mean other words"
     )
   main_process = jax.process_index() == 0

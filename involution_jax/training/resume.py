@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from involution_jax.weights import checkpoints, model_from_info
+from involution_jax.weights import ModelInfo, checkpoints, model_from_info
 
 
 class DifferentModel(ValueError):
@@ -87,7 +87,7 @@ def lowest_loss_step(losses: dict[int, float | None]) -> int | None:
   return min(finite, key=finite.get) if finite else None
 
 
-def _model_fields(info: dict) -> dict:
+def _model_fields(info: ModelInfo) -> dict:
   """The model's dataclass fields (defaults filled in) that `info` describes."""
   model = model_from_info(info)
   return {
@@ -97,19 +97,19 @@ def _model_fields(info: dict) -> dict:
   }
 
 
-def _model_difference(saved: dict, asked: dict) -> str:
+def _model_difference(saved: ModelInfo, asked: ModelInfo) -> str:
   """What differs between two models' infos, e.g. "base_width 16, asked 32"."""
-  if saved.get("model") != asked.get("model"):
-    return f"model {saved.get('model')!r}, asked {asked.get('model')!r}"
+  if saved.model != asked.model:
+    return f"model {saved.model!r}, asked {asked.model!r}"
   try:
     old, new = _model_fields(saved), _model_fields(asked)
   except Exception:  # a saved model this version cannot build
-    return f"model_kwargs {saved.get('model_kwargs')}, asked {asked.get('model_kwargs')}"
+    return f"model_kwargs {saved.model_kwargs}, asked {asked.model_kwargs}"
   changed = [f"{k} {old[k]}, asked {new[k]}" for k in new if k in old and old[k] != new[k]]
   return "; ".join(changed) or "its parameter shapes differ"
 
 
-def check_same_model(root: str, step: int, abstract_variables: Any, info: dict, workdir: str):
+def check_same_model(root: str, step: int, abstract_variables: Any, info: ModelInfo, workdir: str):
   """Raises DifferentModel when step `step` holds parameters of another shape than
   the model's; lets reading errors (a damaged step) through."""
   saved = checkpoints.saved_shapes(root, step)
@@ -141,7 +141,7 @@ def restore_newest_intact(
   *,
   abstract_state: Any,
   data_iterator: Any,
-  info: dict,
+  info: ModelInfo,
   run: dict,
   workdir: str,
   resume_step: int | None = None,

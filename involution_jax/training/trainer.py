@@ -381,8 +381,8 @@ def _train_and_evaluate(
       checkpoint_dir=ckpt_dir,
       tensorboard_dir=os.path.join(workdir, "tensorboard"),
     )
-    if "corpus" in info:  # text: which text, exactly (it differs between Python versions)
-      final["corpus"] = info["corpus"]
+    if info.corpus is not None:  # text: which text, exactly (it differs between Pythons)
+      final["corpus"] = info.corpus
     if writer:
       _write_scalars(writer, workdir, "eval", results, total_steps)
       writer.close()

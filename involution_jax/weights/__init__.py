@@ -1,7 +1,7 @@
 """Weights from wherever they are: training checkpoints, converted or official files,
 or a pretrained model's name.
 
-`load_weights` is the one loader: a weights path or name -> (variables, model info);
+`load_weights` is the one loader: a weights path or name -> (variables, `ModelInfo`);
 training (`init_from`), evaluation, prediction, export and the kernel pictures all load
 through it. `model_from_info` and `preprocess_from_info` rebuild the model and its input
 preparation from the info a checkpoint carries.
@@ -11,12 +11,13 @@ preparation from the info a checkpoint carries.
     mmcls, paddle the official PyTorch (mmcls) and PaddleClas names and layouts
     zoo           pretrained names, their sources and the download cache
     pretrained    `load("rednet50")`: a pretrained RedNet in one call
-    info          the model info -> model, input preparation
+    info          `ModelInfo`, what a checkpoint records of its model -> model, input preparation
 """
 
 from involution_jax.weights.convert import load_weights, paths_read
 from involution_jax.weights.info import (
   PREPROCESSING,
+  ModelInfo,
   fitting_their_description,
   model_from_info,
   preprocess_from_info,
@@ -24,6 +25,7 @@ from involution_jax.weights.info import (
 
 __all__ = [
   "PREPROCESSING",
+  "ModelInfo",
   "fitting_their_description",
   "load_weights",
   "model_from_info",

@@ -30,6 +30,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
+from involution_jax.weights.info import ModelInfo
+
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
@@ -60,14 +62,16 @@ def save(
   step: int,
   *,
   variables: dict,
-  model_info: dict,
+  model_info: ModelInfo,
   train: dict | None = None,
   data_iterator: Any = None,
   metrics: dict | None = None,
   force: bool = True,
 ) -> None:
   """Saves a step (asynchronously where the manager allows; `wait` before exiting)."""
-  items = dict(variables=ocp.args.StandardSave(variables), model=ocp.args.JsonSave(model_info))
+  items = dict(
+    variables=ocp.args.StandardSave(variables), model=ocp.args.JsonSave(model_info.to_json())
+  )
   if train is not None:
     items["train"] = ocp.args.StandardSave(train)
   if metrics is not None:
@@ -111,9 +115,10 @@ def _item(root: str, step: int, name: str) -> epath.Path:
   return epath.Path(os.path.abspath(root)) / str(step) / name
 
 
-def saved_info(root: str, step: int) -> dict:
+def saved_info(root: str, step: int) -> ModelInfo:
   """The `model` item of a step: how to rebuild the model and its input."""
-  return dict(ocp.JsonCheckpointHandler().restore(_item(root, step, "model")))
+  record = ocp.JsonCheckpointHandler().restore(_item(root, step, "model"))
+  return ModelInfo.from_json(record, os.path.join(root, str(step)))
 
 
 def saved_metrics(root: str, step: int) -> dict:
@@ -197,7 +202,7 @@ def _restore_variables(root: str, step: int) -> dict:
   return jax.tree.map(np.asarray, dict(variables))
 
 
-def load_for_inference(path: str, step: int | None = None) -> tuple[dict, dict]:
+def load_for_inference(path: str, step: int | None = None) -> tuple[dict, ModelInfo]:
   """(variables, model_info) of the latest (or given) step under `path`, on the host.
 
   Without a step, a damaged latest step is reported (a warning naming it and

@@ -38,6 +38,7 @@ from involution_jax.host.console import one_line, progress
 from involution_jax.host.paths import output_file, output_folder
 from involution_jax.models.rednet import RedNet
 from involution_jax.weights import checkpoints, mmcls, paddle, zoo
+from involution_jax.weights.info import ModelInfo
 
 
 def _listing(title: str, items: list[str], limit: int = 25) -> str:
@@ -215,19 +216,19 @@ def _import_safetensors(purpose: str):
   return safetensors.numpy
 
 
-def official_model_info(config: dict) -> dict:
+def official_model_info(config: dict) -> ModelInfo:
   """Model info for converted official weights ({depth, stem_kernel_size, num_classes})."""
   num_classes = config["num_classes"]
-  return dict(
+  return ModelInfo(
     model=f"rednet{config['depth']}",
     model_kwargs=dict(stem_kernel_size=config["stem_kernel_size"]),
     num_classes=num_classes,
-    class_names=list(imagenet.class_names())
+    class_names=imagenet.class_names()
     if num_classes == 1000
-    else [str(i) for i in range(num_classes)],
+    else tuple(str(i) for i in range(num_classes)),
     image_size=imagenet.IMAGE_SIZE,
-    mean=list(imagenet.MEAN),
-    std=list(imagenet.STD),
+    mean=imagenet.MEAN,
+    std=imagenet.STD,
     eval_crop=imagenet.EVAL_CROP,
   )
 
@@ -257,7 +258,7 @@ def paths_read(source: str) -> list[str]:
   return paths
 
 
-def load_weights(source: str, quiet: bool = False) -> tuple[dict, dict]:
+def load_weights(source: str, quiet: bool = False) -> tuple[dict, ModelInfo]:
   """(variables, model info) from a checkpoint, official weights or a pretrained name.
 
   `source` may be a training workdir, a checkpoint folder (its latest step), one
@@ -275,22 +276,22 @@ def load_weights(source: str, quiet: bool = False) -> tuple[dict, dict]:
   return variables, official_model_info(config)
 
 
-def official_layout(variables: dict, info: dict) -> dict:
+def official_layout(variables: dict, info: ModelInfo) -> dict:
   """`variables` as an mmcls state dict of numpy arrays, checked to load back strictly
   into the official RedNet (the layout exists for RedNet classifiers only)."""
-  match = re.fullmatch(r"rednet(\d*)", info.get("model", ""))
+  match = re.fullmatch(r"rednet(\d*)", info.model)
   if match is None:
     raise ValueError(
       f"the official (mmcls) layout exists for RedNet classifiers only; this model is "
-      f"{info.get('model')!r}: keep it as an orbax checkpoint"
+      f"{info.model!r}: keep it as an orbax checkpoint"
     )
   arrays = mmcls.from_flax(variables)
-  depth = int(match[1] or info.get("model_kwargs", {}).get("depth", RedNet.depth))
+  depth = int(match[1] or info.model_kwargs.get("depth", RedNet.depth))
   try:
     _convert(arrays, depth, {}, display=lambda k: k)
   except ValueError as e:
     raise ValueError(
-      f"this {info['model']} ({info.get('model_kwargs', {})}) differs from the official "
+      f"this {info.model} ({info.model_kwargs}) differs from the official "
       f"architecture, so no official file can hold it: {one_line(e)}"
     ) from None
   return arrays
@@ -320,7 +321,7 @@ def _write_file(path: str, write) -> None:
       os.remove(tmp)
 
 
-def write_weights(variables: dict, info: dict, out: str, fmt: str, overwrite: bool) -> None:
+def write_weights(variables: dict, info: ModelInfo, out: str, fmt: str, overwrite: bool) -> None:
   """Writes `variables` as an orbax checkpoint folder (with `info`), a PyTorch `.pth`
   state dict or a `.safetensors` file (both in the official mmcls layout)."""
   if fmt == "orbax":
@@ -337,5 +338,5 @@ def write_weights(variables: dict, info: dict, out: str, fmt: str, overwrite: bo
     _write_file(out, lambda tmp: torch.save(state, tmp))
   else:
     safetensors_numpy = _import_safetensors("writing .safetensors files")
-    metadata = {"format": "pt", "model": info["model"], "num_classes": str(info["num_classes"])}
+    metadata = {"format": "pt", "model": info.model, "num_classes": str(info.num_classes)}
     _write_file(out, lambda tmp: safetensors_numpy.save_file(arrays, tmp, metadata=metadata))

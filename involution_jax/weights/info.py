@@ -1,10 +1,21 @@
-"""The model info a checkpoint carries -> the model and its input preparation."""
+"""`ModelInfo`, what a checkpoint records about its model, and the model and input
+preparation it describes.
+
+Every checkpoint holds one, as JSON in its `model` item (`checkpoints.save` writes
+`to_json`, `checkpoints.saved_info` reads `from_json`); official weights get theirs from
+`convert.official_model_info`, a training run from its task's `model_info`. Checkpoints
+written before this type held a plain dict without `version` (and, for classifiers, without
+`task`): `from_json` reads those too.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import flax.linen as nn
 from flax import errors as flax_errors
@@ -13,15 +24,90 @@ from involution_jax.data.classification import Preprocess
 from involution_jax.data.dense import DensePreprocess
 from involution_jax.models import create_model
 
+# The layout `to_json` writes; `from_json` reads this one and the unversioned dicts before it.
+INFO_VERSION = 1
+_SEQUENCES = ("class_names", "mean", "std", "vocabulary")
 
-def model_from_info(info: dict, dtype=None) -> nn.Module:
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+  """What a checkpoint records about its model: enough to build it (`model`,
+  `model_kwargs`, `num_classes`), prepare its input and name its outputs.
+
+  Image tasks record the input they were trained on: `image_size` (an int, or (h, w) for
+  dense tasks), `mean`, `std` and, for classifiers, `eval_crop`. Text tasks record
+  `context` (tokens), and a language model its `corpus`, a text classifier its
+  `vocabulary` with its `vocabulary_sha256`. A field a task does not record is None.
+  """
+
+  model: str
+  num_classes: int
+  task: str = "classification"
+  model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  class_names: tuple[str, ...] | None = None
+  image_size: int | tuple[int, int] | None = None
+  mean: tuple[float, ...] | None = None
+  std: tuple[float, ...] | None = None
+  eval_crop: float | None = None
+  context: int | None = None
+  corpus: str | None = None
+  vocabulary: tuple[str, ...] | None = None
+  vocabulary_sha256: str | None = None
+
+  def __post_init__(self) -> None:
+    # Sequences as tuples, and the model's fields as their JSON (tuples as lists): infos
+    # compare equal whether they came from a config or from a checkpoint's file.
+    for name in _SEQUENCES:
+      value = getattr(self, name)
+      if value is not None:
+        object.__setattr__(self, name, tuple(value))
+    if isinstance(self.image_size, (list, tuple)):
+      object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+    object.__setattr__(self, "model_kwargs", json.loads(json.dumps(dict(self.model_kwargs))))
+
+  @property
+  def names(self) -> list[str]:
+    """The class names, or the class numbers as text where none are recorded."""
+    return list(self.class_names or map(str, range(self.num_classes)))
+
+  def to_json(self) -> dict:
+    """The JSON object a checkpoint stores: the fields that are set, and the version."""
+    out = {"version": INFO_VERSION}
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if value is not None:
+        out[field.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+  @classmethod
+  def from_json(cls, record: Mapping[str, Any], where: str = "the checkpoint") -> ModelInfo:
+    """A stored info: this version's, or an unversioned dict from before it.
+
+    Raises:
+      ValueError: a newer version, an unknown field or a missing one, named.
+    """
+    record = dict(record)
+    version = record.pop("version", 0)
+    if not isinstance(version, int) or version > INFO_VERSION:
+      raise ValueError(
+        f"{where} records its model in info version {version!r}; this involution-jax reads "
+        f"versions up to {INFO_VERSION}: upgrade it"
+      )
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(record) - known)
+    missing = sorted(k for k in ("model", "num_classes") if k not in record)
+    if unknown or missing:
+      problems = [f"unknown fields {unknown}"] * bool(unknown) + [f"no {missing}"] * bool(missing)
+      raise ValueError(f"{where} records its model unreadably: {'; '.join(problems)}")
+    return cls(**record)
+
+
+def model_from_info(info: ModelInfo, dtype=None) -> nn.Module:
   """The model a checkpoint's info describes (lists in the JSON back to tuples)."""
-  kwargs = {
-    k: tuple(v) if isinstance(v, list) else v for k, v in info.get("model_kwargs", {}).items()
-  }
+  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in info.model_kwargs.items()}
   if dtype is not None:
     kwargs["dtype"] = dtype
-  return create_model(info["model"], num_classes=info["num_classes"], **kwargs)
+  return create_model(info.model, num_classes=info.num_classes, **kwargs)
 
 
 # Flax's errors for weights that a model does not fit: the parameter (or statistic) and both
@@ -54,20 +140,16 @@ def fitting_their_description() -> Iterator[None]:
 PREPROCESSING = ("image_size", "mean", "std", "eval_crop")
 
 
-def preprocess_from_info(info: dict) -> Preprocess | DensePreprocess:
+def preprocess_from_info(info: ModelInfo) -> Preprocess | DensePreprocess:
   """The evaluation preprocessing a checkpoint's model was trained with."""
-  task = info.get("task", "classification")
-  if task == "classification":
+  if info.task == "classification":
     return Preprocess(
-      info["image_size"],
-      tuple(info["mean"]),
-      tuple(info["std"]),
-      eval_crop=info.get("eval_crop", 1.0),
+      info.image_size,
+      info.mean,
+      info.std,
+      eval_crop=1.0 if info.eval_crop is None else info.eval_crop,
     )
-  size = info["image_size"]
+  size = info.image_size
   return DensePreprocess(
-    task,
-    (size, size) if isinstance(size, int) else tuple(size),
-    tuple(info["mean"]),
-    tuple(info["std"]),
+    info.task, (size, size) if isinstance(size, int) else size, info.mean, info.std
   )
