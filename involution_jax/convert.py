@@ -14,7 +14,7 @@ warnings.warn(
   "involution_jax.convert is deprecated: use "
   "involution_jax.weights.convert / involution_jax.cli.convert",
   DeprecationWarning,
-  stacklevel=2,
+  stacklevel=1 if __name__ == "__main__" else 2,  # with -m: said in __main__
 )
 
 if __name__ == "__main__":

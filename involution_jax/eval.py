@@ -12,7 +12,7 @@ from involution_jax.cli.eval import main
 warnings.warn(
   "involution_jax.eval is deprecated: use involution_jax.cli.eval",
   DeprecationWarning,
-  stacklevel=2,
+  stacklevel=1 if __name__ == "__main__" else 2,  # with -m: said in __main__
 )
 
 if __name__ == "__main__":

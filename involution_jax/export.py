@@ -14,7 +14,7 @@ warnings.warn(
   "involution_jax.export is deprecated: use "
   "involution_jax.inference.export / involution_jax.cli.export",
   DeprecationWarning,
-  stacklevel=2,
+  stacklevel=1 if __name__ == "__main__" else 2,  # with -m: said in __main__
 )
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -235,6 +236,33 @@ def test_user_mistakes_in_a_real_process_print_only_that_line(outside, case):
   _mistake_folder(outside)
   result = _run(outside, verb, *_mistake_args(verb, args))
   _check_one_line(verb, result.returncode, result.stderr, message, outside)
+
+
+# One spelling, underscores, as the config's fields (--config.batch_size); dashes still work.
+@pytest.mark.parametrize("verb", TOOLS)
+def test_every_option_is_spelled_with_underscores_and_accepted_with_dashes(verb, capsys):
+  text = _help(verb, capsys, as_module=False)
+  options = set(re.findall(r"(?<![\w.-])--[a-z][a-z0-9_-]*", text))
+  assert options and not [o for o in options if "-" in o[2:]], options
+
+
+def test_the_dashed_spelling_is_the_same_option(capsys):
+  parser = cli.parser("probe", "A probe.", ["probe x"])
+  parser.add_argument("--top_k", type=int, default=5)
+  parser.add_argument("--out_dir")
+  dashed = parser.parse_args(["--top-k", "3", "--out-dir=d"])
+  assert vars(dashed) == vars(parser.parse_args(["--top_k", "3", "--out_dir=d"]))
+  assert (dashed.top_k, dashed.out_dir) == (3, "d")
+  with pytest.raises(SystemExit):  # a name that is no option, in either spelling
+    parser.parse_args(["--top-n", "3"])
+  # A real command: the dashed option is the same one (here refused, before any work).
+  from involution_jax.cli import train
+
+  capsys.readouterr()
+  assert train.main(["--target-platform", "tpu"]) == 1
+  assert capsys.readouterr().err.strip() == (
+    "involution-train: error: --target_platform goes with --dry_run (training runs on this machine)"
+  )
 
 
 def test_configs_by_name_with_an_argument_and_by_path(tmp_path):

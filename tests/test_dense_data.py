@@ -53,7 +53,7 @@ def test_preprocess_detection_scales_flips_and_pads():
     "boxes": np.array([[10, 5, 20, 15], [0, 0, 0, 0]], np.float32),
     "classes": np.array([3, -1], np.int32),
   }
-  prep = dense.DensePreprocess("detection", (40, 40), **MEAN_STD, flip=True, max_objects=2)
+  prep = dense.DensePreprocess(dense.BOXES, (40, 40), **MEAN_STD, flip=True, max_objects=2)
   out = prep.eval(record)  # 60 x 30 -> 40 x 20, padded below
   np.testing.assert_allclose(out["boxes"][0], np.array([10, 5, 20, 15]) * 40 / 60, atol=1e-4)
   assert out["scale"] == pytest.approx(40 / 60) and list(out["classes"]) == [3, -1]
@@ -72,7 +72,7 @@ def test_preprocess_segmentation_crops_masks_with_the_image():
   image[:, 20:] = 200
   mask[:, 20:] = 1
   prep = dense.DensePreprocess(
-    "segmentation", (40, 40), **MEAN_STD, crop_size=(24, 24), flip=True, train_scale=(0.5, 1.5)
+    dense.LABEL_MAP, (40, 40), **MEAN_STD, crop_size=(24, 24), flip=True, train_scale=(0.5, 1.5)
   )
   rng = np.random.default_rng(0)
   for _ in range(10):
@@ -109,7 +109,7 @@ def test_cityscapes_layout(tmp_path):
   _cityscapes(tmp_path)
   ds = dense.cityscapes(str(tmp_path), "val")
   assert len(ds.source) == 4 and ds.num_classes == 19 and ds.class_names[13] == "car"
-  prep = dense.DensePreprocess("segmentation", (16, 32), **MEAN_STD)
+  prep = dense.DensePreprocess(dense.LABEL_MAP, (16, 32), **MEAN_STD)
   batch = next(iter(pipeline.eval_batches(ds, prep, global_batch=4)))
   assert batch["mask"].shape == (4, 16, 32)
   assert set(np.unique(batch["mask"])) == {0, 13, 255}
@@ -155,7 +155,7 @@ def test_coco_layout_and_ap_of_perfect_detections(tmp_path, pycocotools):
 
 
 def test_ground_truth_of_digit_scenes_scores_itself_perfectly(pycocotools):
-  ds = dense.digit_scenes("detection", "validation", 6, canvas=48, sizes=(12, 20))
+  ds = dense.digit_scenes(dense.BOXES, "validation", 6, canvas=48, sizes=(12, 20))
   truth = coco.coco_ground_truth(ds)
   detections = [
     {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}

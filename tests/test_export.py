@@ -10,11 +10,10 @@ from helpers import python_env, save_random_checkpoint
 
 from involution_jax import portability
 from involution_jax.cli import export as export_command
-
-# Over 20 s: exports, then loads in a fresh interpreter with jax only.
 from involution_jax.inference import export
 
 
+# Over 20 s: exports, then loads in a fresh interpreter with jax only.
 def test_export_round_trip_matches_apply(tmp_path):
   model, variables, info = save_random_checkpoint(str(tmp_path / "ckpt"))
   out = str(tmp_path / "model.jaxexport")

@@ -221,10 +221,10 @@ def test_empty_input_gives_the_empty_result_and_gradients(x_shape, k_shape, padd
 @pytest.mark.parametrize(
   "flags, message",
   [
-    (["--batch-size", "0"], "--top-k and --batch-size must be >= 1, got 5 and 0"),
-    (["--batch-size", "-2"], "--top-k and --batch-size must be >= 1, got 5 and -2"),
-    (["--top-k", "-3"], "--top-k and --batch-size must be >= 1, got -3 and 32"),
-    (["--min-score", "1.5"], "--min-score must be in [0, 1], got 1.5"),
+    (["--batch-size", "0"], "--top_k and --batch_size must be >= 1, got 5 and 0"),
+    (["--batch-size", "-2"], "--top_k and --batch_size must be >= 1, got 5 and -2"),
+    (["--top-k", "-3"], "--top_k and --batch_size must be >= 1, got -3 and 32"),
+    (["--min-score", "1.5"], "--min_score must be in [0, 1], got 1.5"),
   ],
 )
 def test_predict_argument_mistakes_are_one_line(tmp_path, capsys, flags, message):

@@ -21,7 +21,7 @@ def _tight_box(plane):
 
 
 def test_digit_scenes_hold_each_digits_own_mask():
-  source = dense.digit_scenes("detection", "validation", 8, canvas=48, sizes=(12, 20)).source
+  source = dense.digit_scenes(dense.BOXES, "validation", 8, canvas=48, sizes=(12, 20)).source
   for i in range(len(source)):
     record = source[i]
     planes, classes = record["instance_masks"], record["classes"]
@@ -35,9 +35,9 @@ def test_digit_scenes_hold_each_digits_own_mask():
 
 
 def test_preprocess_moves_instance_masks_with_their_boxes():
-  source = dense.digit_scenes("detection", "train", 16, canvas=48, sizes=(12, 20)).source
+  source = dense.digit_scenes(dense.BOXES, "train", 16, canvas=48, sizes=(12, 20)).source
   prep = dense.DensePreprocess(
-    "detection",
+    dense.BOXES,
     (48, 48),
     **MEAN_STD,
     crop_size=(40, 40),
@@ -110,7 +110,7 @@ def test_coco_polygons_and_rle_decode(tmp_path, pycocotools):
   compressed = coco.encode_mask(square)
   np.testing.assert_array_equal(coco.decode_segmentation(compressed, 20, 30), square)
   prep = dense.DensePreprocess(
-    "detection", (40, 60), **MEAN_STD, max_objects=3, instance_masks=True
+    dense.BOXES, (40, 60), **MEAN_STD, max_objects=3, instance_masks=True
   )
   out = prep.eval(record)  # scaled x2
   assert out["instance_masks"].shape == (3, 40, 60)
@@ -144,7 +144,7 @@ def test_pasting_matches_mmdet(torch):
 
 
 def test_mask_ap_is_one_for_the_ground_truth(pycocotools):
-  ds = dense.digit_scenes("detection", "validation", 6, canvas=48, sizes=(12, 20))
+  ds = dense.digit_scenes(dense.BOXES, "validation", 6, canvas=48, sizes=(12, 20))
   truth = coco.coco_ground_truth(ds)
   assert all("segmentation" in a for a in truth["annotations"])
   perfect = [

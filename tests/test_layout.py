@@ -189,3 +189,39 @@ def test_the_package_root_holds_few_modules_besides_the_deprecated_aliases():
   assert len(kept) + 1 <= MOST_ROOT_MODULES, f"modules at the package root: __init__, {kept}"
   for alias in DEPRECATED:
     assert ast.get_docstring(MODULES[f"involution_jax.{alias}"]).startswith("Deprecated alias")
+
+
+def _task_names() -> set[str]:
+  """Every `name = "..."` of a class in tasks/."""
+  names = set()
+  for module, tree in MODULES.items():
+    if _unit(module) != "tasks":
+      continue
+    for node in ast.walk(tree):
+      named = isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets]
+      if named == ["name"] and isinstance(node.value, ast.Constant) and node.value.value:
+        names.add(node.value.value)
+  return names
+
+
+def test_nothing_outside_tasks_and_configs_branches_on_a_task_name():
+  """Adding a task is a module in tasks/ and a line in TASKS: everything else works from
+  the Task protocol (tasks/base.py), never from `task == "segmentation"`."""
+  names = _task_names()
+  assert {"classification", "segmentation", "two_stage_detection", "language_model"} <= names
+  for module, tree in MODULES.items():
+    if _unit(module) in ("tasks", "configs"):
+      continue
+    for node in ast.walk(tree):
+      if isinstance(node, (ast.Compare, ast.MatchValue)):
+        for value in ast.walk(node):
+          assert not (isinstance(value, ast.Constant) and value.value in names), (
+            f"{module} line {node.lineno} compares with the task name {value.value!r}"
+          )
+
+
+def test_every_task_has_the_whole_protocol():
+  from involution_jax.tasks import TASKS, Task
+
+  for name, task in TASKS.items():
+    assert isinstance(task(), Task) and task.name == name, name

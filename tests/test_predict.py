@@ -9,10 +9,10 @@ import pytest
 from helpers import save_random_checkpoint
 from PIL import Image
 
-from involution_jax import weights
 from involution_jax.cli import predict
 from involution_jax.data.classification import IMAGE_EXTENSIONS
 from involution_jax.inference.predictor import Predictor, image_files
+from involution_jax.tasks import TwoStageDetection, task_named
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_predictions_match_the_model_and_pad_batches(checkpoint, image_folder):
   folder, images = image_folder
   predictor = Predictor.load(path, batch_size=4)
   results = predictor.classify(images, top_k=3)
-  prep = weights.preprocess_from_info(info)
+  prep = task_named(info.task).preprocess_from_info(info)
   x = np.stack([prep.eval({"path": p, "label": 0})["image"] for p in images])
   probs = np.asarray(jax.nn.softmax(model.apply(variables, x, train=False)))
   for r, p in zip(results, probs):
@@ -195,8 +195,6 @@ def test_mask_rcnn_predicts_boxes_and_instance_masks(tmp_path, capsys):
 def test_a_box_in_the_padding_is_dropped_and_masks_stay_with_their_boxes(tmp_path):
   path = tmp_path / "wide.png"  # 60 x 30: the model sees it at half size, padded below
   Image.fromarray(np.zeros((30, 60, 3), np.uint8)).save(path)
-  predictor = Predictor.__new__(Predictor)
-  predictor.class_names = ("a", "b", "c")
   out = dict(  # in the model's input pixels; box 1 lies below the image (y > 15)
     boxes=np.array([[2, 2, 10, 10], [2, 20, 10, 28], [0, 10, 40, 20], [0, 0, 0, 0]], np.float32),
     scores=np.array([0.9, 0.8, 0.7, 0.0], np.float32),
@@ -204,7 +202,8 @@ def test_a_box_in_the_padding_is_dropped_and_masks_stay_with_their_boxes(tmp_pat
     valid=np.array([True, True, True, False]),
     masks=np.stack([np.zeros((28, 28)), np.ones((28, 28)), np.ones((28, 28)), np.zeros((28, 28))]),
   )
-  result = predictor._two_stage_detection(out, str(path), 5, {"scale": np.float32(0.5)})
+  example = {"scale": np.float32(0.5)}
+  result = TwoStageDetection().prediction(out, example, str(path), ["a", "b", "c"], 5)
   first, second = result["detections"]
   assert (first["index"], first["box"]) == (0, [4.0, 4.0, 20.0, 20.0])
   assert (second["index"], second["box"]) == (2, [0.0, 20.0, 60.0, 30.0])  # clipped below

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import load_config, one_device_mesh
+from helpers import ROOT, load_config, one_device_mesh
 
 from involution_jax.data import text
 from involution_jax.inference import generation
@@ -230,6 +230,16 @@ def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path, monkeypatch,
     assert capsys.readouterr().out == prompt + greedy + "\n"
     with pytest.raises(ValueError, match="--prompt is empty"):
       generation.generate_text(str(tmp_path), "", 10)
+    # The image commands on a language model: one line saying what it reads, no KeyError.
+    from involution_jax.cli import predict, visualize
+
+    image = os.path.join(ROOT, "docs", "digit7.png")
+    refusal = "reads text, not images; involution-generate continues a prompt"
+    assert predict.main([str(tmp_path), image]) == 1
+    out = str(tmp_path / "kernels.png")
+    assert visualize.main(["--weights", str(tmp_path), "--image", image, "--out", out]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(refusal in line for line in err), err
 
 
 @pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -0.5])

@@ -46,9 +46,26 @@ WEIGHTS_HELP = (
 Main = Callable[[Sequence[str] | None], int]
 
 
+class _OneSpellingParser(argparse.ArgumentParser):
+  """Options are spelled with underscores (`--batch_size`, as the config's fields:
+  `--config.batch_size`); the same name with dashes (`--batch-size`) is accepted too."""
+
+  def parse_known_args(self, args=None, namespace=None):
+    args = sys.argv[1:] if args is None else list(args)
+    return super().parse_known_args([self._spelled(a) for a in args], namespace)
+
+  def _spelled(self, arg: str) -> str:
+    if not arg.startswith("--") or arg.startswith("--config."):
+      return arg
+    name, equals, value = arg.partition("=")
+    underscored = "--" + name[2:].replace("-", "_")
+    return underscored + equals + value if underscored in self._option_string_actions else arg
+
+
 def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
-  """An argument parser whose --help ends with `examples`, one command a line."""
-  return argparse.ArgumentParser(
+  """An argument parser whose --help ends with `examples`, one command a line; options
+  with underscores, accepted with dashes too."""
+  return _OneSpellingParser(
     prog=prog,
     description=description,
     epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),

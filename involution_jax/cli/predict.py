@@ -1,7 +1,7 @@
 """`involution-predict WEIGHTS IMAGES...`: classes, masks or boxes for image files.
 
-    involution-predict WEIGHTS IMAGE_OR_FOLDER [...] [--top-k 5] [--batch-size 32] [--json]
-        [--out-dir DIR]   # segmentation / detection: PNGs with masks or boxes drawn
+    involution-predict WEIGHTS IMAGE_OR_FOLDER [...] [--top_k 5] [--batch_size 32] [--json]
+        [--out_dir DIR]   # segmentation / detection: PNGs with masks or boxes drawn
 
 The predictions are `inference.predictor.Predictor`'s; this module prints them as a
 table or JSON and draws them.
@@ -112,34 +112,34 @@ def main(argv: list[str] | None = None) -> int:
     "trained, converted or official model.",
     [
       "involution-predict runs/default docs/digit7.png",
-      "involution-predict RedNet50_pretrained.pdparams photos/ --json --batch-size 64",
-      "involution-predict runs/det_inv scene.png --out-dir drawn/ --min-score 0.5",
+      "involution-predict RedNet50_pretrained.pdparams photos/ --json --batch_size 64",
+      "involution-predict runs/det_inv scene.png --out_dir drawn/ --min_score 0.5",
     ],
   )
   parser.add_argument("weights", help=cli.WEIGHTS_HELP)
   parser.add_argument("images", nargs="+", help="image files or folders")
-  parser.add_argument("--top-k", type=int, default=5, help="classification: classes listed")
-  parser.add_argument("--batch-size", type=int, default=32)
+  parser.add_argument("--top_k", type=int, default=5, help="classification: classes listed")
+  parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   cli.add_quiet_argument(parser)
   parser.add_argument(
-    "--min-score",
+    "--min_score",
     type=float,
     default=0.3,
     help="detection: list and draw only boxes scoring at least this",
   )
   parser.add_argument(
-    "--out-dir",
+    "--out_dir",
     default=None,
     help="segmentation / detection: write PNGs with the predictions drawn (NAME.png for "
     "NAME.jpg; images that share a name are told apart by their paths)",
   )
   args = parser.parse_args(argv)
   if not 0 <= args.min_score <= 1:
-    raise ValueError(f"--min-score must be in [0, 1], got {args.min_score}")
+    raise ValueError(f"--min_score must be in [0, 1], got {args.min_score}")
   if args.top_k < 1 or args.batch_size < 1:
     raise ValueError(
-      f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}"
+      f"--top_k and --batch_size must be >= 1, got {args.top_k} and {args.batch_size}"
     )
   files = image_files(args.images)
   if not files:

@@ -6,7 +6,7 @@ paper's "FLOPs" column; XLA also counts element-wise work (BatchNorm, ReLU,
 residual adds, pooling). The published figures and the pretrained weights'
 top-1 come from `zoo.REGISTRY`.
 
-    involution-summary [--json] [--depths 26,50] [--image-size 224]
+    involution-summary [--json] [--depths 26,50] [--image_size 224]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     default=",".join(map(str, STAGE_SIZES)),
     help="comma-separated RedNet depths (default: all)",
   )
-  parser.add_argument("--image-size", type=int, default=224)
+  parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
   cli.add_quiet_argument(parser)
   args = parser.parse_args(argv)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
   if unknown:
     raise ValueError(f"unknown depth(s) {unknown}; choose from {sorted(STAGE_SIZES)}")
   if args.image_size < 1:
-    raise ValueError(f"--image-size must be >= 1, got {args.image_size}")
+    raise ValueError(f"--image_size must be >= 1, got {args.image_size}")
   rows = summarize(depths, args.image_size, quiet=args.quiet)
   print(json.dumps(rows, indent=2) if args.json else format_table(rows))
   return 0

@@ -16,12 +16,12 @@ import numpy as np
 from involution_jax import cli
 from involution_jax.host.paths import output_file
 from involution_jax.inference.kernels import capture, plot_kernels
+from involution_jax.tasks import task_named
 from involution_jax.weights import (
   fitting_their_description,
   load_weights,
   model_from_info,
   paths_read,
-  preprocess_from_info,
 )
 
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out, args.overwrite, inputs=[args.image, *paths_read(args.weights)], default_suffix=".png"
   )
   variables, info = load_weights(args.weights)
-  preprocess = preprocess_from_info(info)
+  preprocess = task_named(info.task).preprocess_from_info(info)
   example = preprocess.eval({"path": args.image, "label": 0})
   if not example["valid"]:
     raise ValueError(f"cannot read image {args.image}")

@@ -23,6 +23,10 @@ from involution_jax.data.images import read_rgb, warn_unreadable
 from involution_jax.data.pipeline import Dataset
 
 IGNORE = 255
+# What a dense example is labelled with: a class per pixel ("mask"), or objects' boxes and
+# classes ("boxes").
+LABEL_MAP, BOXES = "label_map", "boxes"
+TARGETS = (LABEL_MAP, BOXES)
 CITYSCAPES_CLASSES = (
   "road",
   "sidewalk",
@@ -120,7 +124,7 @@ class DigitScenes:
 
 
 def digit_scenes(
-  task: str,
+  targets: str,
   split: str,
   num_scenes: int,
   canvas: int = 64,
@@ -129,7 +133,7 @@ def digit_scenes(
   max_objects: int = 4,
 ) -> Dataset:
   source = DigitScenes(split, num_scenes, canvas, seed, sizes, max_objects)
-  if task == "segmentation":
+  if targets == LABEL_MAP:  # a class per pixel: the background is one
     return Dataset(source, 11, ("background",) + tuple(str(d) for d in range(10)))
   return Dataset(source, 10, tuple(str(d) for d in range(10)))
 
@@ -173,12 +177,12 @@ class _Records:
     return self.records[i]
 
 
-def load_dense_dataset(config, task: str, split: str) -> Dataset:
-  """config.dataset: "digit_scenes", "cityscapes" or "coco"."""
+def load_dense_dataset(config, targets: str, split: str) -> Dataset:
+  """config.dataset: "digit_scenes", "cityscapes" or "coco"; `targets`: one of `TARGETS`."""
   if config.dataset == "digit_scenes":
     num = config.num_train_scenes if split == "train" else config.num_eval_scenes
     return digit_scenes(
-      task,
+      targets,
       split,
       num,
       config.image_size,
@@ -214,7 +218,7 @@ class DensePreprocess:
   from the records' "instance_masks" (G, H, W) or COCO "segmentations".
   """
 
-  task: str
+  targets: str  # one of TARGETS: a label map ("mask") or boxes and classes
   image_size: tuple[int, int]
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -223,6 +227,10 @@ class DensePreprocess:
   train_scale: tuple[float, float] = (1.0, 1.0)
   max_objects: int = 100
   instance_masks: bool = False
+
+  def __post_init__(self) -> None:
+    if self.targets not in TARGETS:
+      raise ValueError(f"unknown targets {self.targets!r}; expected one of {TARGETS}")
 
   def _instances(self, record: dict, size: tuple[int, int]) -> np.ndarray:
     """The record's object masks, (G, H, W) uint8 (G = its box count)."""
@@ -243,7 +251,7 @@ class DensePreprocess:
       else:
         image = read_rgb(record["path"])
       mask = None
-      if self.task == "segmentation":
+      if self.targets == LABEL_MAP:
         if "mask" in record:
           mask = Image.fromarray(np.asarray(record["mask"], np.uint8))
         elif "mask_path" in record:
@@ -293,7 +301,7 @@ class DensePreprocess:
       full[: part.shape[0], : part.shape[1]] = part
       return full
 
-    if self.task == "segmentation":
+    if self.targets == LABEL_MAP:
       out["mask"] = place(mask, IGNORE)
     else:
       b = boxes * scale

@@ -18,6 +18,7 @@ import numpy as np
 
 from involution_jax.data import text
 from involution_jax.models import sequence
+from involution_jax.tasks import task_named
 from involution_jax.weights import fitting_their_description, load_weights, model_from_info
 
 # Tokens per compiled piece: text appears as it is made, memory stays that of one piece.
@@ -43,7 +44,7 @@ def generate_pieces(
   if top_k < 0:
     raise ValueError(f"--top_k must be >= 0, got {top_k}")
   variables, info = load_weights(weights)
-  if info.task != "language_model":
+  if not task_named(info.task).generates_text:
     raise ValueError(f"{weights} holds a {info.task} model, not a language model")
   tokens = text.encode(prompt)
   if tokens.size == 0:

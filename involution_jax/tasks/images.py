@@ -1,4 +1,4 @@
-"""Image tasks: classification, segmentation, detection."""
+"""Image tasks: classification, segmentation, detection (RetinaNet)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from PIL import Image
 
 from involution_jax.data import classification, coco, dense
 from involution_jax.data.pipeline import Dataset
@@ -22,10 +24,18 @@ from involution_jax.tasks.common import (
 from involution_jax.weights.info import ModelInfo
 
 
+def image_size(path: str) -> tuple[int, int]:
+  """(width, height) of an image file."""
+  with Image.open(path) as image:
+    return image.size
+
+
 class Classification:
   name = "classification"
   train_metrics = ("accuracy",)
   input_dtype = jnp.float32
+  pretrained_into = None
+  generates_text = False
 
   def dataset(self, config, split: str) -> Dataset:
     return classification.load_dataset(
@@ -93,24 +103,44 @@ class Classification:
       eval_crop=config.eval_crop,
     )
 
+  def preprocess_from_info(self, info: ModelInfo) -> classification.Preprocess:
+    crop = 1.0 if info.eval_crop is None else info.eval_crop
+    return classification.Preprocess(info.image_size, info.mean, info.std, eval_crop=crop)
+
+  def predict_fn(self, model: nn.Module):
+    return lambda variables, x: jax.nn.softmax(model.apply(variables, x, train=False), axis=-1)
+
+  def prediction(self, probabilities, example, path, class_names, top_k) -> dict:
+    """{"top": [{"class", "index", "probability"}, ...]}, the likeliest first."""
+    best = np.argsort(-probabilities)[: min(top_k, len(class_names))]
+    return {
+      "top": [
+        {"class": class_names[j], "index": int(j), "probability": float(probabilities[j])}
+        for j in best
+      ]
+    }
+
 
 class DenseTask:
   """Shared by segmentation and detection: datasets, preprocessing, model info."""
 
   name = ""
+  targets = ""  # what the data labels: dense.LABEL_MAP or dense.BOXES
   input_dtype = jnp.float32
+  pretrained_into = "backbone"
+  generates_text = False
 
   def _size(self, config) -> tuple[int, int]:
     size = config.image_size
     return (size, size) if isinstance(size, int) else tuple(size)
 
   def dataset(self, config, split: str) -> Dataset:
-    return dense.load_dense_dataset(config, self.name, split)
+    return dense.load_dense_dataset(config, self.targets, split)
 
   def preprocess(self, config) -> dense.DensePreprocess:
     crop = config.get("crop_size")
     return dense.DensePreprocess(
-      self.name,
+      self.targets,
       self._size(config),
       tuple(config.mean),
       tuple(config.std),
@@ -135,9 +165,37 @@ class DenseTask:
       std=list(config.std),
     )
 
+  def preprocess_from_info(self, info: ModelInfo) -> dense.DensePreprocess:
+    size = info.image_size
+    size = (size, size) if isinstance(size, int) else size
+    return dense.DensePreprocess(self.targets, size, info.mean, info.std)
+
+
+def detections_in_image(out: dict, size: tuple[int, int], example: dict, class_names):
+  """(index in `out`, detection) of each valid box of one image's outputs, in the pixels of
+  the image of `size` (width, height), clipped to it (the model sees it padded below and
+  to the right); a box wholly in the padding, of no size once clipped, is no detection.
+  A detection: {"class", "index", "score", "box" (x1, y1, x2, y2)}."""
+  w, h = size
+  scale = float(example["scale"])
+  found = []
+  for i in np.flatnonzero(out["valid"]):
+    x1, y1, x2, y2 = np.clip(np.asarray(out["boxes"][i], np.float64) / scale, 0, [w, h, w, h])
+    if x2 > x1 and y2 > y1:
+      c = int(out["classes"][i])
+      box = [round(float(v), 2) for v in (x1, y1, x2, y2)]
+      found.append(
+        (
+          int(i),
+          {"class": class_names[c], "index": c, "score": float(out["scores"][i]), "box": box},
+        )
+      )
+  return found
+
 
 class Segmentation(DenseTask):
   name = "segmentation"
+  targets = dense.LABEL_MAP
   train_metrics = ("pixel_accuracy",)
 
   def loss_fn(self, model, config) -> LossFn:
@@ -179,9 +237,29 @@ class Segmentation(DenseTask):
     results["count"] = int(totals["count"])
     return results
 
+  def predict_fn(self, model):
+    """A class per pixel of the input (logits resized to it, then their argmax)."""
+
+    def predict(variables, x):
+      logits = model.apply(variables, x, train=False)
+      return jnp.argmax(segmentation.resize_bilinear(logits, x.shape[1:3]), axis=-1)
+
+    return predict
+
+  def prediction(self, labels, example, path, class_names, top_k) -> dict:
+    """{"mask": (H, W) class indices at the image's size, "class_fractions"}."""
+    w, h = image_size(path)
+    scale = float(example["scale"])
+    region = labels[: max(1, round(h * scale)), : max(1, round(w * scale))]
+    mask = np.asarray(Image.fromarray(region.astype(np.uint8)).resize((w, h), Image.NEAREST))
+    counts = np.bincount(mask.reshape(-1), minlength=len(class_names))
+    fractions = {class_names[c]: float(n / mask.size) for c, n in enumerate(counts) if n}
+    return {"mask": mask, "class_fractions": fractions}
+
 
 class Detection(DenseTask):
   name = "detection"
+  targets = dense.BOXES
   train_metrics = ("cls_loss", "box_loss")
 
   def _anchors(self, model, shape) -> jax.Array:
@@ -199,14 +277,29 @@ class Detection(DenseTask):
     return loss
 
   def eval_fn(self, model):
+    detect = self.predict_fn(model)
+
     def step(variables, batch):
-      images = batch["image"]
+      detections = detect(variables, batch["image"])
+      return dict(detections, example_valid=batch["valid"], scale=batch["scale"])
+
+    return step
+
+  def predict_fn(self, model):
+    """Post-processed detections (boxes, scores, classes, valid), a fixed number per image."""
+
+    def detect(variables, images):
       anchors = jnp.asarray(model.anchors(images.shape[1:3]))
       cls, reg = model.apply(variables, images, train=False)
       post = jax.vmap(lambda c, r: detection.postprocess(c, r, anchors, images.shape[1:3]))
-      return dict(post(cls, reg), example_valid=batch["valid"], scale=batch["scale"])
+      return post(cls, reg)
 
-    return step
+    return detect
+
+  def prediction(self, out, example, path, class_names, top_k) -> dict:
+    """{"detections": [{"class", "index", "score", "box" (x1, y1, x2, y2)}, ...]}."""
+    found = detections_in_image(out, image_size(path), example, class_names)
+    return {"detections": [d for _, d in found]}
 
   def summarize(self, outputs, dataset):
     detections, index = [], 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,12 +16,37 @@ from involution_jax.tasks.common import LossFn, cross_entropy, model_info, sum_t
 from involution_jax.weights.info import ModelInfo
 
 
-class LanguageModel:
+class TextTask:
+  """What the text tasks share: their models read token ids, not images."""
+
+  name = ""
+  kind = ""  # in messages
+  input_dtype = jnp.int32
+  pretrained_into = "backbone"
+  generates_text = False
+
+  def _refuse_images(self, model: str = "") -> NoReturn:
+    named = f" ({model})" if model else ""
+    use = "; involution-generate continues a prompt" if self.generates_text else ""
+    raise ValueError(f"a {self.kind}{named} reads text, not images{use}")
+
+  def preprocess_from_info(self, info: ModelInfo):
+    self._refuse_images(info.model)
+
+  def predict_fn(self, model: nn.Module):
+    self._refuse_images()
+
+  def prediction(self, output, example, path, class_names, top_k) -> dict:
+    self._refuse_images()
+
+
+class LanguageModel(TextTask):
   """Next-token prediction on byte tokens; metrics per real target (mask 1)."""
 
   name = "language_model"
+  kind = "language model"
   train_metrics = ("accuracy",)
-  input_dtype = jnp.int32
+  generates_text = True
 
   def dataset(self, config, split: str) -> Dataset:
     return text.load_text_dataset(
@@ -79,12 +105,12 @@ class LanguageModel:
     )
 
 
-class TextClassification:
+class TextClassification(TextTask):
   """Word sequences -> a class (a "pooled" sequence model); padding masked out."""
 
   name = "text_classification"
+  kind = "text classifier"
   train_metrics = ("accuracy",)
-  input_dtype = jnp.int32
 
   def dataset(self, config, split: str) -> Dataset:
     return labelled_text.load_labelled_text(

@@ -17,7 +17,7 @@ import numpy as np
 from involution_jax.data import coco, dense
 from involution_jax.models import rcnn
 from involution_jax.tasks.common import LossFn
-from involution_jax.tasks.images import DenseTask
+from involution_jax.tasks.images import DenseTask, detections_in_image, image_size
 
 LOSS_TERMS = ("rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss", "mask_loss")
 
@@ -28,6 +28,7 @@ def _with_masks(config) -> bool:
 
 class TwoStageDetection(DenseTask):
   name = "two_stage_detection"
+  targets = dense.BOXES
   train_metrics = LOSS_TERMS  # mask_loss is 0 for Faster R-CNN
 
   def preprocess(self, config) -> dense.DensePreprocess:
@@ -61,6 +62,23 @@ class TwoStageDetection(DenseTask):
       return dict(out, example_valid=batch["valid"], scale=batch["scale"])
 
     return step
+
+  def predict_fn(self, model):
+    """The model post-processes: boxes, scores, classes, valid (and 28 x 28 mask logits)."""
+    return lambda variables, images: model.apply(variables, images, train=False)
+
+  def prediction(self, out, example, path, class_names, top_k) -> dict:
+    """As RetinaNet's; Mask R-CNN adds each detection's "mask" (H, W) bool at the image's
+    size."""
+    w, h = image_size(path)
+    found = detections_in_image(out, (w, h), example, class_names)
+    if "masks" in out and found:
+      keep = [i for i, _ in found]
+      boxes = out["boxes"][keep] / float(example["scale"])  # where the 28 x 28 mask lies
+      pasted = np.asarray(rcnn.paste_masks(out["masks"][keep], boxes, (h, w))) >= 0.5
+      for (_, d), plane in zip(found, pasted):
+        d["mask"] = plane
+    return {"detections": [d for _, d in found]}
 
   def summarize(self, outputs, dataset):
     """COCO box AP (and mask AP) over the outputs, in original-image pixels."""

@@ -1,7 +1,7 @@
 """Training: the loop and everything it stands on.
 
 trainer       `train_and_evaluate(config, workdir)`: the loop, checkpoints, logs
-step          the jitted training step (loss, gradients, optimiser, half precision)
+step          the pure training step (loss, gradients, optimiser, half precision)
 evaluator     the evaluation step and `evaluate_weights`
 resume        which checkpoint a run resumes from, damaged ones set aside
 sharding      the device mesh and how arrays are laid out on it

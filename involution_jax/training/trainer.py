@@ -103,7 +103,7 @@ def _initialise_from(state, config, task, target: NamedSharding, verbose: bool):
   backbone array (all but a classifier's head `fc`) must load."""
   weights = config.init_from
   pretrained, _ = load_weights(weights)
-  into = None if task.name == "classification" else "backbone"
+  into = task.pretrained_into
   variables, done = checkpoints.graft(jax.device_get(state.variables()), pretrained, into)
   backbone_kept = [
     p for p in done.kept if (p.split("/")[1] == into if into else p.split("/")[1] != "fc")

@@ -1,5 +1,5 @@
-"""`ModelInfo`, what a checkpoint records about its model, and the model and input
-preparation it describes.
+"""`ModelInfo`, what a checkpoint records about its model, and the model it describes
+(its input preparation is its task's: `tasks.task_named(info.task).preprocess_from_info`).
 
 Every checkpoint holds one, as JSON in its `model` item (`checkpoints.save` writes
 `to_json`, `checkpoints.saved_info` reads `from_json`); official weights get theirs from
@@ -20,8 +20,6 @@ from typing import Any
 import flax.linen as nn
 from flax import errors as flax_errors
 
-from involution_jax.data.classification import Preprocess
-from involution_jax.data.dense import DensePreprocess
 from involution_jax.models import create_model
 
 # The layout `to_json` writes; `from_json` reads this one and the unversioned dicts before it.
@@ -138,18 +136,3 @@ def fitting_their_description() -> Iterator[None]:
 
 # What a checkpoint's info records of the model's input (image tasks), over any config's.
 PREPROCESSING = ("image_size", "mean", "std", "eval_crop")
-
-
-def preprocess_from_info(info: ModelInfo) -> Preprocess | DensePreprocess:
-  """The evaluation preprocessing a checkpoint's model was trained with."""
-  if info.task == "classification":
-    return Preprocess(
-      info.image_size,
-      info.mean,
-      info.std,
-      eval_crop=1.0 if info.eval_crop is None else info.eval_crop,
-    )
-  size = info.image_size
-  return DensePreprocess(
-    info.task, (size, size) if isinstance(size, int) else size, info.mean, info.std
-  )

@@ -1,0 +1,70 @@
+"""The Task protocol: everything outside `tasks/` knows of a kind of problem.
+
+Training, evaluation, prediction and generation work from these methods and never
+branch on a task's name; a new kind of problem is a class that has them, added to
+`TASKS` (docs/architecture.md walks through one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
+
+import flax.linen as nn
+import jax
+
+from involution_jax.data.pipeline import Dataset
+from involution_jax.tasks.common import LossFn
+from involution_jax.weights.info import ModelInfo
+
+
+@runtime_checkable
+class Task(Protocol):
+  """A kind of problem: its data, loss, metrics, model info and inference."""
+
+  name: str  # config.task and ModelInfo.task
+  train_metrics: tuple[str, ...]  # what the loss reports besides the loss, logged
+  input_dtype: Any  # of the model's input: float32 images, int32 tokens
+  # Where `init_from` weights go: None, the whole model (a classifier's head may differ),
+  # or a submodule's name ("backbone": a classifier's weights under a dense model).
+  pretrained_into: str | None
+  generates_text: bool  # a language model: `involution-generate` continues a prompt
+
+  # --- training and evaluation ------------------------------------------------------------
+  def dataset(self, config, split: str) -> Dataset:
+    """The split's records, classes and class names."""
+
+  def preprocess(self, config) -> Any:
+    """Record -> fixed-shape example (`.train(record, rng)`, `.eval(record)`, `.blank()`)."""
+
+  def input_shape(self, config) -> tuple[int, ...]:
+    """One example's model input shape, e.g. (H, W, 3) or (T,)."""
+
+  def loss_fn(self, model: nn.Module, config) -> LossFn:
+    """(variables, batch, rng) -> (loss, (batch statistics, {metric: value}))."""
+
+  def eval_fn(self, model: nn.Module) -> Callable[[dict, dict], dict]:
+    """(variables, batch) -> per-batch outputs, on the device."""
+
+  def summarize(self, outputs: Iterable[dict], dataset: Dataset) -> dict:
+    """Every batch's outputs -> the evaluation's metrics, on the host."""
+
+  def model_info(self, config, dataset: Dataset) -> ModelInfo:
+    """What a checkpoint records of the model trained by `config` on `dataset`."""
+
+  # --- inference ----------------------------------------------------------------------------
+  def preprocess_from_info(self, info: ModelInfo) -> Any:
+    """The evaluation preprocessing the model `info` describes was trained with.
+
+    Raises:
+      ValueError: the task's models do not predict from images (text tasks).
+    """
+
+  def predict_fn(self, model: nn.Module) -> Callable[[dict, jax.Array], Any]:
+    """(variables, prepared inputs (N, ...)) -> per-input outputs, jit-compilable."""
+
+  def prediction(
+    self, output: Any, example: dict, path: str, class_names: list[str], top_k: int
+  ) -> dict:
+    """One input's outputs -> its result for users (the `top_k` classes, a mask,
+    detections), in the pixels of the image at `path`; `example` is its prepared example."""
