@@ -7,7 +7,7 @@ import sys
 
 from involution_jax import cli, portability
 from involution_jax.host.paths import output_file
-from involution_jax.inference.export import METADATA_SUFFIX, export_model, save
+from involution_jax.inference.export import METADATA_SUFFIX, export_model, metadata, save
 from involution_jax.weights import load_weights, paths_read
 
 
@@ -16,8 +16,8 @@ def main(argv: list[str] | None = None) -> int:
   """`involution-export WEIGHTS OUT`: one jax.export artifact with the weights inside."""
   parser = cli.parser(
     "involution-export",
-    "Export a model with its weights to one jax.export artifact "
-    "(symbolic batch) and a .json of its input settings.",
+    "Export a model of any task with its weights to one jax.export artifact "
+    "(symbolic batch) and a .json describing its input and outputs.",
     [
       "involution-export runs/default model.jaxexport",
       "involution-export RedNet50_pretrained.pdparams rednet50.jaxexport --platforms cpu,cuda",
@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
   variables, info = load_weights(args.weights)
   exported = export_model(variables, info, platforms)
   save(exported, info, args.out)
+  given = metadata(exported, info)["input"]
+  shape = " x ".join(map(str, given["shape"]))
   print(
-    f"exported {info.model} ({info.image_size}x{info.image_size} input) for "
+    f"exported {info.model} ({info.task}; {given['name']} {shape} {given['dtype']}) for "
     f"{', '.join(exported.platforms)} to {args.out} (+ {args.out}{METADATA_SUFFIX})"
   )
   return 0

@@ -7,6 +7,7 @@ branch on a task's name; a new kind of problem is a class that has them, added t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,6 +17,17 @@ import jax
 from involution_jax.data.pipeline import Dataset
 from involution_jax.tasks.common import LossFn
 from involution_jax.weights.info import ModelInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingInput:
+  """An exported model's input: `name`, `shape` after the batch axis, `dtype`, and in words
+  how a user prepares it (`preparation`)."""
+
+  name: str
+  shape: tuple[int, ...]
+  dtype: str
+  preparation: str
 
 
 @runtime_checkable
@@ -62,6 +74,12 @@ class Task(Protocol):
 
   def predict_fn(self, model: nn.Module) -> Callable[[dict, jax.Array], Any]:
     """(variables, prepared inputs (N, ...)) -> per-input outputs, jit-compilable."""
+
+  def serving_input(self, info: ModelInfo) -> ServingInput:
+    """What an exported model takes: its name, shape after the batch, dtype, preparation."""
+
+  def serving_fn(self, model: nn.Module) -> Callable[[dict, jax.Array], Any]:
+    """(variables, inputs (N, ...)) -> what an exported model returns, jit-compilable."""
 
   def prediction(
     self, output: Any, example: dict, path: str, class_names: list[str], top_k: int

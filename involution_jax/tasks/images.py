@@ -14,6 +14,7 @@ from PIL import Image
 from involution_jax.data import classification, coco, dense
 from involution_jax.data.pipeline import Dataset
 from involution_jax.models import detection, segmentation
+from involution_jax.tasks.base import ServingInput
 from involution_jax.tasks.common import (
   LossFn,
   apply_train,
@@ -103,6 +104,20 @@ class Classification:
       eval_crop=config.eval_crop,
     )
 
+  def serving_input(self, info: ModelInfo) -> ServingInput:
+    crop = 1.0 if info.eval_crop is None else info.eval_crop
+    return ServingInput(
+      "images",
+      (info.image_size, info.image_size, 3),
+      "float32",
+      f"RGB; the shorter side resized to {info.image_size} / {crop:g}, the centre "
+      f"{info.image_size} x {info.image_size} cropped; (pixel - mean) / std, per channel",
+    )
+
+  def serving_fn(self, model: nn.Module):
+    """The logits (N, num_classes)."""
+    return lambda variables, x: model.apply(variables, x, train=False)
+
   def preprocess_from_info(self, info: ModelInfo) -> classification.Preprocess:
     crop = 1.0 if info.eval_crop is None else info.eval_crop
     return classification.Preprocess(info.image_size, info.mean, info.std, eval_crop=crop)
@@ -166,9 +181,25 @@ class DenseTask:
     )
 
   def preprocess_from_info(self, info: ModelInfo) -> dense.DensePreprocess:
-    size = info.image_size
-    size = (size, size) if isinstance(size, int) else size
-    return dense.DensePreprocess(self.targets, size, info.mean, info.std)
+    return dense.DensePreprocess(self.targets, _pair(info.image_size), info.mean, info.std)
+
+  def serving_input(self, info: ModelInfo) -> ServingInput:
+    h, w = _pair(info.image_size)
+    return ServingInput(
+      "images",
+      (h, w, 3),
+      "float32",
+      f"RGB; resized to fit {h} x {w}, aspect kept, padded with zeros below and to the "
+      "right; (pixel - mean) / std, per channel; outputs are in these input pixels",
+    )
+
+  def serving_fn(self, model: nn.Module):
+    """What `predict_fn` returns: a class per pixel, or a fixed number of detections."""
+    return self.predict_fn(model)
+
+
+def _pair(size) -> tuple[int, int]:
+  return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def detections_in_image(out: dict, size: tuple[int, int], example: dict, class_names):

@@ -12,6 +12,7 @@ import optax
 
 from involution_jax.data import labelled_text, text
 from involution_jax.data.pipeline import Dataset
+from involution_jax.tasks.base import ServingInput
 from involution_jax.tasks.common import LossFn, cross_entropy, model_info, sum_tree
 from involution_jax.weights.info import ModelInfo
 
@@ -35,6 +36,10 @@ class TextTask:
 
   def predict_fn(self, model: nn.Module):
     self._refuse_images()
+
+  def serving_fn(self, model: nn.Module):
+    """The logits per position, (N, T, 256)."""
+    return lambda variables, tokens: model.apply(variables, tokens, train=False)
 
   def prediction(self, output, example, path, class_names, top_k) -> dict:
     self._refuse_images()
@@ -102,6 +107,15 @@ class LanguageModel(TextTask):
       dataset,
       context=config.context,
       corpus=dataset.source.corpus,
+    )
+
+  def serving_input(self, info: ModelInfo) -> ServingInput:
+    return ServingInput(
+      "tokens",
+      (info.context,),
+      "int32",
+      "the text's UTF-8 bytes, each byte a token (0-255), the last position's logits "
+      "predicting the next byte",
     )
 
 
@@ -172,3 +186,23 @@ class TextClassification(TextTask):
       vocabulary=list(dataset.source.vocabulary),
       vocabulary_sha256=dataset.source.vocabulary_sha256,
     )
+
+  def serving_input(self, info: ModelInfo) -> ServingInput:
+    return ServingInput(
+      "tokens",
+      (info.context,),
+      "int32",
+      "lower-cased words and punctuation as ids: 2 + their index in `vocabulary`, 1 for "
+      "a word not in it, 0 for padding after the text (labelled_text.encode_words)",
+    )
+
+  def serving_fn(self, model: nn.Module):
+    """The logits (N, classes); the padding after each text (id 0) masked out, as in
+    training (`WordsPreprocess`: an empty text keeps its first position)."""
+
+    def logits(variables, tokens):
+      length = jnp.maximum(jnp.sum(tokens != labelled_text.PAD, axis=1, keepdims=True), 1)
+      mask = (jnp.arange(tokens.shape[1]) < length).astype(jnp.float32)
+      return model.apply(variables, tokens, train=False, mask=mask)
+
+    return logits
