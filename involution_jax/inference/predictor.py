@@ -20,7 +20,9 @@ import numpy as np
 
 from involution_jax.data.classification import IMAGE_EXTENSIONS
 from involution_jax.data.images import read_rgb
+from involution_jax.data.text import read_text
 from involution_jax.host.console import progress
+from involution_jax.inference.generation import continue_text
 from involution_jax.tasks import task_named
 from involution_jax.weights import (
   ModelInfo,
@@ -54,16 +56,27 @@ def _read_error(path: str) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+# What a language model's prediction adds to a prompt, unless `length` says otherwise.
+CONTINUATION_BYTES = 200
+
+
 class Predictor:
-  """A model with its weights, input preparation and class names, ready to predict."""
+  """A model with its weights, input preparation and class names, ready to predict.
+
+  Image models predict on image files (`predict`); a text classifier on text files
+  (`predict`) or texts (`predict_texts`); a language model continues each file's text or
+  each text (`continuation`).
+  """
 
   def __init__(self, variables: dict, info: ModelInfo, batch_size: int = 32, quiet: bool = False):
     self.info, self.batch_size, self.quiet = info, batch_size, quiet
     self.task = task_named(info.task)
-    self.preprocess = self.task.preprocess_from_info(info)
     self.class_names = info.names
     self.variables = jax.device_put(variables)
-    self._predict = jax.jit(self.task.predict_fn(model_from_info(info)))
+    self.model = model_from_info(info)
+    if not self.task.generates_text:  # a language model continues prompts instead
+      self.preprocess = self.task.preprocess_from_info(info)
+      self._predict = jax.jit(self.task.predict_fn(self.model))
 
   @classmethod
   def load(cls, weights: str, batch_size: int = 32, quiet: bool = False) -> Predictor:
@@ -71,7 +84,8 @@ class Predictor:
     return cls(*load_weights(weights, quiet=quiet), batch_size=batch_size, quiet=quiet)
 
   def run(self, images: np.ndarray):
-    """Prepared images (N, H, W, 3) -> the task's outputs for each, in batches of
+    """Prepared inputs (N, ...): images (N, H, W, 3), or token ids (N, T) -> the task's
+    outputs for each, in batches of
     `batch_size`, or of the power of two >= N when that is smaller: memory follows the
     images, not the flag, and a predictor compiles at most log2(batch_size) + 1 sizes."""
     outs = []
@@ -79,33 +93,57 @@ class Predictor:
     starts = range(0, len(images), batch)
     for start in progress(starts, desc="predict", unit="batch", leave=False, quiet=self.quiet):
       chunk = images[start : start + batch]
-      padded = np.zeros((batch, *chunk.shape[1:]), np.float32)
+      padded = np.zeros((batch, *chunk.shape[1:]), chunk.dtype)
       padded[: len(chunk)] = chunk
       with fitting_their_description():
         out = jax.device_get(self._predict(self.variables, jnp.asarray(padded)))
       outs.append(jax.tree.map(lambda a: a[: len(chunk)], out))
     return jax.tree.map(lambda *a: np.concatenate(a), *outs) if outs else None
 
-  def predict(self, paths: Sequence[str], top_k: int = 5) -> list[dict]:
-    """One dict per path: {"path", "error"} or the task's result.
+  def predict(self, paths: Sequence[str], top_k: int = 5, **generation) -> list[dict]:
+    """One dict per file: {"path", "error"} or the task's result.
 
-    classification: "top" [{"class", "index", "probability"}]; segmentation:
-    "mask" (H, W) class indices at the image's size and "class_fractions";
-    detection: "detections" [{"class", "index", "score", "box" (x1, y1, x2, y2)}].
+    classification and text classification: "top" [{"class", "index", "probability"}];
+    segmentation: "mask" (H, W) class indices at the image's size and "class_fractions";
+    detection: "detections" [{"class", "index", "score", "box" (x1, y1, x2, y2)}];
+    a language model: "continuation", the text after the file's (`generation`: `length`,
+    `temperature`, `top_k`, `seed` of `generation.continue_text`).
     """
+    return self._results([{"path": p, "label": 0} for p in paths], top_k, generation)
+
+  def predict_texts(self, texts: Sequence[str], top_k: int = 5, **generation) -> list[dict]:
+    """As `predict`, for texts given as strings: one dict per text, {"text", ...}."""
+    if self.task.input_key != "tokens":
+      raise ValueError(f"a {self.info.task} model predicts on image files, not on texts")
+    return self._results([{"text": t, "label": 0} for t in texts], top_k, generation)
+
+  def _results(self, records: list[dict], top_k: int, generation: dict) -> list[dict]:
+    named = [{k: r[k] for k in ("path", "text") if k in r} for r in records]
+    if self.task.generates_text:
+      generation = {"length": CONTINUATION_BYTES, **generation}
+      prompts = [r["text"] if "text" in r else read_text(r["path"]) for r in records]
+      return [
+        {**n, "continuation": "".join(continue_text(self.model, self.variables, p, **generation))}
+        for n, p in zip(named, prompts)
+      ]
+    unit = "text" if self.task.input_key == "tokens" else "image"
     examples = [
-      self.preprocess.eval({"path": p, "label": 0})
-      for p in progress(paths, desc="read", unit="image", leave=False, quiet=self.quiet)
+      self.preprocess.eval(r)
+      for r in progress(records, desc="read", unit=unit, leave=False, quiet=self.quiet)
     ]
     readable = [i for i, e in enumerate(examples) if e["valid"]]
-    results = [{"path": p, "error": _read_error(p)} for p in paths]
+    results = [
+      None if e["valid"] else {**n, "error": _read_error(n["path"])}
+      for n, e in zip(named, examples)
+    ]
     if not readable:
       return results
-    outputs = self.run(np.stack([examples[i]["image"] for i in readable]))
+    outputs = self.run(np.stack([examples[i][self.task.input_key] for i in readable]))
     for row, i in enumerate(readable):
       out = jax.tree.map(lambda a: a[row], outputs)
-      found = self.task.prediction(out, examples[i], paths[i], self.class_names, top_k)
-      results[i] = {"path": paths[i], **found}
+      source = named[i].get("path", "")
+      found = self.task.prediction(out, examples[i], source, self.class_names, top_k)
+      results[i] = {**named[i], **found}
     return results
 
   def classify(self, paths: Sequence[str], top_k: int = 5) -> list[dict]:

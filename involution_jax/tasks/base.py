@@ -37,10 +37,13 @@ class Task(Protocol):
   name: str  # config.task and ModelInfo.task
   train_metrics: tuple[str, ...]  # what the loss reports besides the loss, logged
   input_dtype: Any  # of the model's input: float32 images, int32 tokens
+  input_key: str  # the model's input in an example: "image" or "tokens"
   # Where `init_from` weights go: None, the whole model (a classifier's head may differ),
   # or a submodule's name ("backbone": a classifier's weights under a dense model).
   pretrained_into: str | None
-  generates_text: bool  # a language model: `involution-generate` continues a prompt
+  # A language model: it continues a prompt (`involution-generate`, and `Predictor`, which
+  # then uses neither `preprocess_from_info` nor `predict_fn`).
+  generates_text: bool
 
   # --- training and evaluation ------------------------------------------------------------
   def dataset(self, config, split: str) -> Dataset:
@@ -69,7 +72,8 @@ class Task(Protocol):
     """The evaluation preprocessing the model `info` describes was trained with.
 
     Raises:
-      ValueError: the task's models do not predict from images (text tasks).
+      ValueError: the task's models are not predicted on one input at a time (a language
+        model continues a prompt).
     """
 
   def predict_fn(self, model: nn.Module) -> Callable[[dict, jax.Array], Any]:

@@ -54,3 +54,14 @@ def model_info(task: str, config, dataset, **fields) -> ModelInfo:
     num_classes=dataset.num_classes,
     **fields,
   )
+
+
+def top_classes(probabilities, class_names, top_k: int) -> dict:
+  """{"top": [{"class", "index", "probability"}, ...]}: the `top_k` likeliest, first first."""
+  best = np.argsort(-probabilities)[: min(top_k, len(class_names))]
+  return {
+    "top": [
+      {"class": class_names[j], "index": int(j), "probability": float(probabilities[j])}
+      for j in best
+    ]
+  }

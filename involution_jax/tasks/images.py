@@ -21,6 +21,7 @@ from involution_jax.tasks.common import (
   cross_entropy,
   model_info,
   sum_tree,
+  top_classes,
 )
 from involution_jax.weights.info import ModelInfo
 
@@ -35,6 +36,7 @@ class Classification:
   name = "classification"
   train_metrics = ("accuracy",)
   input_dtype = jnp.float32
+  input_key = "image"
   pretrained_into = None
   generates_text = False
 
@@ -127,13 +129,7 @@ class Classification:
 
   def prediction(self, probabilities, example, path, class_names, top_k) -> dict:
     """{"top": [{"class", "index", "probability"}, ...]}, the likeliest first."""
-    best = np.argsort(-probabilities)[: min(top_k, len(class_names))]
-    return {
-      "top": [
-        {"class": class_names[j], "index": int(j), "probability": float(probabilities[j])}
-        for j in best
-      ]
-    }
+    return top_classes(probabilities, class_names, top_k)
 
 
 class DenseTask:
@@ -142,6 +138,7 @@ class DenseTask:
   name = ""
   targets = ""  # what the data labels: dense.LABEL_MAP or dense.BOXES
   input_dtype = jnp.float32
+  input_key = "image"
   pretrained_into = "backbone"
   generates_text = False
 

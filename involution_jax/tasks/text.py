@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -13,45 +14,46 @@ import optax
 from involution_jax.data import labelled_text, text
 from involution_jax.data.pipeline import Dataset
 from involution_jax.tasks.base import ServingInput
-from involution_jax.tasks.common import LossFn, cross_entropy, model_info, sum_tree
+from involution_jax.tasks.common import LossFn, cross_entropy, model_info, sum_tree, top_classes
 from involution_jax.weights.info import ModelInfo
 
 
 class TextTask:
-  """What the text tasks share: their models read token ids, not images."""
+  """What the text tasks share: their models read token ids."""
 
   name = ""
-  kind = ""  # in messages
   input_dtype = jnp.int32
+  input_key = "tokens"
   pretrained_into = "backbone"
   generates_text = False
-
-  def _refuse_images(self, model: str = "") -> NoReturn:
-    named = f" ({model})" if model else ""
-    use = "; involution-generate continues a prompt" if self.generates_text else ""
-    raise ValueError(f"a {self.kind}{named} reads text, not images{use}")
-
-  def preprocess_from_info(self, info: ModelInfo):
-    self._refuse_images(info.model)
-
-  def predict_fn(self, model: nn.Module):
-    self._refuse_images()
 
   def serving_fn(self, model: nn.Module):
     """The logits per position, (N, T, 256)."""
     return lambda variables, tokens: model.apply(variables, tokens, train=False)
-
-  def prediction(self, output, example, path, class_names, top_k) -> dict:
-    self._refuse_images()
 
 
 class LanguageModel(TextTask):
   """Next-token prediction on byte tokens; metrics per real target (mask 1)."""
 
   name = "language_model"
-  kind = "language model"
   train_metrics = ("accuracy",)
   generates_text = True
+
+  def _continues_prompts(self, model: str = "") -> NoReturn:
+    named = f" ({model})" if model else ""
+    raise ValueError(
+      f"a language model{named} continues a prompt (involution-generate, or Predictor with "
+      "text); it is not run on one prepared input at a time"
+    )
+
+  def preprocess_from_info(self, info: ModelInfo):
+    self._continues_prompts(info.model)
+
+  def predict_fn(self, model: nn.Module):
+    self._continues_prompts()
+
+  def prediction(self, output, example, path, class_names, top_k) -> dict:
+    self._continues_prompts()
 
   def dataset(self, config, split: str) -> Dataset:
     return text.load_text_dataset(
@@ -123,7 +125,6 @@ class TextClassification(TextTask):
   """Word sequences -> a class (a "pooled" sequence model); padding masked out."""
 
   name = "text_classification"
-  kind = "text classifier"
   train_metrics = ("accuracy",)
 
   def dataset(self, config, split: str) -> Dataset:
@@ -195,6 +196,17 @@ class TextClassification(TextTask):
       "lower-cased words and punctuation as ids: 2 + their index in `vocabulary`, 1 for "
       "a word not in it, 0 for padding after the text (labelled_text.encode_words)",
     )
+
+  def preprocess_from_info(self, info: ModelInfo) -> labelled_text.TextPreprocess:
+    return labelled_text.TextPreprocess(info.context, info.vocabulary)
+
+  def predict_fn(self, model: nn.Module):
+    logits = self.serving_fn(model)
+    return lambda variables, tokens: jax.nn.softmax(logits(variables, tokens), axis=-1)
+
+  def prediction(self, probabilities, example, path, class_names, top_k) -> dict:
+    """{"top": [{"class", "index", "probability"}, ...]}, the likeliest first."""
+    return top_classes(probabilities, class_names, top_k)
 
   def serving_fn(self, model: nn.Module):
     """The logits (N, classes); the padding after each text (id 0) masked out, as in
