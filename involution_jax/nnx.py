@@ -28,6 +28,7 @@ from flax import nnx, traverse_util
 from flax.nnx import bridge
 
 from involution_jax import models
+from involution_jax.tasks import task_named
 from involution_jax.weights import load_weights, model_from_info
 
 _BRIDGE_PRIVATE = ("to_nnx__", "_pytree__")
@@ -187,8 +188,8 @@ def from_weights(source: str, dtype=None) -> Linen:
   """
   variables, info = load_weights(source)
   module = model_from_info(info, dtype=dtype)
-  size = 64 if info.image_size is None else info.image_size
-  sample = jnp.zeros((1, *((size, size) if isinstance(size, int) else size), 3))
+  given = task_named(info.task).serving_input(info)
+  sample = jnp.zeros((1, *given.shape), given.dtype)
   # Initialised on abstract shapes only: the weights replace every value.
   model = nnx.eval_shape(lambda: Linen(module, sample, rngs=nnx.Rngs(0)))
   model.linen.to_nnx__rngs = nnx.Rngs(0)  # concrete keys (for dropout when fine-tuning)

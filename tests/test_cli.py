@@ -255,6 +255,9 @@ def test_the_dashed_spelling_is_the_same_option(capsys):
   assert (dashed.top_k, dashed.out_dir) == (3, "d")
   with pytest.raises(SystemExit):  # a name that is no option, in either spelling
     parser.parse_args(["--top-n", "3"])
+  assert parser.parse_args(["--out-d", "e"]).out_dir == "e"  # an abbreviation, dashed
+  parser.add_argument("words", nargs="*")
+  assert parser.parse_args(["--", "--out-dir"]).words == ["--out-dir"]  # values after --
   # A real command: the dashed option is the same one (here refused, before any work).
   from involution_jax.cli import train
 

@@ -102,7 +102,11 @@ def test_every_model_kind_exports_and_runs_without_the_package(tmp_path):
     given = task_named(info.task).serving_input(info)
     assert metadata["task"] == info.task and metadata["class_names"] == info.names
     assert metadata["input"]["shape"] == ["batch", *given.shape], kind
-    assert metadata["input"]["dtype"] == given.dtype and metadata["input"]["preparation"]
+    assert metadata["input"]["dtype"] == given.dtype
+    assert metadata["input"]["preparation"] == given.preparation and metadata["returns"]
+    recorded = info.to_json()  # the normalisation, or the context and the vocabulary
+    for key in ("image_size", "mean", "std", "eval_crop", "context", "vocabulary"):
+      assert metadata.get(key) == recorded.get(key), (kind, key)
     outputs = jax.tree.map(
       lambda a: {"shape": ["batch", *a.shape[1:]], "dtype": str(a.dtype)}, expected[kind]
     )
@@ -136,3 +140,24 @@ pickle.dump(results, open("{tmp_path}/results.pkl", "wb"))
         np.testing.assert_array_equal(got, want, err_msg=kind)
 
     jax.tree.map(same, results[kind], want)
+
+
+def test_the_text_classifier_serves_with_the_padding_mask_of_training():
+  """Its artifact takes ids only: the mask it makes of them is WordsPreprocess's, for an
+  empty text, a short one and one longer than the context."""
+  from involution_jax.data import labelled_text
+
+  model = model_from_info(REVIEWS)
+  prep = labelled_text.WordsPreprocess(REVIEWS.context)
+  index = {w: i + 2 for i, w in enumerate(REVIEWS.vocabulary)}
+  texts = ["", "w3 w5, unseen", " ".join(f"w{i}" for i in range(30))]
+  examples = [
+    prep.eval({"tokens": labelled_text.encode_words(t, index), "label": 0}) for t in texts
+  ]
+  tokens = np.stack([e["tokens"] for e in examples])
+  variables = _random_variables(REVIEWS, tokens[:1])
+  served = task_named(REVIEWS.task).serving_fn(model)(variables, tokens)
+  masks = np.stack([e["mask"] for e in examples])
+  trained = model.apply(variables, tokens, train=False, mask=masks)
+  np.testing.assert_allclose(served, trained, rtol=1e-6, atol=1e-6)
+  assert masks[0].sum() == 1 and masks[2].sum() == REVIEWS.context  # the edge cases ran

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ from helpers import load_config, save_random_checkpoint, tiny_digits_config
 
 from involution_jax.inference.predictor import Predictor
 from involution_jax.tasks import get_task
+from involution_jax.training import resume
 from involution_jax.weights import ModelInfo, checkpoints
-from involution_jax.weights.info import INFO_VERSION
+from involution_jax.weights.info import INFO_VERSION, UnreadableInfo
 
 
 def _info_of(config) -> ModelInfo:
@@ -72,10 +74,20 @@ def test_an_unreadable_info_is_named_not_guessed(tmp_path):
     ModelInfo.from_json(dict(record, widht=3))
   with pytest.raises(ValueError, match=r"unreadably: no \['num_classes'\]"):
     ModelInfo.from_json({k: v for k, v in record.items() if k != "num_classes"})
-  # In a checkpoint: the step cannot be used, and the reason is in the one-line error.
-  _rewrite(tmp_path / "run", newer)
-  with pytest.raises(ValueError, match=f"cannot be read.*info version {INFO_VERSION + 1}"):
-    checkpoints.load_for_inference(str(tmp_path / "run" / "1"))
+  # In a workdir: the newest step is intact, only newer: said, never passed over for an
+  # older step (prediction) nor set aside as damaged (a resume).
+  variables = checkpoints.load_for_inference(str(tmp_path / "run"))[0]
+  mngr = checkpoints.manager(str(tmp_path / "run"), async_save=False)
+  checkpoints.save(mngr, 2, variables=variables, model_info=info)
+  mngr.close()
+  (tmp_path / "run" / "2" / "model" / "metadata").write_text(json.dumps(newer))
+  said = f"/2 records its model in info version {INFO_VERSION + 1}"
+  with pytest.raises(UnreadableInfo, match=said):
+    checkpoints.load_for_inference(str(tmp_path / "run"))
+  root = str(tmp_path / "run")
+  with pytest.raises(UnreadableInfo, match=said):  # a resume into another model's shapes
+    resume.check_same_model(root, 2, {"params": {}}, info, root)
+  assert sorted(os.listdir(tmp_path / "run")) == ["1", "2"]
 
 
 def test_lists_and_tuples_make_the_same_info():
@@ -84,3 +96,5 @@ def test_lists_and_tuples_make_the_same_info():
   assert listed.names == ["a", "b"] and ModelInfo("rednet", 3).names == ["0", "1", "2"]
   with pytest.raises(dataclasses.FrozenInstanceError):
     listed.model = "other"
+  # A dict in the checkpoint layout is taken where an info is (code written before it).
+  assert ModelInfo.of(listed.to_json()) == listed and ModelInfo.of(listed) is listed

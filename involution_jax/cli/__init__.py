@@ -52,14 +52,19 @@ class _OneSpellingParser(argparse.ArgumentParser):
 
   def parse_known_args(self, args=None, namespace=None):
     args = sys.argv[1:] if args is None else list(args)
-    return super().parse_known_args([self._spelled(a) for a in args], namespace)
+    end = args.index("--") if "--" in args else len(args)  # after "--": values, as given
+    spelled = [self._spelled(a) for a in args[:end]] + args[end:]
+    return super().parse_known_args(spelled, namespace)
 
   def _spelled(self, arg: str) -> str:
     if not arg.startswith("--") or arg.startswith("--config."):
       return arg
     name, equals, value = arg.partition("=")
     underscored = "--" + name[2:].replace("-", "_")
-    return underscored + equals + value if underscored in self._option_string_actions else arg
+    # An option's name, or the start of one (argparse takes unambiguous abbreviations).
+    if any(option.startswith(underscored) for option in self._option_string_actions):
+      return underscored + equals + value
+    return arg
 
 
 def parser(prog: str, description: str, examples: Sequence[str]) -> argparse.ArgumentParser:

@@ -46,8 +46,10 @@ def format_table(results: list[dict]) -> str:
         f"  {f:7.2%}  {name}"
         for name, f in sorted(r["class_fractions"].items(), key=lambda kv: -kv[1])
       ]
-    else:
+    elif "detections" in r:
       lines += [f"  {d['score']:6.3f}  {d['class']:<12} {d['box']}" for d in r["detections"]]
+    else:  # a task's own result: its fields as they are
+      lines += [f"  {k}: {v}" for k, v in r.items() if k not in ("path", "text")]
   return "\n".join(lines)
 
 
@@ -84,7 +86,7 @@ def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str
   paths = drawing_paths([r["path"] for r in results], out_dir)
   written = []
   for r, out in zip(results, paths):
-    if "error" in r or "top" in r:
+    if not ("mask" in r or "detections" in r):  # an error, classes: nothing to draw
       continue
     image = np.asarray(read_rgb(r["path"]))
     if "mask" in r:
@@ -99,8 +101,13 @@ def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str
 
 
 def _printable(result: dict) -> dict:
-  """A result without its mask arrays (instance masks become their pixel counts)."""
-  out = {k: v for k, v in result.items() if k != "mask"}
+  """A result without its mask arrays (instance masks become their pixel counts), and any
+  other array (a task's own result) as its shape."""
+  out = {
+    k: {"shape": list(v.shape)} if isinstance(v, np.ndarray) else v
+    for k, v in result.items()
+    if k != "mask"
+  }
   if "detections" in out:
     out["detections"] = [
       {k: v for k, v in d.items() if k != "mask"}

@@ -27,6 +27,13 @@ IGNORE = 255
 # classes ("boxes").
 LABEL_MAP, BOXES = "label_map", "boxes"
 TARGETS = (LABEL_MAP, BOXES)
+
+
+def _check_targets(targets: str) -> None:
+  if targets not in TARGETS:
+    raise ValueError(f"unknown targets {targets!r}; expected one of {TARGETS}")
+
+
 CITYSCAPES_CLASSES = (
   "road",
   "sidewalk",
@@ -132,6 +139,7 @@ def digit_scenes(
   sizes: tuple[int, int] = (14, 28),
   max_objects: int = 4,
 ) -> Dataset:
+  _check_targets(targets)
   source = DigitScenes(split, num_scenes, canvas, seed, sizes, max_objects)
   if targets == LABEL_MAP:  # a class per pixel: the background is one
     return Dataset(source, 11, ("background",) + tuple(str(d) for d in range(10)))
@@ -179,6 +187,7 @@ class _Records:
 
 def load_dense_dataset(config, targets: str, split: str) -> Dataset:
   """config.dataset: "digit_scenes", "cityscapes" or "coco"; `targets`: one of `TARGETS`."""
+  _check_targets(targets)
   if config.dataset == "digit_scenes":
     num = config.num_train_scenes if split == "train" else config.num_eval_scenes
     return digit_scenes(
@@ -229,8 +238,7 @@ class DensePreprocess:
   instance_masks: bool = False
 
   def __post_init__(self) -> None:
-    if self.targets not in TARGETS:
-      raise ValueError(f"unknown targets {self.targets!r}; expected one of {TARGETS}")
+    _check_targets(self.targets)
 
   def _instances(self, record: dict, size: tuple[int, int]) -> np.ndarray:
     """The record's object masks, (G, H, W) uint8 (G = its box count)."""

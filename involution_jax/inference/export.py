@@ -4,8 +4,9 @@
 
 writes OUT.jaxexport (the serialised StableHLO program, weights embedded) and
 OUT.jaxexport.json: the task, the input (name, shape with the symbolic batch, dtype, how
-to prepare it), every output (name, shape, dtype), class names, and for images the
-normalisation. Running it needs only jax, not this package:
+to prepare it), what it returns (in words, and every output's shape and dtype), class
+names, and the normalisation (images) or the context and vocabulary (text). Running it
+needs only jax, not this package:
 
     exported = jax.export.deserialize(open("model.jaxexport", "rb").read())
     outputs = exported.call(inputs)       # any batch size
@@ -13,7 +14,7 @@ normalisation. Running it needs only jax, not this package:
 What a model takes and returns is its task's (`Task.serving_input`, `Task.serving_fn`):
 a classifier's logits for normalised images; a segmentation model's class per pixel; a
 detector's fixed number of boxes, scores, classes and valid flags (and Mask R-CNN's mask
-logits); a language model's logits per position for byte tokens; a text classifier's
+probabilities); a language model's logits per position for byte tokens; a text classifier's
 logits for word ids (its vocabulary in the .json).
 
 To serve: load once and call from any Python server. `--platforms` makes one artifact
@@ -101,6 +102,7 @@ def metadata(exported: jax.export.Exported, info: ModelInfo) -> dict:
       **_described(exported.in_avals[0]),
       "preparation": given.preparation,
     },
+    "returns": given.returns,
     "outputs": jax.tree.map(_described, jax.tree.unflatten(exported.out_tree, exported.out_avals)),
     **{k: recorded[k] for k in (*PREPROCESSING, "context", "vocabulary") if k in recorded},
     "platforms": list(exported.platforms),

@@ -21,13 +21,14 @@ from involution_jax.weights.info import ModelInfo
 
 @dataclasses.dataclass(frozen=True)
 class ServingInput:
-  """An exported model's input: `name`, `shape` after the batch axis, `dtype`, and in words
-  how a user prepares it (`preparation`)."""
+  """An exported model's input: `name`, `shape` after the batch axis, `dtype`, in words
+  how a user prepares it (`preparation`) and what the model returns (`returns`)."""
 
   name: str
   shape: tuple[int, ...]
   dtype: str
   preparation: str
+  returns: str
 
 
 @runtime_checkable

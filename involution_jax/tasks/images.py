@@ -108,12 +108,17 @@ class Classification:
 
   def serving_input(self, info: ModelInfo) -> ServingInput:
     crop = 1.0 if info.eval_crop is None else info.eval_crop
+    s = info.image_size
+    if crop < 1:
+      sized = f"the shorter side resized to round({s} / {crop:g}), the centre {s} x {s} cropped"
+    else:
+      sized = f"resized to {s} x {s} (the aspect not kept)"
     return ServingInput(
       "images",
-      (info.image_size, info.image_size, 3),
+      (s, s, 3),
       "float32",
-      f"RGB; the shorter side resized to {info.image_size} / {crop:g}, the centre "
-      f"{info.image_size} x {info.image_size} cropped; (pixel - mean) / std, per channel",
+      f"RGB pixels 0-255, {sized} (bilinear); then (pixel - mean) / std per channel",
+      "logits (batch, classes): softmax for the classes' probabilities, in class_names' order",
     )
 
   def serving_fn(self, model: nn.Module):
@@ -186,13 +191,23 @@ class DenseTask:
       "images",
       (h, w, 3),
       "float32",
-      f"RGB; resized to fit {h} x {w}, aspect kept, padded with zeros below and to the "
-      "right; (pixel - mean) / std, per channel; outputs are in these input pixels",
+      f"RGB pixels 0-255, resized (bilinear) by scale = min({h} / height, {w} / width), the "
+      f"aspect kept; (pixel - mean) / std per channel; then padded with 0 below and to the "
+      f"right to {h} x {w}",
+      self.serving_returns,
     )
 
   def serving_fn(self, model: nn.Module):
     """What `predict_fn` returns: a class per pixel, or a fixed number of detections."""
     return self.predict_fn(model)
+
+
+# What a detector's artifact returns, in words.
+DETECTIONS = (
+  "a fixed number of detections per image, the best first: boxes (x1, y1, x2, y2) in input "
+  "pixels (divide by scale for the image's, and clip to it), scores, classes (indices into "
+  "class_names) and valid (false: padding, ignore the row)"
+)
 
 
 def _pair(size) -> tuple[int, int]:
@@ -224,6 +239,10 @@ def detections_in_image(out: dict, size: tuple[int, int], example: dict, class_n
 class Segmentation(DenseTask):
   name = "segmentation"
   targets = dense.LABEL_MAP
+  serving_returns = (
+    "a class index per input pixel (batch, H, W), in class_names' order; the image's own "
+    "pixels are the top-left round(height * scale) x round(width * scale)"
+  )
   train_metrics = ("pixel_accuracy",)
 
   def loss_fn(self, model, config) -> LossFn:
@@ -288,6 +307,7 @@ class Segmentation(DenseTask):
 class Detection(DenseTask):
   name = "detection"
   targets = dense.BOXES
+  serving_returns = DETECTIONS
   train_metrics = ("cls_loss", "box_loss")
 
   def _anchors(self, model, shape) -> jax.Array:

@@ -24,7 +24,7 @@ class TextTask:
   name = ""
   input_dtype = jnp.int32
   input_key = "tokens"
-  pretrained_into = "backbone"
+  pretrained_into = None  # a sequence model has no backbone: its whole self
   generates_text = False
 
   def serving_fn(self, model: nn.Module):
@@ -116,8 +116,10 @@ class LanguageModel(TextTask):
       "tokens",
       (info.context,),
       "int32",
-      "the text's UTF-8 bytes, each byte a token (0-255), the last position's logits "
-      "predicting the next byte",
+      f"the text's UTF-8 bytes, each byte a token (0-255), at most {info.context}; a "
+      "shorter text is padded after its end (with any byte: positions only see earlier ones)",
+      "logits (batch, positions, 256): position i's predict the byte after byte i, so the "
+      "next byte after a text of n bytes is read at position n - 1",
     )
 
 
@@ -193,8 +195,11 @@ class TextClassification(TextTask):
       "tokens",
       (info.context,),
       "int32",
-      "lower-cased words and punctuation as ids: 2 + their index in `vocabulary`, 1 for "
-      "a word not in it, 0 for padding after the text (labelled_text.encode_words)",
+      "the lower-cased text split by the regular expression [a-z0-9']+|[^\\sa-z0-9'] "
+      "(words, and each other character but white space); each piece's id is 2 + its "
+      f"index in vocabulary, 1 where it is not there; the first {info.context} ids, then "
+      "0 (padding) to the end",
+      "logits (batch, classes): softmax for the classes' probabilities, in class_names' order",
     )
 
   def preprocess_from_info(self, info: ModelInfo) -> labelled_text.TextPreprocess:

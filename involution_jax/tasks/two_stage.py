@@ -17,7 +17,7 @@ import numpy as np
 from involution_jax.data import coco, dense
 from involution_jax.models import rcnn
 from involution_jax.tasks.common import LossFn
-from involution_jax.tasks.images import DenseTask, detections_in_image, image_size
+from involution_jax.tasks.images import DETECTIONS, DenseTask, detections_in_image, image_size
 
 LOSS_TERMS = ("rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss", "mask_loss")
 
@@ -29,6 +29,10 @@ def _with_masks(config) -> bool:
 class TwoStageDetection(DenseTask):
   name = "two_stage_detection"
   targets = dense.BOXES
+  serving_returns = DETECTIONS + (
+    "; Mask R-CNN adds masks (batch, detections, 28, 28): mask probabilities in each box's "
+    "frame, to paste into the box and threshold at 0.5"
+  )
   train_metrics = LOSS_TERMS  # mask_loss is 0 for Faster R-CNN
 
   def preprocess(self, config) -> dense.DensePreprocess:
@@ -64,7 +68,8 @@ class TwoStageDetection(DenseTask):
     return step
 
   def predict_fn(self, model):
-    """The model post-processes: boxes, scores, classes, valid (and 28 x 28 mask logits)."""
+    """The model post-processes: boxes, scores, classes, valid (and 28 x 28 mask
+    probabilities)."""
     return lambda variables, images: model.apply(variables, images, train=False)
 
   def prediction(self, out, example, path, class_names, top_k) -> dict:

@@ -22,6 +22,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from involution_jax.weights import ModelInfo, checkpoints, model_from_info
+from involution_jax.weights.info import UnreadableInfo
 
 
 class DifferentModel(ValueError):
@@ -178,7 +179,7 @@ def restore_newest_intact(
         train=dict(step=abstract_state.step, opt_state=abstract_state.opt_state),
         data_iterator=data_iterator,
       )
-    except (DifferentModel, DifferentSteps):
+    except (DifferentModel, DifferentSteps, UnreadableInfo):
       raise
     except Exception as e:  # Orbax, tensorstore and grain raise many types for bad files
       checkpoints.quiet_abandoned_reads()

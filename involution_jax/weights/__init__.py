@@ -23,6 +23,7 @@ _EXPORTS = {
   "paths_read": "convert",
   "PREPROCESSING": "info",
   "ModelInfo": "info",
+  "UnreadableInfo": "info",
   "fitting_their_description": "info",
   "model_from_info": "info",
 }
@@ -37,6 +38,7 @@ def __getattr__(name: str):
 __all__ = [
   "PREPROCESSING",
   "ModelInfo",
+  "UnreadableInfo",
   "fitting_their_description",
   "load_weights",
   "model_from_info",

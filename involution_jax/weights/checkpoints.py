@@ -30,7 +30,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
-from involution_jax.weights.info import ModelInfo
+from involution_jax.weights.info import ModelInfo, UnreadableInfo
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -62,7 +62,7 @@ def save(
   step: int,
   *,
   variables: dict,
-  model_info: ModelInfo,
+  model_info: ModelInfo | dict,
   train: dict | None = None,
   data_iterator: Any = None,
   metrics: dict | None = None,
@@ -70,7 +70,8 @@ def save(
 ) -> None:
   """Saves a step (asynchronously where the manager allows; `wait` before exiting)."""
   items = dict(
-    variables=ocp.args.StandardSave(variables), model=ocp.args.JsonSave(model_info.to_json())
+    variables=ocp.args.StandardSave(variables),
+    model=ocp.args.JsonSave(ModelInfo.of(model_info).to_json()),
   )
   if train is not None:
     items["train"] = ocp.args.StandardSave(train)
@@ -223,6 +224,8 @@ def load_for_inference(path: str, step: int | None = None) -> tuple[dict, ModelI
     try:
       check_complete(root, candidate, ("variables",))
       variables, info = _restore_variables(root, candidate), saved_info(root, candidate)
+    except UnreadableInfo:  # intact, from a newer version: said, never passed over
+      raise
     except Exception as e:  # Orbax and tensorstore raise many types for damaged files
       quiet_abandoned_reads()
       why = describe_error(e)

@@ -27,6 +27,11 @@ INFO_VERSION = 1
 _SEQUENCES = ("class_names", "mean", "std", "vocabulary")
 
 
+class UnreadableInfo(ValueError):
+  """A model info this version cannot read (newer, or with unknown or missing fields):
+  never a damaged checkpoint, so nothing sets its step aside or falls back past it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
   """What a checkpoint records about its model: enough to build it (`model`,
@@ -48,7 +53,7 @@ class ModelInfo:
   std: tuple[float, ...] | None = None
   eval_crop: float | None = None
   context: int | None = None
-  corpus: str | None = None
+  corpus: Mapping[str, Any] | None = None
   vocabulary: tuple[str, ...] | None = None
   vocabulary_sha256: str | None = None
 
@@ -62,6 +67,13 @@ class ModelInfo:
     if isinstance(self.image_size, (list, tuple)):
       object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
     object.__setattr__(self, "model_kwargs", json.loads(json.dumps(dict(self.model_kwargs))))
+
+  __hash__ = None  # frozen, but its dict fields are not hashable
+
+  @classmethod
+  def of(cls, info: ModelInfo | Mapping[str, Any]) -> ModelInfo:
+    """`info`, or the ModelInfo a dict in the checkpoint layout describes."""
+    return info if isinstance(info, cls) else cls.from_json(info, "the given model info")
 
   @property
   def names(self) -> list[str]:
@@ -82,12 +94,12 @@ class ModelInfo:
     """A stored info: this version's, or an unversioned dict from before it.
 
     Raises:
-      ValueError: a newer version, an unknown field or a missing one, named.
+      UnreadableInfo: a newer version, an unknown field or a missing one, named.
     """
     record = dict(record)
     version = record.pop("version", 0)
     if not isinstance(version, int) or version > INFO_VERSION:
-      raise ValueError(
+      raise UnreadableInfo(
         f"{where} records its model in info version {version!r}; this involution-jax reads "
         f"versions up to {INFO_VERSION}: upgrade it"
       )
@@ -96,12 +108,13 @@ class ModelInfo:
     missing = sorted(k for k in ("model", "num_classes") if k not in record)
     if unknown or missing:
       problems = [f"unknown fields {unknown}"] * bool(unknown) + [f"no {missing}"] * bool(missing)
-      raise ValueError(f"{where} records its model unreadably: {'; '.join(problems)}")
+      raise UnreadableInfo(f"{where} records its model unreadably: {'; '.join(problems)}")
     return cls(**record)
 
 
-def model_from_info(info: ModelInfo, dtype=None) -> nn.Module:
+def model_from_info(info: ModelInfo | Mapping[str, Any], dtype=None) -> nn.Module:
   """The model a checkpoint's info describes (lists in the JSON back to tuples)."""
+  info = ModelInfo.of(info)
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in info.model_kwargs.items()}
   if dtype is not None:
     kwargs["dtype"] = dtype
