@@ -26,7 +26,7 @@ from involution_jax.weights import fitting_their_description, load_weights, mode
 PIECE = 256
 
 
-def _check_options(length: int, temperature: float, top_k: int) -> None:
+def _check_options(length: int, temperature: float = 0.8, top_k: int = 0, seed: int = 0) -> None:
   if length < 1:
     raise ValueError(f"--length must be >= 1, got {length}")
   if not 0 <= temperature < math.inf:  # NaN fails every comparison
@@ -71,29 +71,14 @@ def continue_text(
   yield utf8.decode(b"", final=True)
 
 
-def generate_pieces(
-  weights: str,
-  prompt: str,
-  length: int,
-  *,
-  temperature: float = 0.8,
-  top_k: int = 0,
-  seed: int = 0,
-) -> Iterator[str]:
-  """`continue_text` with the language model `weights` holds (options checked first)."""
-  _check_options(length, temperature, top_k)
+def generate_pieces(weights: str, prompt: str, length: int, **options) -> Iterator[str]:
+  """`continue_text` (with its `options`) of the language model `weights` holds; the
+  options are checked before the weights load."""
+  _check_options(length, **options)
   variables, info = load_weights(weights)
   if not task_named(info.task).generates_text:
     raise ValueError(f"{weights} holds a {info.task} model, not a language model")
-  yield from continue_text(
-    model_from_info(info),
-    variables,
-    prompt,
-    length,
-    temperature=temperature,
-    top_k=top_k,
-    seed=seed,
-  )
+  yield from continue_text(model_from_info(info), variables, prompt, length, **options)
 
 
 def generate_text(weights: str, prompt: str, length: int, **options) -> str:
