@@ -7,7 +7,7 @@ import sys
 
 from involution_jax import cli, portability
 from involution_jax.host.paths import output_file
-from involution_jax.inference.export import METADATA_SUFFIX, export_model, metadata, save
+from involution_jax.inference.export import METADATA_SUFFIX, export_model, save
 from involution_jax.weights import load_weights, paths_read
 
 
@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
   platforms = portability.check_platforms(args.platforms.split(",")) if args.platforms else None
   variables, info = load_weights(args.weights)
   exported = export_model(variables, info, platforms)
-  save(exported, info, args.out)
-  given = metadata(exported, info)["input"]
+  given = save(exported, info, args.out)["input"]
   shape = " x ".join(map(str, given["shape"]))
   print(
     f"exported {info.model} ({info.task}; {given['name']} {shape} {given['dtype']}) for "

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
       "involution-predict runs/default docs/digit7.png",
       "involution-predict RedNet50_pretrained.pdparams photos/ --json --batch_size 64",
       "involution-predict runs/det_inv scene.png --out_dir drawn/ --min_score 0.5",
-      'involution-predict runs/sentiment --text "a warm, funny film" reviews.txt',
+      'involution-predict runs/sentiment reviews.txt --text "a warm, funny film"',
       'involution-predict runs/charlm --text "The with statement"',
     ],
   )
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
     "images",
     nargs="*",
-    help="image files or folders (their images); for a text model, UTF-8 text files",
+    help="image files or folders (their images); for a text model, UTF-8 text files "
+    "(before any --text)",
   )
   parser.add_argument(
     "--text",

@@ -23,6 +23,7 @@ import bz2
 import collections
 import csv
 import dataclasses
+import functools
 import glob
 import hashlib
 import io
@@ -228,10 +229,14 @@ class TextPreprocess:
   max_tokens: int
   vocabulary: tuple[str, ...]
 
+  @functools.cached_property
+  def _index(self) -> dict[str, int]:
+    return {w: i + 2 for i, w in enumerate(self.vocabulary)}
+
   def eval(self, record: dict) -> dict:
     words = record["text"] if "text" in record else read_text(record["path"])
-    index = {w: i + 2 for i, w in enumerate(self.vocabulary)}
-    return WordsPreprocess(self.max_tokens).eval({"tokens": encode_words(words, index), "label": 0})
+    ids = encode_words(words, self._index)
+    return WordsPreprocess(self.max_tokens).eval({"tokens": ids, "label": 0})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -110,12 +110,15 @@ def metadata(exported: jax.export.Exported, info: ModelInfo) -> dict:
   return out
 
 
-def save(exported: jax.export.Exported, info: ModelInfo, path: str) -> None:
-  """Writes the artifact to `path` and its `metadata` to `path` + ".json"."""
+def save(exported: jax.export.Exported, info: ModelInfo, path: str) -> dict:
+  """Writes the artifact to `path` and its `metadata` to `path` + ".json"; returns the
+  metadata."""
+  described = metadata(exported, info)
   with open(path, "wb") as f:
     f.write(exported.serialize())
   with open(path + METADATA_SUFFIX, "w") as f:
-    json.dump(metadata(exported, info), f, indent=2)
+    json.dump(described, f, indent=2)
+  return described
 
 
 def load(path: str) -> tuple[Callable[[np.ndarray], object], dict]:
