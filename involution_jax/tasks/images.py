@@ -26,7 +26,7 @@ from involution_jax.tasks.common import (
 from involution_jax.weights.info import ModelInfo
 
 
-def image_size(path: str) -> tuple[int, int]:
+def image_file_size(path: str) -> tuple[int, int]:
   """(width, height) of an image file."""
   with Image.open(path) as image:
     return image.size
@@ -137,6 +137,11 @@ class Classification:
     return top_classes(probabilities, class_names, top_k)
 
 
+def _pair(size) -> tuple[int, int]:
+  """An image size, int (square) or (h, w), as (h, w)."""
+  return (size, size) if isinstance(size, int) else tuple(size)
+
+
 class DenseTask:
   """Shared by segmentation and detection: datasets, preprocessing, model info."""
 
@@ -147,10 +152,6 @@ class DenseTask:
   pretrained_into = "backbone"
   generates_text = False
 
-  def _size(self, config) -> tuple[int, int]:
-    size = config.image_size
-    return (size, size) if isinstance(size, int) else tuple(size)
-
   def dataset(self, config, split: str) -> Dataset:
     return dense.load_dense_dataset(config, self.targets, split)
 
@@ -158,7 +159,7 @@ class DenseTask:
     crop = config.get("crop_size")
     return dense.DensePreprocess(
       self.targets,
-      self._size(config),
+      _pair(config.image_size),
       tuple(config.mean),
       tuple(config.std),
       crop_size=tuple(crop) if crop else None,
@@ -169,7 +170,7 @@ class DenseTask:
 
   def input_shape(self, config) -> tuple[int, int, int]:
     crop = config.get("crop_size")
-    return (*(tuple(crop) if crop else self._size(config)), 3)
+    return (*(tuple(crop) if crop else _pair(config.image_size)), 3)
 
   def model_info(self, config, dataset: Dataset) -> ModelInfo:
     return model_info(
@@ -177,7 +178,7 @@ class DenseTask:
       config,
       dataset,
       class_names=list(dataset.class_names),
-      image_size=list(self._size(config)),
+      image_size=list(_pair(config.image_size)),
       mean=list(config.mean),
       std=list(config.std),
     )
@@ -208,10 +209,6 @@ DETECTIONS = (
   "pixels (divide by scale for the image's, and clip to it), scores, classes (indices into "
   "class_names) and valid (false: padding, ignore the row)"
 )
-
-
-def _pair(size) -> tuple[int, int]:
-  return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def detections_in_image(out: dict, size: tuple[int, int], example: dict, class_names):
@@ -295,7 +292,7 @@ class Segmentation(DenseTask):
 
   def prediction(self, labels, example, path, class_names, top_k) -> dict:
     """{"mask": (H, W) class indices at the image's size, "class_fractions"}."""
-    w, h = image_size(path)
+    w, h = image_file_size(path)
     scale = float(example["scale"])
     region = labels[: max(1, round(h * scale)), : max(1, round(w * scale))]
     mask = np.asarray(Image.fromarray(region.astype(np.uint8)).resize((w, h), Image.NEAREST))
@@ -346,7 +343,7 @@ class Detection(DenseTask):
 
   def prediction(self, out, example, path, class_names, top_k) -> dict:
     """{"detections": [{"class", "index", "score", "box" (x1, y1, x2, y2)}, ...]}."""
-    found = detections_in_image(out, image_size(path), example, class_names)
+    found = detections_in_image(out, image_file_size(path), example, class_names)
     return {"detections": [d for _, d in found]}
 
   def summarize(self, outputs, dataset):

@@ -17,7 +17,7 @@ import numpy as np
 from involution_jax.data import coco, dense
 from involution_jax.models import rcnn
 from involution_jax.tasks.common import LossFn
-from involution_jax.tasks.images import DETECTIONS, DenseTask, detections_in_image, image_size
+from involution_jax.tasks.images import DETECTIONS, DenseTask, detections_in_image, image_file_size
 
 LOSS_TERMS = ("rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss", "mask_loss")
 
@@ -75,7 +75,7 @@ class TwoStageDetection(DenseTask):
   def prediction(self, out, example, path, class_names, top_k) -> dict:
     """As RetinaNet's; Mask R-CNN adds each detection's "mask" (H, W) bool at the image's
     size."""
-    w, h = image_size(path)
+    w, h = image_file_size(path)
     found = detections_in_image(out, (w, h), example, class_names)
     if "masks" in out and found:
       keep = [i for i, _ in found]
