@@ -19,9 +19,9 @@ import json
 import os
 
 from involution_jax import configs
-from involution_jax.cli.summary import params_and_gmacs
 from involution_jax.models import create_model
 from involution_jax.training.trainer import train_and_evaluate
+from involution_jax.weights.summary import params_and_gmacs
 
 VARIANTS = ("faster_conv", "faster_inv", "mask_conv", "mask_inv", "mask_inv_softmax")
 NUM_CLASSES = 10  # the digits

@@ -29,6 +29,7 @@ TOOLS = (
   "plot",
   "generate",
 )
+COMMANDS = (*TOOLS, "listing")  # the tools, and those that never had an old module name
 
 
 def _script(verb: str) -> str:
@@ -132,7 +133,7 @@ def test_installed_script_prints_the_same_help(outside, verb, capsys):
   assert result.stdout == _help(verb, capsys, as_module=False)
 
 
-# Over 20 s: six real console-script processes, one of them a training run.
+# Over 20 s: seven real console-script processes, one of them a training run.
 def test_installed_tools_work_from_another_folder(outside):
   flags = [f"--config.{k}={v}" for k, v in {**TINY, "num_train_steps": 3}.items()]
   train = _run(outside, "train", "--workdir", "run", *flags)
@@ -153,15 +154,21 @@ def test_installed_tools_work_from_another_folder(outside):
   assert (outside / "model.jaxexport").stat().st_size > 0
   assert (outside / "model.jaxexport.json").exists()
 
-  # The batch of the run's own evaluation: the same program, the same accuracy to the bit.
-  evaluate = _run(
-    outside, "eval", "--weights", "run", "--config.image_size=8", "--config.eval_batch_size=64"
-  )
+  # The run's own config (image size, evaluation batch): the same program, the same
+  # accuracy to the bit.
+  evaluate = _run(outside, "eval", "run")
   assert evaluate.returncode == 0, evaluate.stderr[-3000:]
   with open(outside / "run" / "metrics.json") as f:  # the same model on the same split
     assert json.loads(evaluate.stdout)["accuracy"] == pytest.approx(
       json.load(f)["test_accuracy"], abs=1e-6
     )
+
+  # The same command as the first, without its flags: the run's config, finished.
+  rerun = _run(outside, "train", "--workdir", "run", "--json")
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  with open(outside / "run" / "metrics.json") as f:
+    assert json.loads(rerun.stdout) == json.load(f)
+  assert "finished its 3 steps before" in rerun.stderr
 
   curves = _run(outside, "plot", "run", "--out", "curves.png")
   assert curves.returncode == 0, curves.stderr[-3000:]
@@ -191,7 +198,7 @@ MISTAKES = [
   ),
   ("predict", ["missing.pdparams", "x.png"], "no such image or folder: x.png"),
   ("predict", ["missing_run", "digit.png"], "no checkpoint found at"),
-  ("eval", ["--weights", "missing.pdparams"], "weights file not found: missing.pdparams"),
+  ("eval", ["missing.pdparams"], "weights file not found: missing.pdparams"),
   ("export", ["missing_run", "out.jaxexport"], "no checkpoint found at"),
   ("predict", ["garbage.pdparams", "digit.png"], "garbage.pdparams is not a readable .pdparams"),
   ("convert", ["garbage.pth", "out"], "garbage.pth is not a readable .pth checkpoint"),
@@ -315,3 +322,88 @@ def test_config_overrides_are_split_from_the_other_arguments():
   assert rest == ["--workdir", "w", "--config", "x"] and overrides == ["a=1", "b.c=2"]
   with pytest.raises(ValueError, match="expected --config.a=VALUE"):
     cli.split_config_overrides(["--config.a", "--workdir", "w"])
+
+
+def _parser_of(verb: str):
+  """The argument parser `involution-<verb>` builds (caught as it answers --help)."""
+  made = []
+
+  def keep(*args, **kwargs):
+    made.append(cli_parser(*args, **kwargs))
+    return made[-1]
+
+  cli_parser = cli.parser
+  with mock.patch.object(cli, "parser", keep), pytest.raises(SystemExit):
+    importlib.import_module(f"involution_jax.cli.{verb}").main(["--help"])
+  return made[0]
+
+
+# One grammar: the weights first (positional), --quiet and --json everywhere, every option
+# explained.
+@pytest.mark.parametrize("verb", COMMANDS)
+def test_every_command_has_quiet_json_and_help_on_every_option(verb, capsys):
+  parser = _parser_of(verb)
+  options = {o for a in parser._actions for o in a.option_strings}
+  assert {"--quiet", "--json"} <= options
+  hidden = {"--weights", "--image"}  # the older spellings, still accepted
+  for action in parser._actions:
+    if not set(action.option_strings) & hidden:
+      assert action.help and action.help.strip(), (verb, action.dest)
+  positional = [a.dest for a in parser._actions if not a.option_strings]
+  if "weights" in positional:
+    assert positional[0] == "weights", positional
+
+
+def test_help_answers_without_importing_jax():
+  """Every command's --help (and its bad arguments) come before JAX and Flax are
+  imported: they answer in a fraction of a second."""
+  code = (
+    "import importlib, sys\n"
+    f"for verb in {COMMANDS!r}:\n"
+    "  try:\n"
+    "    importlib.import_module(f'involution_jax.cli.{verb}').main(['--help'])\n"
+    "  except SystemExit:\n"
+    "    pass\n"
+    "print(sorted(m for m in ('jax', 'flax', 'optax', 'orbax') if m in sys.modules))\n"
+  )
+  done = subprocess.run(
+    [sys.executable, "-c", code], env=python_env(), capture_output=True, text=True, timeout=60
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_weights_come_first_and_once(capsys):
+  from involution_jax.cli import eval as eval_command
+  from involution_jax.cli import visualize
+
+  with pytest.raises(SystemExit) as done:
+    eval_command.main([])
+  assert done.value.code == 2 and "required: WEIGHTS" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as done:
+    visualize.main(["run_a", "x.png", "--weights", "run_b"])
+  assert "WEIGHTS given twice: run_a and --weights run_b" in capsys.readouterr().err
+
+
+def test_listings_name_what_the_library_has(capsys):
+  import involution_jax
+  from involution_jax.cli import listing as list_command
+  from involution_jax.models import MODELS
+  from involution_jax.weights import zoo
+
+  assert list_command.main(["--json"]) == 0
+  found = json.loads(capsys.readouterr().out)
+  assert [r["name"] for r in found["models"]] == involution_jax.list_models() == sorted(MODELS)
+  assert [r["name"] for r in found["configs"]] == involution_jax.list_configs()
+  assert involution_jax.list_configs() == configs.names()
+  assert [r["name"] for r in found["pretrained"]] == involution_jax.list_pretrained()
+  assert involution_jax.list_pretrained() == list(zoo.REGISTRY)
+  assert all(r["description"] for rows in found.values() for r in rows)
+  assert involution_jax.list_models("rednet1*") == ["rednet101", "rednet152"]
+  assert involution_jax.list_configs("*seg*") == ["digitscenes_seg"]
+  assert list_command.main(["pretrained", "--pattern", "rednet5*"]) == 0
+  text = capsys.readouterr().out
+  assert text.startswith("pretrained:\n") and "rednet50 " in text and "rednet26" not in text
+  with pytest.raises(SystemExit) as done:
+    list_command.main(["modles"])
+  assert done.value.code == 2 and "'modles' is not one of models" in capsys.readouterr().err

@@ -53,6 +53,34 @@ def test_predictions_match_the_model_and_pad_batches(checkpoint, image_folder):
   assert predictor._predict._cache_size() == 1  # 5 images, batches of 4: one compile
 
 
+def test_images_in_memory_predict_as_their_files(checkpoint, image_folder):
+  """PIL images and raw pixel arrays (NumPy, JAX; one, a list, or a batch) get the
+  preprocessing the weights record, as files do."""
+  predictor = Predictor.load(checkpoint[0], batch_size=4)
+  paths = image_folder[1]
+  from_files = predictor.predict(paths, top_k=3)
+  pictures = [Image.open(p) for p in paths]
+  grey = [np.asarray(p) for p in pictures]  # (13, 11) uint8: the files are greyscale
+  expected = [{"top": r["top"]} for r in from_files]
+  assert predictor.predict(pictures, top_k=3) == expected
+  assert predictor.predict(grey, top_k=3) == expected
+  assert predictor.predict([g.astype(np.float32) for g in grey], top_k=3) == expected
+  rgb = np.stack([np.repeat(g[..., None], 3, -1) for g in grey])  # (5, 13, 11, 3)
+  assert predictor.predict(rgb, top_k=3) == expected
+  assert predictor.predict(jax.numpy.asarray(rgb), top_k=3) == expected
+  one = predictor.predict(paths[:1], top_k=3)  # a batch of one: another program
+  assert predictor.predict(rgb[0], top_k=3) == [{"top": one[0]["top"]}]
+  assert predictor.predict(paths[0], top_k=3) == one
+  mixed = predictor.predict([paths[0], pictures[1], grey[2]], top_k=3)
+  assert mixed == [from_files[0], *expected[1:3]]
+  with pytest.raises(
+    ValueError, match=r"input 0: an image array must be .* got shape \(3, 13, 11\)"
+  ):
+    predictor.predict([rgb[0].transpose(2, 0, 1)])
+  with pytest.raises(ValueError, match=r"input 1: raw pixel values must be in \[0, 255\]"):
+    predictor.predict([grey[0], grey[1] - 128.0])
+
+
 def test_batches_follow_the_images_not_the_batch_size(checkpoint, image_folder):
   """One image with --batch-size 100000 must not allocate 100000 images' worth."""
   predictor = Predictor.load(checkpoint[0], batch_size=100_000)
@@ -131,6 +159,12 @@ def test_dense_models_predict_and_draw(name, tmp_path, capsys):
     paths.append(str(path))
   predictor = Predictor.load(str(tmp_path / "ckpt"), batch_size=2)
   results = predictor.predict(paths)
+  in_memory = predictor.predict([np.asarray(Image.open(p)) for p in paths])
+  for r, m in zip(results, in_memory):
+    if name.endswith("seg"):
+      np.testing.assert_array_equal(m["mask"], r["mask"])
+    else:
+      assert m["detections"] == r["detections"]
   for r, size in zip(results, ((48, 48), (37, 61))):
     if name.endswith("seg"):
       assert r["mask"].shape == size and r["mask"].max() < 11
@@ -164,9 +198,12 @@ def test_dense_models_predict_and_draw(name, tmp_path, capsys):
     for r, shown in zip(results, printed):
       assert shown["detections"] == [d for d in r["detections"] if d["score"] >= 0.1]
       assert shown["detections"], "--min-score 0.1 left no detection to compare"
-  for path, size in zip(paths, ((48, 48), (37, 61))):
+  for path, (h, w) in zip(paths, ((48, 48), (37, 61))):
     with Image.open(out / (Path(path).stem + ".png")) as png:
-      assert png.size == size[::-1]
+      if name.endswith("seg"):  # the image, and the legend of its classes on the right
+        assert png.width > w and png.height >= h
+      else:
+        assert png.size == (w, h)
 
 
 # Over 20 s: Mask R-CNN's inference compiles for the predictor and again for main.
@@ -193,8 +230,7 @@ def test_mask_rcnn_predicts_boxes_and_instance_masks(tmp_path, capsys):
 
 
 def test_a_box_in_the_padding_is_dropped_and_masks_stay_with_their_boxes(tmp_path):
-  path = tmp_path / "wide.png"  # 60 x 30: the model sees it at half size, padded below
-  Image.fromarray(np.zeros((30, 60, 3), np.uint8)).save(path)
+  # A 60 x 30 image: the model sees it at half size, padded below.
   out = dict(  # in the model's input pixels; box 1 lies below the image (y > 15)
     boxes=np.array([[2, 2, 10, 10], [2, 20, 10, 28], [0, 10, 40, 20], [0, 0, 0, 0]], np.float32),
     scores=np.array([0.9, 0.8, 0.7, 0.0], np.float32),
@@ -203,7 +239,7 @@ def test_a_box_in_the_padding_is_dropped_and_masks_stay_with_their_boxes(tmp_pat
     masks=np.stack([np.zeros((28, 28)), np.ones((28, 28)), np.ones((28, 28)), np.zeros((28, 28))]),
   )
   example = {"scale": np.float32(0.5)}
-  result = TwoStageDetection().prediction(out, example, str(path), ["a", "b", "c"], 5)
+  result = TwoStageDetection().prediction(out, example, (60, 30), ["a", "b", "c"], 5)
   first, second = result["detections"]
   assert (first["index"], first["box"]) == (0, [4.0, 4.0, 20.0, 20.0])
   assert (second["index"], second["box"]) == (2, [0.0, 20.0, 60.0, 30.0])  # clipped below

@@ -11,8 +11,8 @@ import pytest
 from flax import traverse_util
 
 from involution_jax import RedNet, create_model, rednet26, rednet50
-from involution_jax.cli.summary import summarize
 from involution_jax.models.rednet import count_params
+from involution_jax.weights.summary import summarize
 from involution_jax.weights.zoo import REGISTRY
 
 # Official parameter counts (1000 classes; shared/reference/rednet.md).

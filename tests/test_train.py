@@ -25,7 +25,7 @@ from helpers import (
 )
 from PIL import Image
 
-from involution_jax import tasks
+from involution_jax import configs, tasks
 from involution_jax.cli import train
 from involution_jax.data import pipeline
 from involution_jax.training import curves, sharding
@@ -67,7 +67,7 @@ def _reference_accuracy(workdir: str, config, tie: float = 1e-4) -> tuple[float,
   return float(np.mean(ranked[:, 0] == labels)), float(np.mean(top5)), near1, near5
 
 
-# Over 20 s: a training run, its resume, a re-evaluation and a reference forward pass.
+# Over 20 s: a training run, its reruns, a re-evaluation and a reference forward pass.
 def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   metrics = train_and_evaluate(tiny_digits_config(), str(tmp_path))
   saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -93,9 +93,26 @@ def test_end_to_end_digits_writes_metrics_checkpoints_and_logs(tmp_path):
   assert records[0]["train"]["learning_rate"] > 0
   with Image.open(tmp_path / "curves.png") as picture:
     assert picture.format == "PNG" and picture.width > 1000
-  # The same command again resumes at the end: nothing to train, same evaluation.
+  # The run's config is kept in the workdir as a config file.
+  saved_config = configs.get_config(str(tmp_path / configs.RUN_CONFIG))
+  assert saved_config.to_dict() == tiny_digits_config().to_dict()
+  # The same command again: nothing to train, and the records stay as they were.
+  records_before = {f: (tmp_path / f).read_bytes() for f in ("metrics.json", "history.jsonl")}
   again = train_and_evaluate(tiny_digits_config(), str(tmp_path))
-  assert again["test_accuracy"] == metrics["test_accuracy"] and again["train_loss"] is None
+  assert again == saved
+  assert {f: (tmp_path / f).read_bytes() for f in records_before} == records_before
+  # A shorter run than the workdir holds is refused, and rewrites nothing.
+  with pytest.raises(ValueError, match="holds step 4, past the 2 steps this config trains"):
+    train_and_evaluate(tiny_digits_config(num_train_steps=2), str(tmp_path))
+  assert {f: (tmp_path / f).read_bytes() for f in records_before} == records_before
+  # Killed after the last checkpoint, before metrics.json: evaluated again, with the
+  # training figures it recorded, and no second evaluation record.
+  (tmp_path / "metrics.json").unlink()
+  again = train_and_evaluate(tiny_digits_config(), str(tmp_path))
+  assert again["test_accuracy"] == metrics["test_accuracy"]
+  assert again["train_loss"] == metrics["train_loss"]
+  assert again["examples_per_second"] == records[1]["train"]["examples_per_second"]
+  assert curves.read(str(tmp_path)) == records
   assert (
     evaluate_weights(tiny_digits_config(), str(tmp_path))["accuracy"] == metrics["test_accuracy"]
   )

@@ -66,7 +66,8 @@ def test_cli_writes_a_png_of_the_expected_size(checkpoint, tmp_path, capsys):
   with Image.open(out) as png:
     png.verify()
   with Image.open(out) as png:
-    assert png.format == "PNG" and png.size == (4 * 250, 2 * 250)  # 3 pixels + the input
+    # 3 pixels + the input, 250 pixels each, and the colour bars' 80
+    assert png.format == "PNG" and png.size == (4 * 250 + 80, 2 * 250)
   assert "stem_1" in capsys.readouterr().out
   assert visualize.main(["--weights", path, "--image", str(image), "--layer", "nope"]) == 1
   assert "involution layers: stem_1, layer1_0/conv2" in capsys.readouterr().err
@@ -96,7 +97,7 @@ def test_mask_head_kernels_are_drawn_over_their_detection(tmp_path, capsys):
   assert visualize.main([*flags, "mask_head/convs_3", "--out", str(out), "--detection", "1"]) == 0
   assert "mask_head/convs_3 (detection 1: class" in capsys.readouterr().out
   with Image.open(out) as png:
-    assert png.format == "PNG" and png.size == (5 * 250, 2 * 250)
+    assert png.format == "PNG" and png.size == (5 * 250 + 80, 2 * 250)
   bad = ["--out", str(tmp_path / "none.png"), "--detection", "99"]
   assert visualize.main([*flags, "mask_head/convs_0", *bad]) == 1
   assert "--detection 99: the image has" in capsys.readouterr().err

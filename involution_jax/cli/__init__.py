@@ -1,8 +1,9 @@
 """The command-line tools, and the conventions they share.
 
 Each tool's module here (`train`, `eval`, `predict`, `export`, `visualize`,
-`convert`, `summary`, `plot`, `generate`) has `main(argv=None) -> int`, installed as the
-console script `involution-<verb>` and runnable as `python -m involution_jax.cli.<verb>`.
+`convert`, `summary`, `plot`, `generate`; `listing` for `involution-list`, whose own name
+would hide the builtin here) has `main(argv=None) -> int`, installed as the console
+script `involution-<verb>` and runnable as `python -m involution_jax.cli.<verb>`.
 Nothing else of the package imports `cli`: what library code shares with the tools
 (progress bars, output checks, one-line errors) is in `involution_jax.host`.
 `parser` gives every tool the same help layout (what it does, then examples);
@@ -11,6 +12,13 @@ weights, a missing optional extra) into one line on stderr and exit status 1, an
 SIGTERM (a scheduler stopping the job) into an unwinding exit with status 143.
 Pass --verbose (train, eval) or set INVOLUTION_JAX_TRACEBACK=1 to see the
 traceback instead.
+
+One grammar: the weights a command reads come first, as a positional argument
+(`weights_argument`); training writes to `--workdir`. Every command takes `--quiet`
+(no progress) and `--json` (its result as one JSON document on stdout;
+`output_arguments`, `print_result`). A tool's module imports only this one and the
+standard library at the top, and the rest once its arguments are parsed, so
+`--help` and bad arguments answer at once.
 """
 
 from __future__ import annotations
@@ -25,12 +33,8 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-import jax
-from absl import logging as absl_logging
-
 from involution_jax.host.console import one_line
 from involution_jax.host.signals import Terminated, raise_terminated
-from involution_jax.training.distributed import initialize_distributed
 
 TRACEBACK_ENV = "INVOLUTION_JAX_TRACEBACK"
 # What bad input raises: missing or unreadable files, bad values, refused pickles,
@@ -107,16 +111,16 @@ def parse_with_config_overrides(
   return parser.parse_args(rest), overrides
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, default: str | None) -> None:
-  """--config NAME[:ARG] | PATH.py[:ARG], and the multi-host options."""
+def add_config_arguments(parser: argparse.ArgumentParser, first_choice: str) -> None:
+  """--config NAME[:ARG] | PATH.py[:ARG] (default None: `first_choice`, a run's saved
+  config, where there is one, else "default"), and the multi-host options."""
   parser.add_argument(
     "--config",
-    default=default,
-    required=default is None,
+    default=None,
     help="a shipped config by name, NAME[:ARG] (e.g. default, rednet50_imagenet, "
-    "digitscenes_seg:conv), or a file, PATH.py[:ARG]"
-    + (f" (default: {default})" if default else "")
-    + "; then override any field with --config.FIELD=VALUE",
+    "digitscenes_seg:conv; involution-list configs), or a file, PATH.py[:ARG] (default: "
+    f"{first_choice} where there is one, else default); then override any field with "
+    "--config.FIELD=VALUE",
   )
   group = parser.add_argument_group(
     "several hosts",
@@ -124,7 +128,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None) -
     "without these (or set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)",
   )
   group.add_argument("--coordinator_address", default=None, help="host:port of process 0")
-  group.add_argument("--num_processes", type=int, default=None)
+  group.add_argument("--num_processes", type=int, default=None, help="how many processes")
   group.add_argument("--process_id", type=int, default=None, help="this process's index")
   group.add_argument(
     "--initialization_timeout",
@@ -203,6 +207,11 @@ def _restore_library_logs() -> None:
 
 def start(args) -> None:
   """What train and eval do first: quiet libraries, join the other processes."""
+  import jax
+  from absl import logging as absl_logging
+
+  from involution_jax.training.distributed import initialize_distributed
+
   if not args.verbose:  # orbax and grain log every checkpoint step at INFO
     absl_logging.set_verbosity(absl_logging.WARNING)
     one_line_library_logs()
@@ -222,10 +231,58 @@ def start(args) -> None:
     )
 
 
-def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+def weights_argument(parser: argparse.ArgumentParser, help: str = WEIGHTS_HELP) -> None:
+  """WEIGHTS, the first positional argument; `--weights` (the older spelling of eval and
+  visualize) is still accepted."""
+  parser.add_argument("weights", nargs="?", default=None, help=help)
+  parser.add_argument("--weights", dest="weights_option", help=argparse.SUPPRESS)
+
+
+def given_weights(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+  """The WEIGHTS of `weights_argument` (exits with a usage error when absent or twice)."""
+  if args.weights and args.weights_option:
+    parser.error(f"WEIGHTS given twice: {args.weights} and --weights {args.weights_option}")
+  if not (args.weights or args.weights_option):
+    parser.error("the following arguments are required: WEIGHTS")
+  return args.weights or args.weights_option
+
+
+def output_arguments(parser: argparse.ArgumentParser, result: str) -> None:
+  """--quiet and --json; `result`: what --json prints, e.g. "the metrics"."""
   parser.add_argument(
-    "--quiet", action="store_true", help="no progress bars (none either when not a terminal)"
+    "--quiet",
+    action="store_true",
+    help="no progress output (bars are drawn only on a terminal anyway; elsewhere a plain "
+    "line per interval)",
   )
+  parser.add_argument(
+    "--json", action="store_true", help=f"print {result} as JSON (and nothing else on stdout)"
+  )
+
+
+def print_result(args: argparse.Namespace, result, text: str | None = None) -> None:
+  """`result` as JSON under --json; otherwise `text` (default: the JSON, indented)."""
+  import json
+
+  if args.json or text is None:
+    print(json.dumps(result, indent=2))
+  else:
+    print(text)
+
+
+def work_output(args: argparse.Namespace):
+  """A context in which what the work prints goes to stderr under --json (stdout is the
+  JSON alone)."""
+  import contextlib
+
+  return contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+  """A line about the work, not its result: on stdout, or on stderr under --json (stdout
+  is then the JSON alone); nothing under --quiet."""
+  if not args.quiet:
+    print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
 def command(prog: str) -> Callable[[Main], Main]:

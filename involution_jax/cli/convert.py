@@ -7,14 +7,6 @@ import os
 import sys
 
 from involution_jax import cli
-from involution_jax.host.paths import refuse_over_inputs
-from involution_jax.weights.convert import (
-  FORMATS,
-  format_of,
-  load_weights,
-  paths_read,
-  write_weights,
-)
 
 
 @cli.command("involution-convert")
@@ -32,27 +24,32 @@ def main(argv: list[str] | None = None) -> int:
       "involution-convert runs/r50 rednet50.safetensors --format safetensors",
     ],
   )
-  parser.add_argument("weights", help=cli.WEIGHTS_HELP)
+  cli.weights_argument(parser)
   parser.add_argument(
     "out", help="output: a checkpoint folder (orbax), or a .pth / .safetensors file"
   )
   parser.add_argument(
     "--format",
     default=None,
-    help=f"one of {', '.join(FORMATS)} (default: from OUT's suffix: .pth / .pt torch, "
+    help="one of orbax, torch, safetensors (default: from OUT's suffix: .pth / .pt torch, "
     ".safetensors safetensors, anything else an orbax checkpoint folder); torch and "
     "safetensors hold the official mmcls names and layouts",
   )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-  cli.add_quiet_argument(parser)
+  cli.output_arguments(parser, "what was written: model, classes, source, out, format")
   args = parser.parse_args(argv)
+  weights = cli.given_weights(parser, args)
+  from involution_jax.host.paths import refuse_over_inputs
+  from involution_jax.weights.convert import format_of, load_weights, paths_read, write_weights
+
   fmt = format_of(args.out, args.format)
-  refuse_over_inputs(args.out, paths_read(args.weights))
-  variables, info = load_weights(args.weights, quiet=args.quiet)
+  refuse_over_inputs(args.out, paths_read(weights))
+  variables, info = load_weights(weights, quiet=args.quiet)
   write_weights(variables, info, args.out, fmt, args.overwrite)
-  print(
-    f"{info.model} ({info.num_classes} classes) from {args.weights} -> "
-    f"{os.path.abspath(args.out)} ({fmt})"
+  out = os.path.abspath(args.out)
+  result = dict(model=info.model, num_classes=info.num_classes, source=weights, out=out, format=fmt)
+  cli.print_result(
+    args, result, f"{info.model} ({info.num_classes} classes) from {weights} -> {out} ({fmt})"
   )
   return 0
 

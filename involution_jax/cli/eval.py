@@ -1,20 +1,16 @@
-"""`involution-eval`: a task's metrics (top-1 / top-5, mIoU, AP) of weights on a dataset.
+"""`involution-eval WEIGHTS`: a task's metrics (top-1 / top-5, mIoU, AP) of weights on a
+dataset; a training workdir is evaluated with the config it was trained with.
 
-    involution-eval --config rednet50_imagenet --weights RedNet50_pretrained.pdparams \\
+    involution-eval runs/digits                                   # its own config.py
+    involution-eval RedNet50_pretrained.pdparams --config rednet50_imagenet \\
         --config.dataset=folder --config.data_dir=/data/imagenet
-    involution-eval --weights runs/digits                          # the default digits test set
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
-import jax
-
-from involution_jax import cli, configs
-from involution_jax.training.distributed import run_collective
-from involution_jax.training.evaluator import evaluate_weights
+from involution_jax import cli
 
 PROG = "involution-eval"
 
@@ -24,20 +20,17 @@ def main(argv: list[str] | None = None) -> int:
   """Parses `argv` (default: the command line), evaluates, prints the metrics as JSON."""
   parser = cli.parser(
     PROG,
-    "Evaluate a checkpoint or official weights on a config's evaluation split.",
+    "Evaluate a checkpoint or official weights on a config's evaluation split (a "
+    "training workdir: on the config it was trained with, unless --config is given).",
     [
-      "involution-eval --weights runs/digits",
-      "involution-eval --config rednet50_imagenet --weights "
-      "RedNet50_pretrained.pdparams --config.dataset=folder "
-      "--config.data_dir=/data/imagenet",
+      "involution-eval runs/digits",
+      "involution-eval runs/digits --config.eval_split=train",
+      "involution-eval RedNet50_pretrained.pdparams --config rednet50_imagenet "
+      "--config.dataset=folder --config.data_dir=/data/imagenet",
     ],
   )
-  cli.add_config_arguments(parser, default="default")
-  parser.add_argument(
-    "--weights",
-    required=True,
-    help=cli.WEIGHTS_HELP,
-  )
+  cli.weights_argument(parser)
+  cli.add_config_arguments(parser, "the config.py of the training run WEIGHTS comes from")
   parser.add_argument(
     "--preprocessing",
     choices=("weights", "config"),
@@ -46,15 +39,27 @@ def main(argv: list[str] | None = None) -> int:
     "(default; differences from the config are printed) or the config's, e.g. to evaluate "
     "at another resolution on purpose",
   )
-  cli.add_quiet_argument(parser)
+  cli.output_arguments(parser, "the metrics (the default output is JSON too)")
   args, overrides = cli.parse_with_config_overrides(parser, argv)
-  config = configs.get_config(args.config, overrides)
+  weights = cli.given_weights(parser, args)
+  args.json = True  # the metrics are printed as JSON either way: stdout holds them alone
+  import jax
+
+  from involution_jax import configs
+  from involution_jax.training.distributed import run_collective
+  from involution_jax.training.evaluator import evaluate_weights
+
+  spec = args.config or configs.run_config_of(weights) or "default"
+  config = configs.get_config(spec, overrides)
   cli.start(args)
-  results = run_collective(
-    lambda: evaluate_weights(config, args.weights, args.quiet, preprocessing=args.preprocessing)
-  )
+  if spec != (args.config or "default") and jax.process_index() == 0:
+    cli.say(args, f"config: {spec} (the run's own)")
+  with cli.work_output(args):
+    results = run_collective(
+      lambda: evaluate_weights(config, weights, args.quiet, preprocessing=args.preprocessing)
+    )
   if jax.process_index() == 0:
-    print(json.dumps(results, indent=2))
+    cli.print_result(args, results)
   return 0
 
 

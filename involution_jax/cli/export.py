@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from involution_jax import cli, portability
-from involution_jax.host.paths import output_file
-from involution_jax.inference.export import METADATA_SUFFIX, export_model, save
-from involution_jax.weights import load_weights, paths_read
+from involution_jax import cli
 
 
 @cli.command("involution-export")
@@ -23,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
       "involution-export RedNet50_pretrained.pdparams rednet50.jaxexport --platforms cpu,cuda",
     ],
   )
-  parser.add_argument("weights", help=cli.WEIGHTS_HELP)
+  cli.weights_argument(parser)
   parser.add_argument("out", help="output file, e.g. model.jaxexport")
   parser.add_argument(
     "--platforms",
@@ -32,18 +29,28 @@ def main(argv: list[str] | None = None) -> int:
     "(default: this machine's)",
   )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+  cli.output_arguments(parser, "the artifact's description (its .json)")
   args = parser.parse_args(argv)
-  inputs = paths_read(args.weights)
+  weights = cli.given_weights(parser, args)
+  from involution_jax import portability
+  from involution_jax.host.paths import output_file
+  from involution_jax.inference.export import METADATA_SUFFIX, export_model, save
+  from involution_jax.weights import load_weights, paths_read
+
+  inputs = paths_read(weights)
   output_file(args.out, args.overwrite, inputs)
   output_file(args.out + METADATA_SUFFIX, args.overwrite, inputs)
   platforms = portability.check_platforms(args.platforms.split(",")) if args.platforms else None
-  variables, info = load_weights(args.weights)
+  variables, info = load_weights(weights, quiet=args.quiet)
   exported = export_model(variables, info, platforms)
-  given = save(exported, info, args.out)["input"]
+  metadata = save(exported, info, args.out)
+  given = metadata["input"]
   shape = " x ".join(map(str, given["shape"]))
-  print(
+  cli.print_result(
+    args,
+    metadata,
     f"exported {info.model} ({info.task}; {given['name']} {shape} {given['dtype']}) for "
-    f"{', '.join(exported.platforms)} to {args.out} (+ {args.out}{METADATA_SUFFIX})"
+    f"{', '.join(exported.platforms)} to {args.out} (+ {args.out}{METADATA_SUFFIX})",
   )
   return 0
 

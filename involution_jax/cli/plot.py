@@ -11,8 +11,6 @@ import os
 import sys
 
 from involution_jax import cli
-from involution_jax.host.paths import output_file
-from involution_jax.training import curves
 
 
 @cli.command("involution-plot")
@@ -32,9 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     default="curves.png",
     help="output PNG (default: %(default)s; .png added to a name without a suffix)",
   )
-  parser.add_argument("--title", default=None)
+  parser.add_argument("--title", default=None, help="the figure's title (default: none)")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+  cli.output_arguments(parser, '{"out", "runs"}')
   args = parser.parse_args(argv)
+  from involution_jax.host.paths import output_file
+  from involution_jax.training import curves
+
   runs = {}
   for workdir in args.workdirs:
     label = os.path.basename(os.path.abspath(workdir))
@@ -44,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
   histories = [curves.history_path(w) for w in args.workdirs]
   out = output_file(args.out, args.overwrite, inputs=histories, default_suffix=".png")
   out = curves.draw(runs, out, title=args.title)
-  print(f"wrote {os.path.abspath(out)} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
+  out = os.path.abspath(out)
+  cli.print_result(
+    args,
+    dict(out=out, runs=list(runs)),
+    f"wrote {out} ({len(runs)} run{'s' if len(runs) > 1 else ''})",
+  )
   return 0
 
 

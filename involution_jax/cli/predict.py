@@ -20,13 +20,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from involution_jax import cli
-from involution_jax.data.images import read_rgb
 from involution_jax.host.paths import refuse_over_inputs
-from involution_jax.inference import drawing
-from involution_jax.inference.predictor import Predictor, image_files
 
 
 def format_table(results: list[dict]) -> str:
@@ -82,6 +78,11 @@ def drawing_paths(files: Sequence[str], out_dir: str) -> list[str]:
 def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str) -> list[str]:
   """PNGs of the masks or boxes drawn on each readable image (named by `drawing_paths`);
   returns their paths."""
+  from PIL import Image
+
+  from involution_jax.data.images import read_rgb
+  from involution_jax.inference import drawing
+
   os.makedirs(out_dir, exist_ok=True)
   paths = drawing_paths([r["path"] for r in results], out_dir)
   written = []
@@ -90,7 +91,7 @@ def write_pictures(results: list[dict], class_names: Sequence[str], out_dir: str
       continue
     image = np.asarray(read_rgb(r["path"]))
     if "mask" in r:
-      picture = drawing.overlay_mask(image, r["mask"], len(class_names))
+      picture = drawing.overlay_mask(image, r["mask"], len(class_names), class_names=class_names)
     else:
       picture = drawing.draw_boxes(
         drawing.overlay_instances(image, r["detections"]), r["detections"]
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
       'involution-predict runs/charlm --text "The with statement"',
     ],
   )
-  parser.add_argument("weights", help=cli.WEIGHTS_HELP)
+  cli.weights_argument(parser)
   parser.add_argument(
     "images",
     nargs="*",
@@ -147,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     help="text models: a text to classify or continue (repeat for several)",
   )
   parser.add_argument("--top_k", type=int, default=5, help="classification: classes listed")
-  parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-  cli.add_quiet_argument(parser)
+  parser.add_argument(
+    "--batch_size", type=int, default=32, help="images run at once (default: %(default)s)"
+  )
+  cli.output_arguments(parser, "the predictions instead of a table")
   parser.add_argument(
     "--min_score",
     type=float,
@@ -163,22 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     "NAME.jpg; images that share a name are told apart by their paths)",
   )
   args = parser.parse_args(argv)
+  weights = cli.given_weights(parser, args)
   if not 0 <= args.min_score <= 1:
     raise ValueError(f"--min_score must be in [0, 1], got {args.min_score}")
   if args.top_k < 1 or args.batch_size < 1:
     raise ValueError(
       f"--top_k and --batch_size must be >= 1, got {args.top_k} and {args.batch_size}"
     )
+  from involution_jax.inference.predictor import Predictor, image_files
+
   files = image_files(args.images)
   if not files and not args.text:
     raise FileNotFoundError(f"no image files in {args.images}; give files, or --text")
   if args.out_dir:
     drawing_paths(files, args.out_dir)  # refused before the model loads
-  predictor = Predictor.load(args.weights, args.batch_size, quiet=args.quiet)
+  predictor = Predictor.load(weights, args.batch_size, quiet=args.quiet)
   if args.out_dir and predictor.task.input_key != "image":
-    raise ValueError(
-      f"--out_dir draws on images; {args.weights} holds a {predictor.info.task} model"
-    )
+    raise ValueError(f"--out_dir draws on images; {weights} holds a {predictor.info.task} model")
   results = predictor.predict(files, args.top_k)
   if args.text:
     results += predictor.predict_texts(args.text, args.top_k)
@@ -187,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
       r["detections"] = [d for d in r["detections"] if d["score"] >= args.min_score]
   if args.out_dir:
     for path in write_pictures(results, predictor.class_names, args.out_dir):
-      print(f"wrote {path}", file=sys.stderr)
+      if not args.quiet:
+        print(f"wrote {path}", file=sys.stderr)
   printable = [_printable(r) for r in results]
-  print(json.dumps(printable, indent=2) if args.json else format_table(printable))
+  cli.print_result(args, printable, format_table(printable))
   return 1 if all("error" in r for r in results) else 0
 
 

@@ -10,17 +10,10 @@ Several hosts: the same command on every host (see docs/multihost.md).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-import jax
-
-from involution_jax import cli, configs, portability
-from involution_jax.host.paths import output_folder
-from involution_jax.training.distributed import run_collective
-from involution_jax.training.preflight import dry_run
-from involution_jax.training.trainer import train_and_evaluate
+from involution_jax import cli
 
 PROG = "involution-train"
 
@@ -78,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
       "involution-train --config rednet50_imagenet --dry_run --target_platform tpu",
     ],
   )
-  cli.add_config_arguments(parser, default="default")
+  cli.add_config_arguments(parser, "the workdir's config.py (the run's own)")
   parser.add_argument(
     "--workdir",
     default=os.path.join("runs", "default"),
-    help="checkpoints, TensorBoard logs and metrics.json go here (default: runs/default)",
+    help="checkpoints, TensorBoard logs, metrics.json and the run's config.py go here "
+    "(default: runs/default)",
   )
   parser.add_argument(
     "--dry_run",
@@ -94,42 +88,70 @@ def main(argv: list[str] | None = None) -> int:
     "--target_platform",
     default="",
     help="with --dry_run: lower for these platforms instead of this machine's, comma-"
-    f"separated, some of {','.join(portability.PLATFORMS)} (no compile, no memory figures), "
+    "separated, some of cpu,cuda,rocm,tpu (no compile, no memory figures), "
     "checking for what they cannot run",
   )
+  cli.output_arguments(parser, "the final metrics (or the dry run's report)")
   args, overrides = cli.parse_with_config_overrides(parser, argv)
+  import jax
+
+  from involution_jax import configs, portability
+  from involution_jax.host.paths import output_folder
+  from involution_jax.training.distributed import run_collective
+  from involution_jax.training.preflight import dry_run
+  from involution_jax.training.trainer import train_and_evaluate
+
   if args.target_platform and not args.dry_run:
     raise ValueError("--target_platform goes with --dry_run (training runs on this machine)")
   targets = (
     portability.check_platforms(args.target_platform.split(",")) if args.target_platform else ()
   )
-  config = configs.get_config(args.config, overrides)
+  spec = args.config or configs.run_config_of(args.workdir) or "default"
+  config = configs.get_config(spec, overrides)
   cli.start(args)
   if args.dry_run:
     report = run_collective(lambda: dry_run(config, target_platforms=targets))
     if jax.process_index() == 0:
-      print(format_report(report))
+      cli.print_result(args, report, format_report(report))
     return 0
   output_folder(args.workdir, "workdir")
   if jax.process_index() == 0:
-    print(
+    cli.say(
+      args,
       f"training {config.model} on {config.dataset} with {jax.device_count()} "
       f"{jax.devices()[0].platform} device(s); workdir {os.path.abspath(args.workdir)}"
+      + ("" if args.config else f" (config: {spec})"),
     )
   try:
-    metrics = run_collective(train_and_evaluate, config, args.workdir)
+    with cli.work_output(args):
+      metrics = run_collective(lambda: train_and_evaluate(config, args.workdir, quiet=args.quiet))
   except FloatingPointError as e:  # diverged: the message says what to do
     print(f"{PROG}: error: {e}", file=sys.stderr)
     return 1
   if jax.process_index() == 0:
-    print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("_dir")}, indent=2))
-    print(
-      f"checkpoints: {metrics['checkpoint_dir']}\nTensorBoard: "
-      f"tensorboard --logdir {metrics['tensorboard_dir']}\n"
-      f"metrics: {os.path.join(os.path.abspath(args.workdir), 'metrics.json')}\n"
-      f"curves: {os.path.join(os.path.abspath(args.workdir), 'curves.png')}"
-    )
+    cli.print_result(args, metrics, _final_text(metrics, args.workdir))
   return 0
+
+
+def _final_text(metrics: dict, workdir: str) -> str:
+  """The final metrics, then where the run's files are (TensorBoard's command only where
+  it is installed)."""
+  import importlib.util
+  import json
+
+  where = os.path.abspath(workdir)
+  board = (
+    f"tensorboard --logdir {metrics['tensorboard_dir']}"
+    if importlib.util.find_spec("tensorboard")
+    else f"{metrics['tensorboard_dir']} (to view: pip install tensorboard, then "
+    f"tensorboard --logdir {metrics['tensorboard_dir']})"
+  )
+  return (
+    json.dumps({k: v for k, v in metrics.items() if not k.endswith("_dir")}, indent=2)
+    + f"\ncheckpoints: {metrics['checkpoint_dir']}\nTensorBoard: {board}\n"
+    f"metrics: {os.path.join(where, 'metrics.json')}\n"
+    f"curves: {os.path.join(where, 'curves.png')}\nconfig: {os.path.join(where, 'config.py')}"
+  )
 
 
 if __name__ == "__main__":

@@ -6,12 +6,17 @@ A config is chosen by name, `NAME[:ARG]`, from this package (`default`,
 returns a `ConfigDict`. Fields are then overridden with `FIELD=VALUE` strings
 (`--config.FIELD=VALUE` on the command line), nested fields with dots.
 `validate` checks every field's value before anything is built.
+
+A training run writes its config into its workdir as Python (`RUN_CONFIG`,
+`save_run_config`): a config file like any other, which the commands that take
+that workdir's weights use unless told otherwise (`run_config_of`).
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import fnmatch
 import importlib
 import importlib.util
 import inspect
@@ -27,6 +32,8 @@ import numpy as np
 
 from involution_jax.data.classification import AUGMENTATIONS
 
+RUN_CONFIG = "config.py"  # in a training workdir: the config it was trained with
+
 
 def names() -> list[str]:
   """The configs this package ships (the module names in this folder)."""
@@ -35,6 +42,18 @@ def names() -> list[str]:
     for f in resources.files(__package__).iterdir()
     if f.name.endswith(".py") and not f.name.startswith("_")
   )
+
+
+def list_configs(pattern: str = "*") -> list[str]:
+  """The shipped configs' names (`names`) matching the shell-style `pattern`, e.g.
+  "*imagenet"; each trains with `involution-train --config NAME`."""
+  return [name for name in names() if fnmatch.fnmatchcase(name, pattern)]
+
+
+def description(spec: str) -> str:
+  """The first paragraph of a config's docstring, on one line (NAME or PATH.py, no :ARG)."""
+  doc = (_load_module(spec).__doc__ or "").strip()
+  return " ".join(doc.split("\n\n")[0].split())
 
 
 def _load_module(spec: str):
@@ -230,3 +249,77 @@ def check_num_classes(config: ml_collections.ConfigDict, dataset) -> None:
       f"{dataset.num_classes} classes (a partly copied dataset?); set "
       f"--config.num_classes={dataset.num_classes} if that is what you want"
     )
+
+
+def _flat(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
+  """{"field.sub": value} of every leaf field."""
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def _source(config: ml_collections.ConfigDict, indent: str) -> str:
+  """The fields of `config` as the items of a Python dict literal, one per line."""
+  lines = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      text = "{\n" + _source(value, indent + "  ") + indent + "}"
+    elif value is None:
+      kind = config.get_type(key)
+      text = f"placeholder({kind.__name__})" if kind not in (None, type(None)) else "None"
+    else:
+      text = repr(value.item() if isinstance(value, np.generic) else value)
+    lines.append(f"{indent}{key!r}: {text},\n")
+  return "".join(lines)
+
+
+def to_python(config: ml_collections.ConfigDict) -> str:
+  """`config` as the source of a config file (`get_config()` returns its values)."""
+  for field, value in _flat(config).items():
+    if value is not None and not isinstance(value, str | int | float | bool | tuple | list):
+      raise ValueError(f"config field {field!r}: {value!r} cannot be written as Python")
+  return (
+    '"""The config this workdir was trained with, written by the trainer (every field\n'
+    "resolved). The commands that take this workdir use it unless given --config; train\n"
+    'with it elsewhere: involution-train --config <this file>."""\n\n'
+    "import ml_collections\nfrom ml_collections.config_dict import placeholder\n\n\n"
+    "def get_config() -> ml_collections.ConfigDict:\n"
+    "  return ml_collections.ConfigDict({\n" + _source(config, "    ") + "  })\n"
+  )
+
+
+def save_run_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """Writes `config` to `workdir/RUN_CONFIG`; returns the fields that changed since the
+  one there before ("FIELD: OLD -> NEW"; [] when it is new or the same)."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  changed = []
+  if os.path.isfile(path):
+    try:
+      before = _flat(get_config(path))
+    except (OSError, ValueError, SyntaxError, NameError):  # edited by hand, or damaged
+      before = {}
+    now = _flat(config)
+    changed = [
+      f"{k}: {before.get(k, '(none)')!r} -> {now.get(k, '(none)')!r}"
+      for k in sorted(set(before) | set(now))
+      if before and before.get(k) != now.get(k)
+    ]
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(to_python(config))
+  os.replace(tmp, path)
+  return changed
+
+
+def run_config_of(weights: str) -> str | None:
+  """The config file of the training run whose workdir (or its checkpoints/ folder)
+  `weights` is; None for other weights (a file, a pretrained name, an older workdir)."""
+  for workdir in (weights, os.path.dirname(os.path.normpath(weights))):
+    path = os.path.join(workdir, RUN_CONFIG)
+    if os.path.isdir(weights) and os.path.isfile(path):
+      return path
+  return None

@@ -5,7 +5,7 @@ warm-up over 2,000 iterations from 0.001 x lr, x0.1 at epochs 8 and 11; gradient
 clipping at norm 40 with the involution neck, none with the conv neck (the official
 configs); images fit into 800 x 1333 (padded), random flip.
 Published box AP: 38.2 with the conv neck and with the involution neck. Needs
-pycocotools (`pip install 'involution-jax[coco]'`).
+pycocotools (`pip install 'pycocotools>=2.0.8'`, or in the clone `pip install -e '.[coco]'`).
 
     --config coco_retinanet_red50:involution \
         --config.data_dir=/data/coco --config.init_from=rednet50_imagenet_ckpt/

@@ -133,7 +133,9 @@ def tfds_source(name: str, split: str, data_dir: str | None):
     import tensorflow_datasets as tfds
   except ImportError as e:
     raise ImportError(
-      "dataset 'tfds:...' needs tensorflow-datasets: pip install 'involution-jax[tfds]'"
+      "dataset 'tfds:...' needs tensorflow-datasets: pip install "
+      "'tensorflow-datasets>=4.9.10' importlib_resources "
+      "(or, in the clone: pip install -e '.[tfds]')"
     ) from e
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)

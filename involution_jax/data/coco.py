@@ -23,7 +23,10 @@ def _pycocotools():
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
   except ImportError as e:
-    raise ImportError("COCO needs pycocotools: pip install 'involution-jax[coco]'") from e
+    raise ImportError(
+      "COCO needs pycocotools: pip install 'pycocotools>=2.0.8' "
+      "(or, in the clone: pip install -e '.[coco]')"
+    ) from e
   return mask, COCO, COCOeval
 
 

@@ -1,11 +1,12 @@
 """`Predictor`: a trained or converted model, ready to predict classes, masks or boxes.
 
     predictor = Predictor.load("runs/default")   # anything `weights.load_weights` reads
-    results = predictor.predict(["digit7.png"])   # one dict per image
+    results = predictor.predict(["digit7.png", pil_image, pixels])   # one dict per image
 
 Weights: a training workdir or checkpoint folder, official `.pth` / `.pdparams`
-weights, or a pretrained name. Images are prepared by the same function the task's
-evaluation uses; the model is compiled once per batch shape (the last batch is
+weights, or a pretrained name. Images (files, PIL images, or arrays of raw pixel values)
+are prepared by the same function the task's evaluation uses, with the preprocessing
+the weights record; the model is compiled once per batch shape (the last batch is
 padded). Unreadable files are reported, the others still predicted.
 """
 
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any, TypedDict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 from involution_jax.data.classification import IMAGE_EXTENSIONS
 from involution_jax.data.images import read_rgb
@@ -60,6 +63,72 @@ def _read_error(path: str) -> str:
 CONTINUATION_BYTES = 200
 
 
+# One of a classification's top classes (functional form: "class" is a keyword).
+ClassScore = TypedDict("ClassScore", {"class": str, "index": int, "probability": float})
+# One detected object, in the input image's pixels: box (x1, y1, x2, y2), the class's name
+# and index, its score, and for Mask R-CNN its mask (H, W) bool.
+Detection = TypedDict(
+  "Detection",
+  {"class": str, "index": int, "score": float, "box": list[float], "mask": np.ndarray},
+  total=False,
+)
+
+
+class Result(TypedDict, total=False):
+  """What `Predictor.predict` returns per input: where it came from, then the task's
+  fields: "top" (classification, text classification), "mask" and "class_fractions"
+  (segmentation), "detections" (detection), "continuation" (a language model); or
+  "error" for an input that could not be read."""
+
+  path: str  # a file's input
+  text: str  # a text's input
+  top: list[ClassScore]
+  mask: np.ndarray  # (H, W) class indices at the image's size
+  class_fractions: dict[str, float]
+  detections: list[Detection]
+  continuation: str
+  error: str
+
+
+# An image as `Predictor.predict` takes it: a file's path, a PIL image, or raw pixel values
+# (0-255) as a NumPy or JAX array, (H, W, 3) RGB, (H, W, 4) RGBA, (H, W, 1) or (H, W) grey.
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | Any
+
+
+def _pixels(image, position: int) -> np.ndarray:
+  """An in-memory image as (H, W, 3) uint8 RGB; a ValueError names a shape or values that
+  are not an image's raw pixels."""
+  if isinstance(image, Image.Image):
+    return np.asarray(image.convert("RGB"))
+  pixels = np.asarray(image)
+  if pixels.ndim == 2:
+    pixels = pixels[..., None]
+  if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3, 4) or 0 in pixels.shape:
+    raise ValueError(
+      f"input {position}: an image array must be (H, W, 3), (H, W, 4), (H, W, 1) or "
+      f"(H, W), got shape {pixels.shape}"
+    )
+  if pixels.dtype != np.uint8:
+    if pixels.dtype == bool or not np.issubdtype(pixels.dtype, np.number):
+      raise ValueError(f"input {position}: pixel values must be numbers, got {pixels.dtype}")
+    if not (np.all(np.isfinite(pixels)) and pixels.min() >= 0 and pixels.max() <= 255):
+      raise ValueError(
+        f"input {position}: raw pixel values must be in [0, 255], got "
+        f"[{pixels.min()}, {pixels.max()}] (the predictor normalises them itself)"
+      )
+    pixels = np.round(pixels).astype(np.uint8)
+  if pixels.shape[-1] == 1:
+    return np.repeat(pixels, 3, axis=-1)
+  return pixels[..., :3] if pixels.shape[-1] == 4 else pixels
+
+
+def _record(item, position: int) -> dict:
+  """A `predict` input as the record a task's preprocessing reads."""
+  if isinstance(item, str | os.PathLike):
+    return {"path": os.fspath(item), "label": 0}
+  return {"image": _pixels(item, position), "label": 0}
+
+
 class Predictor:
   """A model with its weights, input preparation and class names, ready to predict.
 
@@ -100,16 +169,31 @@ class Predictor:
       outs.append(jax.tree.map(lambda a: a[: len(chunk)], out))
     return jax.tree.map(lambda *a: np.concatenate(a), *outs) if outs else None
 
-  def predict(self, paths: Sequence[str], top_k: int = 5, **generation) -> list[dict]:
-    """One dict per file: {"path", "error"} or the task's result.
+  def predict(
+    self, inputs: ImageInput | Sequence[ImageInput], top_k: int = 5, **generation
+  ) -> list[Result]:
+    """One `Result` per input, in order: {"path" (a file's), "error"} or the task's result.
 
+    inputs: image files, PIL images, or arrays of raw pixel values (0-255; (H, W, 3) RGB,
+    (H, W, 4), (H, W, 1) or (H, W); a (N, H, W, C) array is N images), or a single one of
+    these; for a text model, text files. Each image is prepared as the weights record
+    (size, mean, std, crop): pass pixels as read, not normalised.
     classification and text classification: "top" [{"class", "index", "probability"}];
     segmentation: "mask" (H, W) class indices at the image's size and "class_fractions";
     detection: "detections" [{"class", "index", "score", "box" (x1, y1, x2, y2)}];
     a language model: "continuation", the text after the file's (`generation`: `length`,
     `temperature`, `top_k`, `seed` of `generation.continue_text`).
     """
-    return self._results([{"path": p, "label": 0} for p in paths], top_k, generation)
+    if isinstance(inputs, str | os.PathLike | Image.Image):
+      inputs = [inputs]
+    elif hasattr(inputs, "shape") and not isinstance(inputs, np.ndarray | Image.Image):
+      inputs = np.asarray(inputs)  # a JAX array
+    if isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3):
+      inputs = [inputs]
+    records = [_record(item, i) for i, item in enumerate(inputs)]
+    if self.task.input_key != "image" and any("image" in r for r in records):
+      raise ValueError(f"a {self.info.task} model predicts on text files or texts, not images")
+    return self._results(records, top_k, generation)
 
   def predict_texts(self, texts: Sequence[str], top_k: int = 5, **generation) -> list[dict]:
     """As `predict`, for texts given as strings: one dict per text, {"text", ...}."""
@@ -117,7 +201,7 @@ class Predictor:
       raise ValueError(f"a {self.info.task} model predicts on image files, not on texts")
     return self._results([{"text": t, "label": 0} for t in texts], top_k, generation)
 
-  def _results(self, records: list[dict], top_k: int, generation: dict) -> list[dict]:
+  def _results(self, records: list[dict], top_k: int, generation: dict) -> list[Result]:
     named = [{k: r[k] for k in ("path", "text") if k in r} for r in records]
     if self.task.generates_text:
       generation = {"length": CONTINUATION_BYTES, **generation}
@@ -141,10 +225,18 @@ class Predictor:
     outputs = self.run(np.stack([examples[i][self.task.input_key] for i in readable]))
     for row, i in enumerate(readable):
       out = jax.tree.map(lambda a: a[row], outputs)
-      source = named[i].get("path", "")
-      found = self.task.prediction(out, examples[i], source, self.class_names, top_k)
+      size = _size(records[i]) if self.task.input_key == "image" else None
+      found = self.task.prediction(out, examples[i], size, self.class_names, top_k)
       results[i] = {**named[i], **found}
     return results
 
-  def classify(self, paths: Sequence[str], top_k: int = 5) -> list[dict]:
+  def classify(self, paths: Sequence[str], top_k: int = 5) -> list[Result]:
     return self.predict(paths, top_k)
+
+
+def _size(record: dict) -> tuple[int, int]:
+  """(width, height) of a record's image as given."""
+  if "image" in record:
+    return record["image"].shape[1], record["image"].shape[0]
+  with Image.open(record["path"]) as image:
+    return image.size

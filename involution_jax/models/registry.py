@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 from collections.abc import Callable
 
@@ -29,6 +30,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
   "upernet": UPerNet,
   "sequence": SequenceModel,
 }
+
+
+def list_models(pattern: str = "*") -> list[str]:
+  """The registry's model names (`MODELS`) matching the shell-style `pattern`, sorted:
+  `list_models("rednet*")`. Each builds with `create_model(name, **fields)`."""
+  return sorted(name for name in MODELS if fnmatch.fnmatchcase(name, pattern))
 
 
 def create_model(name: str, **overrides) -> nn.Module:

@@ -87,7 +87,13 @@ class Task(Protocol):
     """(variables, inputs (N, ...)) -> what an exported model returns, jit-compilable."""
 
   def prediction(
-    self, output: Any, example: dict, path: str, class_names: list[str], top_k: int
+    self,
+    output: Any,
+    example: dict,
+    size: tuple[int, int] | None,
+    class_names: list[str],
+    top_k: int,
   ) -> dict:
     """One input's outputs -> its result for users (the `top_k` classes, a mask,
-    detections), in the pixels of the image at `path`; `example` is its prepared example."""
+    detections), in the pixels of the image as given, `size` (width, height) (None for
+    a text); `example` is its prepared example."""

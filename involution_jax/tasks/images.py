@@ -26,12 +26,6 @@ from involution_jax.tasks.common import (
 from involution_jax.weights.info import ModelInfo
 
 
-def image_file_size(path: str) -> tuple[int, int]:
-  """(width, height) of an image file."""
-  with Image.open(path) as image:
-    return image.size
-
-
 class Classification:
   name = "classification"
   train_metrics = ("accuracy",)
@@ -132,7 +126,7 @@ class Classification:
   def predict_fn(self, model: nn.Module):
     return lambda variables, x: jax.nn.softmax(model.apply(variables, x, train=False), axis=-1)
 
-  def prediction(self, probabilities, example, path, class_names, top_k) -> dict:
+  def prediction(self, probabilities, example, size, class_names, top_k) -> dict:
     """{"top": [{"class", "index", "probability"}, ...]}, the likeliest first."""
     return top_classes(probabilities, class_names, top_k)
 
@@ -290,9 +284,9 @@ class Segmentation(DenseTask):
 
     return predict
 
-  def prediction(self, labels, example, path, class_names, top_k) -> dict:
+  def prediction(self, labels, example, size, class_names, top_k) -> dict:
     """{"mask": (H, W) class indices at the image's size, "class_fractions"}."""
-    w, h = image_file_size(path)
+    w, h = size
     scale = float(example["scale"])
     region = labels[: max(1, round(h * scale)), : max(1, round(w * scale))]
     mask = np.asarray(Image.fromarray(region.astype(np.uint8)).resize((w, h), Image.NEAREST))
@@ -341,9 +335,9 @@ class Detection(DenseTask):
 
     return detect
 
-  def prediction(self, out, example, path, class_names, top_k) -> dict:
+  def prediction(self, out, example, size, class_names, top_k) -> dict:
     """{"detections": [{"class", "index", "score", "box" (x1, y1, x2, y2)}, ...]}."""
-    found = detections_in_image(out, image_file_size(path), example, class_names)
+    found = detections_in_image(out, size, example, class_names)
     return {"detections": [d for _, d in found]}
 
   def summarize(self, outputs, dataset):

@@ -52,7 +52,7 @@ class LanguageModel(TextTask):
   def predict_fn(self, model: nn.Module):
     self._continues_prompts()
 
-  def prediction(self, output, example, path, class_names, top_k) -> dict:
+  def prediction(self, output, example, size, class_names, top_k) -> dict:
     self._continues_prompts()
 
   def dataset(self, config, split: str) -> Dataset:
@@ -209,7 +209,7 @@ class TextClassification(TextTask):
     logits = self.serving_fn(model)
     return lambda variables, tokens: jax.nn.softmax(logits(variables, tokens), axis=-1)
 
-  def prediction(self, probabilities, example, path, class_names, top_k) -> dict:
+  def prediction(self, probabilities, example, size, class_names, top_k) -> dict:
     """{"top": [{"class", "index", "probability"}, ...]}, the likeliest first."""
     return top_classes(probabilities, class_names, top_k)
 

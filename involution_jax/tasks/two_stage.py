@@ -17,7 +17,7 @@ import numpy as np
 from involution_jax.data import coco, dense
 from involution_jax.models import rcnn
 from involution_jax.tasks.common import LossFn
-from involution_jax.tasks.images import DETECTIONS, DenseTask, detections_in_image, image_file_size
+from involution_jax.tasks.images import DETECTIONS, DenseTask, detections_in_image
 
 LOSS_TERMS = ("rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss", "mask_loss")
 
@@ -72,10 +72,10 @@ class TwoStageDetection(DenseTask):
     probabilities)."""
     return lambda variables, images: model.apply(variables, images, train=False)
 
-  def prediction(self, out, example, path, class_names, top_k) -> dict:
+  def prediction(self, out, example, size, class_names, top_k) -> dict:
     """As RetinaNet's; Mask R-CNN adds each detection's "mask" (H, W) bool at the image's
     size."""
-    w, h = image_file_size(path)
+    w, h = size
     found = detections_in_image(out, (w, h), example, class_names)
     if "masks" in out and found:
       keep = [i for i, _ in found]

@@ -58,6 +58,15 @@ def keep_until(workdir: str, step: int) -> None:
   os.replace(tmp, path)
 
 
+def recorded(workdir: str, kind: str, step: int) -> dict | None:
+  """The values of the last `kind` ("train" or "eval") record at `step`; None when there
+  is none (or no history)."""
+  if not os.path.isfile(history_path(workdir)):
+    return None
+  found = [r[kind] for r in read(workdir) if r["step"] == step and kind in r]
+  return found[-1] if found else None
+
+
 def _scalars(values: Mapping) -> dict:
   return {
     k: float(v)

@@ -1,4 +1,6 @@
-"""Resuming a workdir: the newest intact checkpoint of the same model, or a chosen one.
+"""Where a run starts: the newest intact checkpoint of its workdir (of the same model),
+a chosen one, or fresh weights with pretrained ones grafted in (`initialise_from`); and
+what a finished run left (`finished_run`, `write_metrics`).
 
 Before restoring, a step's saved parameter shapes are compared with the model
 being trained: another model is an error that says what differs, never a page
@@ -12,16 +14,20 @@ aside as `<step>.superseded`, so the run can save those steps again.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
 
-from involution_jax.weights import ModelInfo, checkpoints, model_from_info
+from involution_jax.weights import ModelInfo, checkpoints, load_weights, model_from_info
 from involution_jax.weights.info import UnreadableInfo
 
 
@@ -37,6 +43,49 @@ class DifferentSteps(ValueError):
 # examples of `train_examples` in the order `seed` draws. Each training checkpoint
 # records them (`checkpoints.save`'s metrics); any other field may change on resuming.
 STEP_MEANING = ("dataset", "train_split", "train_examples", "batch_size", "seed")
+
+
+METRICS = "metrics.json"  # in a workdir: the final metrics of its run
+
+
+def write_metrics(workdir: str, metrics: dict) -> None:
+  """`workdir/METRICS`, replaced whole (a killed write leaves the old one)."""
+  path = os.path.join(workdir, METRICS)
+  with open(f"{path}.tmp-{os.getpid()}", "w") as f:
+    json.dump(metrics, f, indent=2)
+  os.replace(f.name, path)
+
+
+def finished_run(workdir: str, step: int, total_steps: int, config) -> dict | None:
+  """What a run resumed at `step` of `total_steps` has left to do.
+
+  Returns the metrics the run wrote when it finished (None when it has steps to go, or
+  finished without writing them: then evaluate again). Every process gets process 0's
+  answer. Raises ValueError when the workdir is past `total_steps`: a shorter run than
+  the one it holds, which would rewrite its records with steps it did not take.
+  """
+  if step > total_steps:
+    length = (
+      f"num_train_steps={config.num_train_steps}"
+      if config.num_train_steps > 0
+      else f"num_epochs={config.num_epochs}"
+    )
+    raise ValueError(
+      f"workdir {workdir} holds step {step}, past the {total_steps} steps this config "
+      f"trains ({length}); nothing was trained or rewritten. Evaluate that step with "
+      f"involution-eval {workdir}, or train the shorter run in another workdir"
+    )
+  metrics = None
+  if step == total_steps and jax.process_index() == 0:
+    try:
+      with open(os.path.join(workdir, METRICS)) as f:
+        metrics = json.load(f)
+    except (OSError, ValueError):  # none, or torn by a kill: evaluate again
+      metrics = None
+    if not isinstance(metrics, dict) or metrics.get("steps") != total_steps:
+      metrics = None
+  done = multihost_utils.broadcast_one_to_all(np.int32(metrics is not None))
+  return (metrics or {}) if int(done) else None
 
 
 def step_meaning(config, train_set) -> dict:
@@ -201,3 +250,36 @@ def restore_newest_intact(
       + "; ".join(f"step {s}: {checkpoints.describe_error(e)}" for s, e in damaged)
     )
   return None
+
+
+def _listed(paths: list[str], most: int = 8) -> str:
+  return ", ".join(paths[:most]) + (f" (and {len(paths) - most} more)" if len(paths) > most else "")
+
+
+def initialise_from(state, config, task, target: NamedSharding, verbose: bool):
+  """`state` (fresh) with pretrained weights (checkpoint, .pth or .pdparams) grafted in;
+  dense models take them into their backbone. Unless `config.init_partial`, every
+  backbone array (all but a classifier's head `fc`) must load."""
+  weights = config.init_from
+  pretrained, _ = load_weights(weights)
+  into = task.pretrained_into
+  variables, done = checkpoints.graft(jax.device_get(state.variables()), pretrained, into)
+  backbone_kept = [
+    p for p in done.kept if (p.split("/")[1] == into if into else p.split("/")[1] != "fc")
+  ]
+  if backbone_kept and not config.get("init_partial", False):
+    reasons = [f"{p} ({done.mismatched.get(p, 'not in the weights')})" for p in backbone_kept]
+    raise ValueError(
+      f"init_from={weights} fits only {len(done.loaded)} of the model's "
+      f"{len(done.loaded) + len(done.kept)} arrays; not loaded: {_listed(reasons, 3)}. "
+      "Other weights than this model's? Set --config.init_partial=True to load a part on purpose"
+    )
+  if verbose:
+    print(
+      f"initialised from {weights}: loaded {len(done.loaded)} of the model's "
+      f"{len(done.loaded) + len(done.kept)} arrays"
+      + (f"; kept as initialised: {_listed(done.kept)}" if done.kept else "")
+      + (f"; not used from the weights: {_listed(done.unused)}" if done.unused else "")
+    )
+  variables = jax.device_put(variables, target)
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])

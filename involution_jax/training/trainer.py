@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import math
 import os
 import threading
@@ -23,7 +22,6 @@ import jax
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
@@ -37,7 +35,7 @@ from involution_jax.tasks import get_task
 from involution_jax.training import curves, resume, sharding
 from involution_jax.training import step as train_step
 from involution_jax.training.evaluator import evaluate, make_eval_step
-from involution_jax.weights import checkpoints, load_weights
+from involution_jax.weights import checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,39 +91,6 @@ def build_programs(
   return Programs(model, init, step, eval_step, abstract, schedule)
 
 
-def _listed(paths: list[str], most: int = 8) -> str:
-  return ", ".join(paths[:most]) + (f" (and {len(paths) - most} more)" if len(paths) > most else "")
-
-
-def _initialise_from(state, config, task, target: NamedSharding, verbose: bool):
-  """Fresh state with pretrained weights (checkpoint, .pth or .pdparams) grafted in;
-  dense models take them into their backbone. Unless `config.init_partial`, every
-  backbone array (all but a classifier's head `fc`) must load."""
-  weights = config.init_from
-  pretrained, _ = load_weights(weights)
-  into = task.pretrained_into
-  variables, done = checkpoints.graft(jax.device_get(state.variables()), pretrained, into)
-  backbone_kept = [
-    p for p in done.kept if (p.split("/")[1] == into if into else p.split("/")[1] != "fc")
-  ]
-  if backbone_kept and not config.get("init_partial", False):
-    reasons = [f"{p} ({done.mismatched.get(p, 'not in the weights')})" for p in backbone_kept]
-    raise ValueError(
-      f"init_from={weights} fits only {len(done.loaded)} of the model's "
-      f"{len(done.loaded) + len(done.kept)} arrays; not loaded: {_listed(reasons, 3)}. "
-      "Other weights than this model's? Set --config.init_partial=True to load a part on purpose"
-    )
-  if verbose:
-    print(
-      f"initialised from {weights}: loaded {len(done.loaded)} of the model's "
-      f"{len(done.loaded) + len(done.kept)} arrays"
-      + (f"; kept as initialised: {_listed(done.kept)}" if done.kept else "")
-      + (f"; not used from the weights: {_listed(done.unused)}" if done.unused else "")
-    )
-  variables = jax.device_put(variables, target)
-  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
-
-
 def _write_scalars(writer, workdir: str, kind: str, results: dict, step: int) -> None:
   """TensorBoard scalars and a line of the run's history (`curves`)."""
   for name, value in results.items():
@@ -134,18 +99,20 @@ def _write_scalars(writer, workdir: str, kind: str, results: dict, step: int) ->
   curves.append(workdir, step, kind, results)
 
 
-def _write_metrics(workdir: str, metrics: dict) -> None:
-  with open(os.path.join(workdir, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=2)
-
-
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, *, mesh: jax.sharding.Mesh | None = None
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  mesh: jax.sharding.Mesh | None = None,
+  quiet: bool = False,
 ) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates.
 
   `mesh`: a 1-D mesh with axis "data" (default: every device of every process).
-  Returns the final metrics, also written to `workdir/metrics.json` (process 0).
+  `quiet`: no progress (a bar on a terminal, else a line per logging interval).
+  The config is saved as `workdir/config.py` (`configs.save_run_config`). Returns the
+  final metrics, also written to `workdir/metrics.json` (process 0); a run that had
+  finished returns those it wrote then, and changes nothing.
 
   Raises:
     workdir_lock.WorkdirInUseError: another run trains in `workdir`.
@@ -153,7 +120,7 @@ def train_and_evaluate(
   """
   with workdir_lock.hold_on_process_0(workdir), sigterm_as_a_request() as stop:
     try:
-      return _train_and_evaluate(config, workdir, mesh, stop)
+      return _train_and_evaluate(config, workdir, mesh, stop, quiet)
     except Exception as e:  # Orbax and tensorstore say it in many ways
       if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in str(e):
         raise
@@ -169,6 +136,7 @@ def _train_and_evaluate(
   workdir: str,
   mesh: jax.sharding.Mesh | None,
   stop: threading.Event,
+  quiet: bool,
 ) -> dict:
   mesh = mesh or sharding.data_mesh()
   configs.validate(config, mesh.size)
@@ -217,13 +185,25 @@ def _train_and_evaluate(
     if restored is not None:
       variables, train = restored
       state = train_step.TrainState(step=train["step"], opt_state=train["opt_state"], **variables)
-      if main_process:
-        print(f"resuming from {ckpt_dir} at step {int(state.step)} of {total_steps}")
     else:
       state = programs.init(jax.random.PRNGKey(config.seed))
       if config.get("init_from"):
-        state = _initialise_from(state, config, task, replicated, main_process)
+        state = resume.initialise_from(state, config, task, replicated, main_process)
     start_step = int(state.step)
+    finished = resume.finished_run(workdir, start_step, total_steps, config)
+    if finished is not None:
+      if main_process:
+        print(
+          f"workdir {workdir} finished its {total_steps} steps before: nothing to train, "
+          "metrics.json kept as it was (involution-eval evaluates it again)"
+        )
+      return finished
+    if main_process:
+      if restored is not None:
+        print(f"resuming from {ckpt_dir} at step {start_step} of {total_steps}")
+      changed = configs.save_run_config(config, workdir)
+      if changed:
+        print(f"config changed since this workdir's last run: {'; '.join(changed)}")
 
     step_fn, eval_fn = programs.train_step, programs.eval_step
     rates = train_step.learning_rates(programs.schedule, total_steps)
@@ -273,11 +253,14 @@ def _train_and_evaluate(
 
     history, pending, unreadable_draws, unreadable_files = [], None, 0, set()
     most_unreadable = config.get("max_unreadable_fraction", 0.1)
-    last_summary = dict.fromkeys(("loss",) + task.train_metrics)
+    # A run that finished without writing its metrics: train figures as recorded then.
+    recorded = curves.recorded(workdir, "train", start_step) if main_process else None
+    recorded = recorded if start_step == total_steps and recorded else {}
+    last_summary = {k: recorded.get(k) for k in ("loss",) + task.train_metrics}
     timed_steps, timed_seconds, tick = 0, 0.0, None
     # A bar on a terminal; elsewhere (a log file, a scheduler's capture) a plain line per
     # logging interval.
-    on_terminal = main_process and stderr_is_terminal()
+    on_terminal = main_process and not quiet and stderr_is_terminal()
     bar = tqdm(
       total=total_steps,
       initial=start_step,
@@ -324,7 +307,7 @@ def _train_and_evaluate(
         bar.set_postfix(
           **{k: f"{v:.4f}" for k, v in summary.items()}, ex_s=f"{examples_per_second:.0f}"
         )
-        if main_process and not on_terminal:
+        if main_process and not on_terminal and not quiet:
           print(
             f"step {step}/{total_steps}: "
             + ", ".join(f"{k} {v:.4f}" for k, v in summary.items())
@@ -363,13 +346,14 @@ def _train_and_evaluate(
     results = evaluate(
       task, eval_fn, state.variables(), eval_set, preprocess, config.eval_batch_size, batch_sharding
     )
-    trained = start_step < total_steps
-    final = {f"train_{k}": (v if trained else None) for k, v in last_summary.items()}
+    final = {f"train_{k}": v for k, v in last_summary.items()}
     final.update({f"test_{k}": v for k, v in results.items() if k not in ("unreadable", "count")})
     final.update(
       steps=total_steps,
       examples_per_second=(
-        timed_steps * config.batch_size / timed_seconds if timed_seconds else None
+        timed_steps * config.batch_size / timed_seconds
+        if timed_seconds
+        else recorded.get("examples_per_second")
       ),
       wall_time_s=time.time() - start_time,
       unreadable_train_images=int(
@@ -383,13 +367,13 @@ def _train_and_evaluate(
     )
     if info.corpus is not None:  # text: which text, exactly (it differs between Pythons)
       final["corpus"] = info.corpus
-    if writer:
+    if writer and not (recorded and curves.recorded(workdir, "eval", total_steps)):
       _write_scalars(writer, workdir, "eval", results, total_steps)
       writer.close()
       run = os.path.basename(os.path.abspath(workdir))
       curves.draw({run: curves.read(workdir)}, os.path.join(workdir, curves.CURVES), title=run)
     if main_process:
-      _write_metrics(workdir, final)
+      resume.write_metrics(workdir, final)
     mngr.close()
     return final
   finally:

@@ -202,7 +202,10 @@ def _import_torch(purpose: str):
   try:
     import torch
   except ImportError as e:
-    raise ImportError(f"{purpose} needs PyTorch: pip install 'involution-jax[torch]'") from e
+    raise ImportError(
+      f"{purpose} needs PyTorch: pip install torch==2.13.0 "
+      "(or, in the clone: pip install -e '.[torch]')"
+    ) from e
   return torch
 
 
@@ -211,7 +214,8 @@ def _import_safetensors(purpose: str):
     import safetensors.numpy
   except ImportError as e:
     raise ImportError(
-      f"{purpose} needs safetensors: pip install 'involution-jax[safetensors]'"
+      f"{purpose} needs safetensors: pip install 'safetensors>=0.4' "
+      "(or, in the clone: pip install -e '.[safetensors]')"
     ) from e
   return safetensors.numpy
 

@@ -18,6 +18,7 @@ later use against the size and SHA-256 recorded at first download; conversion
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import http.client
 import json
 import os
@@ -62,6 +63,12 @@ REGISTRY = {
 
 class DownloadError(OSError):
   """The weights could not be fetched; the message says where to put them by hand."""
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+  """The pretrained names (`REGISTRY`) matching the shell-style `pattern`, e.g. "rednet5*";
+  each loads with `pretrained.load(name)` and works wherever a weights path does."""
+  return [name for name in REGISTRY if fnmatch.fnmatchcase(name, pattern)]
 
 
 def is_name(name: str) -> bool:
