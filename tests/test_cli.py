@@ -407,3 +407,19 @@ def test_listings_name_what_the_library_has(capsys):
   with pytest.raises(SystemExit) as done:
     list_command.main(["modles"])
   assert done.value.code == 2 and "'modles' is not one of models" in capsys.readouterr().err
+
+
+def test_the_tensorboard_command_is_printed_only_where_tensorboard_is_installed():
+  import importlib.util
+
+  from involution_jax.cli import train
+
+  metrics = {"steps": 3, "checkpoint_dir": "/w/checkpoints", "tensorboard_dir": "/w/tensorboard"}
+  for installed in (True, False):
+    with mock.patch.object(importlib.util, "find_spec", lambda name: installed or None):
+      text = train._final_text(metrics, "/w")
+    line = next(line for line in text.splitlines() if line.startswith("TensorBoard: "))
+    if installed:
+      assert line == "TensorBoard: tensorboard --logdir /w/tensorboard"
+    else:
+      assert line.startswith("TensorBoard: /w/tensorboard (to view: pip install tensorboard")

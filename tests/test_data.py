@@ -182,6 +182,15 @@ def test_missing_datasets_say_where_they_looked(tmp_path):
     classification.load_dataset("mnist", "train", image_size=8)
 
 
+def test_a_missing_split_folder_is_named_as_the_split_it_reads(tmp_path):
+  _write_folder(tmp_path)  # train/ and val/, no test/
+  with pytest.raises(FileNotFoundError) as missing:
+    classification.load_dataset("folder", "test", image_size=8, data_dir=str(tmp_path))
+  message = str(missing.value)
+  assert f"not found: {tmp_path}/test\n" in message
+  assert f"{tmp_path}/test/<class>/*.jpg for split 'test'" in message and "/val/" not in message
+
+
 def test_unprepared_tfds_dataset_says_how_to_prepare_it(tmp_path, tfds):
   with pytest.raises(FileNotFoundError, match="(?s)'imagenet2012'.*not prepared.*tfds build"):
     classification.load_dataset("tfds:imagenet2012", "train", image_size=8, data_dir=str(tmp_path))

@@ -174,6 +174,19 @@ def test_dry_run_without_data_needs_the_class_count():
     preflight.dry_run(config, target_platforms=["tpu"])
 
 
+def test_dry_run_checks_that_init_from_names_weights(tmp_path):
+  config = tiny_digits_config(init_from=str(tmp_path / "no_such_run"))
+  with pytest.raises(FileNotFoundError, match="init_from=.*no_such_run: no such file or folder"):
+    preflight.dry_run(config, target_platforms=["tpu"])
+  config.init_from = str(tmp_path)  # a folder, but no checkpoint in it
+  with pytest.raises(FileNotFoundError, match="no checkpoint found at"):
+    preflight.dry_run(config, target_platforms=["tpu"])
+  config.init_from = "rednet26"  # a pretrained name: fetched when training starts
+  assert preflight.dry_run(config, target_platforms=["tpu"])["init_from"].startswith(
+    "pretrained rednet26"
+  )
+
+
 # Over 20 s: the dry run compiles the train and evaluation steps to report their memory.
 def test_train_dry_run_prints_the_report_and_trains_nothing(tmp_path, capsys):
   workdir = tmp_path / "run"
@@ -181,6 +194,7 @@ def test_train_dry_run_prints_the_report_and_trains_nothing(tmp_path, capsys):
   assert train.main(["--dry_run", "--workdir", str(workdir), *flags]) == 0
   out = capsys.readouterr().out
   assert "batch: 16 global, 2 per device" in out and "data: 1437 training examples" in out
+  assert "init_from: none (initialised at random)" in out
   assert re.search(r"train_step: compiled for cpu; per device: arguments [\d.]+ MiB", out)
   assert not workdir.exists()
   assert train.main(["--dry_run", "--target_platform", "tpu,rocm", *flags]) == 0

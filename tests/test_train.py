@@ -189,13 +189,20 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 # Over 20 s: a training run through the command's main (of the wider model that
 # tests/test_failures.py also trains, so the two share its compiled steps).
 def test_command_line_overrides(tmp_path, capsys):
-  flags = [*tiny_flags(num_train_steps=2), "--config.model_kwargs.base_width=32"]
-  assert train.main(["--config", "default", "--workdir", str(tmp_path), *flags]) == 0
+  flags = [*tiny_flags(num_train_steps=2, log_every_steps=1), "--config.model_kwargs.base_width=32"]
+  assert train.main(["--config", "default", "--workdir", str(tmp_path), "--quiet", *flags]) == 0
   assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 2
   _, info = checkpoints.load_for_inference(str(tmp_path))
   assert info.model_kwargs["base_width"] == 32 != tiny_digits_config().model_kwargs.base_width
   out = capsys.readouterr().out
   assert "test_accuracy" in out and str(tmp_path / "checkpoints") in out
+  assert "step 1/2" not in out and "training rednet" not in out  # --quiet: no progress
+  # Rerun with neither --config nor flags: the workdir's config, finished; --json: stdout
+  # is the metrics alone.
+  assert train.main(["--workdir", str(tmp_path), "--json"]) == 0
+  captured = capsys.readouterr()
+  assert json.loads(captured.out) == json.loads((tmp_path / "metrics.json").read_text())
+  assert "finished its 2 steps before" in captured.err
   assert train.main(["--workdir", str(tmp_path / "bad"), "--config.no_such_field=1"]) == 1
   assert "no_such_field" in capsys.readouterr().err
 

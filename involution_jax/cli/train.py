@@ -30,6 +30,7 @@ def format_report(report: dict) -> str:
     f"batch: {report['global_batch']} global, {report['per_device_batch']} per device"
     + (f", {report['grad_accum_steps']} micro-batches" if report["grad_accum_steps"] > 1 else ""),
     f"data: {report['data']}",
+    f"init_from: {report['init_from']}",
   ]
   for name in ("train_step", "eval_step"):
     memory = report[name]

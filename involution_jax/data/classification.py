@@ -89,7 +89,8 @@ def _class_folders(folder: str) -> list[str]:
 
 
 def image_folder(root: str, split: str) -> Dataset:
-  """An ImageNet-style folder: `root/train/<class>/*.jpg`, `root/val/<class>/*.jpg`.
+  """An ImageNet-style folder: `root/train/<class>/*.jpg` and `root/<split>/<class>/*.jpg`
+  (split "validation" reads `root/val/` where there is no `root/validation/`).
 
   Classes are the sub-folders of `root/train` (sorted), for every split.
   """
@@ -98,9 +99,9 @@ def image_folder(root: str, split: str) -> Dataset:
     split_dir = os.path.join(root, "val")  # TFDS's split name, ImageNet's folder name
   train_dir = os.path.join(root, "train")
   how = (
-    f"expected an ImageNet-style folder: {root}/train/<class>/*.jpg and "
-    f"{root}/val/<class>/*.jpg (e.g. ImageNet's ILSVRC2012 train and val archives "
-    "extracted so that each class has its own folder); set config.data_dir"
+    f"expected an ImageNet-style folder: {train_dir}/<class>/*.jpg (the classes) and "
+    f"{split_dir}/<class>/*.jpg for split {split!r} (config.eval_split / train_split name "
+    "the folder; docs/data.md); set config.data_dir to the folder above them"
   )
   for d in (train_dir, split_dir):
     if not os.path.isdir(d):

@@ -10,6 +10,7 @@ also compiled, and XLA's per-device memory figures reported.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import jax
@@ -20,6 +21,8 @@ from involution_jax import configs, portability
 from involution_jax.tasks import get_task
 from involution_jax.training import sharding
 from involution_jax.training.trainer import build_programs, total_train_steps
+from involution_jax.weights import checkpoints, zoo
+from involution_jax.weights.convert import OFFICIAL_SUFFIXES
 
 _MEMORY_FIELDS = {
   "arguments": "argument_size_in_bytes",
@@ -71,6 +74,23 @@ def memory_per_device(compiled: jax.stages.Compiled) -> dict[str, int] | None:
   return {name: int(getattr(analysis, field)) for name, field in _MEMORY_FIELDS.items()}
 
 
+def _check_init_from(weights: str | None) -> str:
+  """A line about `config.init_from`; FileNotFoundError where there is nothing to load."""
+  if not weights:
+    return "none (initialised at random)"
+  if zoo.is_name(weights) and not os.path.exists(weights):
+    cached = os.path.exists(zoo.cached_path(weights))
+    return f"pretrained {weights} ({'cached' if cached else 'downloaded when training starts'})"
+  if not os.path.exists(weights):
+    raise FileNotFoundError(
+      f"init_from={weights}: no such file or folder, nor a pretrained name "
+      f"({', '.join(zoo.REGISTRY)})"
+    )
+  if not weights.endswith(OFFICIAL_SUFFIXES):
+    checkpoints.find_checkpoint_root(weights)  # names the folder where none is found
+  return weights
+
+
 def dry_run(
   config: ml_collections.ConfigDict,
   *,
@@ -90,10 +110,12 @@ def dry_run(
 
   Raises:
     ValueError: an invalid config, data that contradicts it, or no class count.
+    FileNotFoundError: `init_from` names nothing to load.
     portability.PortabilityError: a step that does not lower or cannot run on the target.
   """
   mesh = mesh or sharding.data_mesh()
   configs.validate(config, mesh.size)
+  init_from = _check_init_from(config.get("init_from"))
   task = get_task(config)
   preprocess = task.preprocess(config)
   num_classes, examples, data_line = _check_data(config, task, preprocess)
@@ -121,6 +143,7 @@ def dry_run(
     grad_accum_steps=config.get("grad_accum_steps", 1),
     platforms=targets or (portability.local_platform(),),
     data=data_line,
+    init_from=init_from,
   )
   for name, fn, args in (
     ("train_step", programs.train_step, (state, train_batch, jax.ShapeDtypeStruct((), np.float32))),
