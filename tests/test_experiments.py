@@ -100,3 +100,18 @@ def test_ablation_trains_a_knob_at_its_default_value_once(tmp_path, experiment):
   assert "| group_channels | 8 |" in out and "| group_channels | 4 |" in out
   assert (tmp_path / "ablation.md").read_text().splitlines()[2].startswith("| group_channels | 8 |")
   assert (tmp_path / "ablation.png").stat().st_size > 0
+
+
+# Over 20 s: a detector's and a segmentation model's forward passes compile.
+def test_digit_scenes_figure_draws_both_models(tmp_path, experiment):
+  from helpers import load_config, save_random_checkpoint
+  from PIL import Image
+
+  for name in ("det", "seg"):
+    config = load_config(f"digitscenes_{name}", num_train_scenes=4)
+    save_random_checkpoint(str(tmp_path / name), config=config)
+  args = [str(tmp_path / "det"), str(tmp_path / "seg"), "--scenes", "2", "--min_score", "0"]
+  out = experiment("digit_scenes_figure", [*args, "--out", "figure.png"])
+  assert out.strip() == "wrote figure.png"
+  with Image.open(tmp_path / "figure.png") as figure:  # two rows of 48 x 4 = 192 pixels
+    assert figure.height >= 2 * 192 + 4 and figure.width > 2 * 192 + 4
