@@ -24,9 +24,10 @@ from involution_jax.inference import drawing
 from involution_jax.inference.predictor import Predictor
 
 
-def scenes(count: int) -> list[np.ndarray]:
-  """The first `count` validation scenes, (48, 48, 3) uint8 each."""
-  source = load_dense_dataset(configs.get_config("digitscenes_det"), BOXES, "validation").source
+def scenes(count: int, detector: str) -> list[np.ndarray]:
+  """The first `count` validation scenes of the detector's run, (H, W, 3) uint8 each."""
+  config = configs.get_config(configs.run_config_of(detector) or "digitscenes_det")
+  source = load_dense_dataset(config, BOXES, "validation").source
   return [np.asarray(source[i]["image"]) for i in range(count)]
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--min_score", type=float, default=0.5, help="boxes scoring at least this")
   parser.add_argument("--scale", type=int, default=4, help="how many times larger than a scene")
   args = parser.parse_args(argv)
-  images = scenes(args.scenes)
+  images = scenes(args.scenes, args.detector)
   Image.fromarray(
     grid(list(panels(args.detector, args.segmenter, images, args.min_score, args.scale)))
   ).save(args.out)

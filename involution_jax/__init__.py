@@ -36,7 +36,13 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
+# The sub-packages, reachable as attributes (`involution_jax.models.rednet`) once imported.
+_ROOMS = ("host", "ops", "models", "data", "configs", "weights", "tasks", "training", "inference")
+
+
 def __getattr__(name: str):
+  if name in _ROOMS:
+    return importlib.import_module(f"involution_jax.{name}")
   if name not in _EXPORTS:
     raise AttributeError(f"module 'involution_jax' has no attribute {name!r}")
   value = getattr(importlib.import_module(_EXPORTS[name]), name)
@@ -45,4 +51,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-  return sorted(set(globals()) | set(__all__))
+  return sorted({*__all__, *_ROOMS})

@@ -509,6 +509,15 @@ def test_divergence_names_the_kept_steps_with_their_losses_and_resume_step_works
   for step in later:
     assert f"step {step} set aside as {workdir}/checkpoints/{step}.superseded" in out
   assert f"at step {best} of {int(best) + 2}" in out and metrics["steps"] == int(best) + 2
+  # resume_step was for that run only: the workdir's config.py leaves it unset, so the
+  # same run again (its config.py) is finished, and goes back nowhere.
+  saved = configs.get_config(str(workdir / configs.RUN_CONFIG))
+  assert saved.resume_step is None and saved.learning_rate == 1e-9
+  before = (workdir / "metrics.json").read_bytes()
+  again = train_and_evaluate(saved, str(workdir))
+  assert json.dumps(again) == json.dumps(metrics)  # (NaN, the diverged test loss, included)
+  assert "set aside" not in capsys.readouterr().out
+  assert (workdir / "metrics.json").read_bytes() == before
 
 
 # --- official weights files that cannot be used ---------------------------------------------

@@ -79,6 +79,16 @@ def test_images_in_memory_predict_as_their_files(checkpoint, image_folder):
     predictor.predict([rgb[0].transpose(2, 0, 1)])
   with pytest.raises(ValueError, match=r"input 1: raw pixel values must be in \[0, 255\]"):
     predictor.predict([grey[0], grey[1] - 128.0])
+  with pytest.raises(ValueError, match=r"input 0: float pixel values all in \[0, 1\] look scaled"):
+    predictor.predict(grey[0] / 255.0)
+  # A 16-bit image: scaled to 8 bits in memory as when its file is read.
+  deep = image_folder[0] / "deep.png"
+  Image.fromarray(grey[0].astype(np.uint16) * 257).save(deep)
+  with Image.open(deep) as picture:
+    assert picture.mode.startswith("I")
+    assert predictor.predict(picture, top_k=3) == [
+      {"top": r["top"]} for r in predictor.predict(str(deep), top_k=3)
+    ]
 
 
 def test_batches_follow_the_images_not_the_batch_size(checkpoint, image_folder):

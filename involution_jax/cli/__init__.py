@@ -16,9 +16,10 @@ traceback instead.
 One grammar: the weights a command reads come first, as a positional argument
 (`weights_argument`); training writes to `--workdir`. Every command takes `--quiet`
 (no progress) and `--json` (its result as one JSON document on stdout;
-`output_arguments`, `print_result`). A tool's module imports only this one and the
-standard library at the top, and the rest once its arguments are parsed, so
-`--help` and bad arguments answer at once.
+`output_arguments`, `print_result`). A tool's module imports only light modules at the
+top (this one, the standard library, NumPy, `host`), and JAX, Flax and the rest of the
+package once its arguments are parsed, so `--help` and bad arguments answer at once
+(tests/test_cli.py checks that --help imports no JAX).
 """
 
 from __future__ import annotations
@@ -231,15 +232,22 @@ def start(args) -> None:
     )
 
 
-def weights_argument(parser: argparse.ArgumentParser, help: str = WEIGHTS_HELP) -> None:
-  """WEIGHTS, the first positional argument; `--weights` (the older spelling of eval and
-  visualize) is still accepted."""
-  parser.add_argument("weights", nargs="?", default=None, help=help)
+def weights_argument(
+  parser: argparse.ArgumentParser, help: str = WEIGHTS_HELP, old_option: bool = False
+) -> None:
+  """WEIGHTS, the first positional argument; `old_option`: `--weights WEIGHTS` too (eval
+  and visualize had it), then WEIGHTS may be left out of the positions."""
+  if not old_option:
+    parser.add_argument("weights", metavar="WEIGHTS", help=help)
+    return
+  parser.add_argument("weights", metavar="WEIGHTS", nargs="?", default=None, help=help)
   parser.add_argument("--weights", dest="weights_option", help=argparse.SUPPRESS)
 
 
 def given_weights(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
   """The WEIGHTS of `weights_argument` (exits with a usage error when absent or twice)."""
+  if not hasattr(args, "weights_option"):
+    return args.weights
   if args.weights and args.weights_option:
     parser.error(f"WEIGHTS given twice: {args.weights} and --weights {args.weights_option}")
   if not (args.weights or args.weights_option):

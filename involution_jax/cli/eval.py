@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
       "--config.dataset=folder --config.data_dir=/data/imagenet",
     ],
   )
-  cli.weights_argument(parser)
+  cli.weights_argument(parser, old_option=True)
   cli.add_config_arguments(parser, "the config.py of the training run WEIGHTS comes from")
   parser.add_argument(
     "--preprocessing",

@@ -10,6 +10,7 @@ Several hosts: the same command on every host (see docs/multihost.md).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -140,18 +141,22 @@ def _final_text(metrics: dict, workdir: str) -> str:
   import importlib.util
   import json
 
-  where = os.path.abspath(workdir)
+  from involution_jax import configs
+  from involution_jax.training import curves, resume
+  from involution_jax.weights import checkpoints
+
+  where = functools.partial(os.path.join, os.path.abspath(workdir))
+  logs = where("tensorboard")
   board = (
-    f"tensorboard --logdir {metrics['tensorboard_dir']}"
+    f"tensorboard --logdir {logs}"
     if importlib.util.find_spec("tensorboard")
-    else f"{metrics['tensorboard_dir']} (to view: pip install tensorboard, then "
-    f"tensorboard --logdir {metrics['tensorboard_dir']})"
+    else f"{logs} (to view: pip install tensorboard, then tensorboard --logdir {logs})"
   )
   return (
     json.dumps({k: v for k, v in metrics.items() if not k.endswith("_dir")}, indent=2)
-    + f"\ncheckpoints: {metrics['checkpoint_dir']}\nTensorBoard: {board}\n"
-    f"metrics: {os.path.join(where, 'metrics.json')}\n"
-    f"curves: {os.path.join(where, 'curves.png')}\nconfig: {os.path.join(where, 'config.py')}"
+    + f"\ncheckpoints: {where(checkpoints.CHECKPOINT_SUBDIR)}\nTensorBoard: {board}\n"
+    f"metrics: {where(resume.METRICS)}\ncurves: {where(curves.CURVES)}\n"
+    f"config: {where(configs.RUN_CONFIG)}"
   )
 
 

@@ -9,6 +9,7 @@ image (captured and drawn by `inference.kernels`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from involution_jax import cli
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
       "--out kernels.png --pixels 2,3 4,4 6,5"
     ],
   )
-  cli.weights_argument(parser)
+  cli.weights_argument(parser, old_option=True)
   parser.add_argument("image", nargs="?", default=None, help="the image file to run the model on")
   parser.add_argument("--image", dest="image_option", help=argparse.SUPPRESS)
   parser.add_argument(
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
   image = args.image or args.image_option
   if not image:
     parser.error("the following arguments are required: IMAGE")
+  if not os.path.isfile(image):
+    raise FileNotFoundError(f"no such image: {image}")
   import numpy as np
 
   from involution_jax.host.paths import output_file

@@ -83,7 +83,10 @@ def get_config(spec: str = "default", overrides: Sequence[str] = ()) -> ml_colle
   Raises ValueError (unknown name, unknown field, a value of the wrong type)
   or FileNotFoundError (no such config file), each naming the bad value.
   """
-  path, _, arg = spec.partition(":")
+  if os.path.isfile(spec):  # an existing file is a path, whatever its name holds (":")
+    path, arg = spec, ""
+  else:
+    path, _, arg = spec.partition(":")
   module = _load_module(path)
   if not hasattr(module, "get_config"):
     raise ValueError(f"config {path!r} has no get_config() function")
@@ -262,64 +265,100 @@ def _flat(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
   return out
 
 
-def _source(config: ml_collections.ConfigDict, indent: str) -> str:
+def _literal(value) -> str:
+  """A field's value as Python source; ValueError for what a config file cannot hold."""
+  if isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return f'float("{value}")'
+  if isinstance(value, tuple | list):
+    items = ", ".join(_literal(v) for v in value)
+    return (
+      f"({items}{',' if len(value) == 1 else ''})" if isinstance(value, tuple) else f"[{items}]"
+    )
+  if isinstance(value, str | int | float | bool):
+    return repr(value)
+  raise ValueError(f"{value!r} ({type(value).__name__}) cannot be written as Python")
+
+
+# Instructions to one run, not part of what it trains: written as not set.
+ONE_RUN_FIELDS = ("resume_step",)
+
+
+def _source(config: ml_collections.ConfigDict, indent: str, top: bool = True) -> str:
   """The fields of `config` as the items of a Python dict literal, one per line."""
   lines = []
   for key, value in config.items():
     if isinstance(value, ml_collections.ConfigDict):
-      text = "{\n" + _source(value, indent + "  ") + indent + "}"
-    elif value is None:
+      text = "{\n" + _source(value, indent + "  ", top=False) + indent + "}"
+    elif value is None or (top and key in ONE_RUN_FIELDS):
       kind = config.get_type(key)
       text = f"placeholder({kind.__name__})" if kind not in (None, type(None)) else "None"
     else:
-      text = repr(value.item() if isinstance(value, np.generic) else value)
+      try:
+        text = _literal(value)
+      except ValueError as e:
+        raise ValueError(f"config field {key!r}: {e}") from None
     lines.append(f"{indent}{key!r}: {text},\n")
   return "".join(lines)
 
 
 def to_python(config: ml_collections.ConfigDict) -> str:
-  """`config` as the source of a config file (`get_config()` returns its values)."""
-  for field, value in _flat(config).items():
-    if value is not None and not isinstance(value, str | int | float | bool | tuple | list):
-      raise ValueError(f"config field {field!r}: {value!r} cannot be written as Python")
+  """`config` as the source of a config file whose `get_config()` returns its values
+  (`ONE_RUN_FIELDS` not set); ValueError naming a field no config file can hold."""
   return (
-    '"""The config this workdir was trained with, written by the trainer (every field\n'
-    "resolved). The commands that take this workdir use it unless given --config; train\n"
-    'with it elsewhere: involution-train --config <this file>."""\n\n'
+    '"""The config this workdir was trained with, written by the trainer. Every field is\n'
+    "a value here: one computed from another in the shipped config (e.g. imagenet's\n"
+    "learning_rate from batch_size) does not follow an override of it. The commands that\n"
+    "take this workdir use this file unless given --config; train with it elsewhere:\n"
+    'involution-train --config <this file>."""\n\n'
     "import ml_collections\nfrom ml_collections.config_dict import placeholder\n\n\n"
     "def get_config() -> ml_collections.ConfigDict:\n"
     "  return ml_collections.ConfigDict({\n" + _source(config, "    ") + "  })\n"
   )
 
 
-def save_run_config(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-  """Writes `config` to `workdir/RUN_CONFIG`; returns the fields that changed since the
-  one there before ("FIELD: OLD -> NEW"; [] when it is new or the same)."""
+def differences(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """The fields of `config` that differ from the run config in `workdir` ("FIELD: OLD ->
+  NEW", `ONE_RUN_FIELDS` aside); [] where there is none, or it cannot be read."""
   path = os.path.join(workdir, RUN_CONFIG)
-  changed = []
-  if os.path.isfile(path):
-    try:
-      before = _flat(get_config(path))
-    except (OSError, ValueError, SyntaxError, NameError):  # edited by hand, or damaged
-      before = {}
-    now = _flat(config)
-    changed = [
-      f"{k}: {before.get(k, '(none)')!r} -> {now.get(k, '(none)')!r}"
-      for k in sorted(set(before) | set(now))
-      if before and before.get(k) != now.get(k)
-    ]
+  try:
+    before = _flat(get_config(path)) if os.path.isfile(path) else {}
+  except (OSError, ValueError, SyntaxError, NameError):  # edited by hand, or damaged
+    before = {}
+  now = {k: v for k, v in _flat(config).items() if k not in ONE_RUN_FIELDS}
+  return [
+    f"{k}: {before.get(k, '(none)')} -> {now.get(k, '(none)')}"
+    for k in sorted(set(before) | set(now))
+    if before and k not in ONE_RUN_FIELDS and before.get(k) != now.get(k)
+  ]
+
+
+def save_run_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes `config` to `workdir/RUN_CONFIG` (replaced whole)."""
+  path = os.path.join(workdir, RUN_CONFIG)
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w") as f:
     f.write(to_python(config))
   os.replace(tmp, path)
-  return changed
+
+
+_CHECKPOINTS = "checkpoints"  # weights.checkpoints.CHECKPOINT_SUBDIR (test_configs ties them)
 
 
 def run_config_of(weights: str) -> str | None:
-  """The config file of the training run whose workdir (or its checkpoints/ folder)
-  `weights` is; None for other weights (a file, a pretrained name, an older workdir)."""
-  for workdir in (weights, os.path.dirname(os.path.normpath(weights))):
-    path = os.path.join(workdir, RUN_CONFIG)
-    if os.path.isdir(weights) and os.path.isfile(path):
-      return path
-  return None
+  """The config file of the training run whose workdir `weights` is (or its checkpoints/
+  folder, or one step there); None for other weights (a file, a pretrained name, a
+  converted checkpoint, an older workdir)."""
+  if not os.path.isdir(weights):
+    return None
+  workdir = os.path.normpath(weights)
+  if (
+    os.path.basename(workdir).isdigit()
+    and os.path.basename(os.path.dirname(workdir)) == _CHECKPOINTS
+  ):
+    workdir = os.path.dirname(workdir)
+  if os.path.basename(workdir) == _CHECKPOINTS:
+    workdir = os.path.dirname(workdir)
+  path = os.path.join(workdir, RUN_CONFIG)
+  return path if os.path.isfile(path) else None

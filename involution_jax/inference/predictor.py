@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from involution_jax.data.classification import IMAGE_EXTENSIONS
-from involution_jax.data.images import read_rgb
+from involution_jax.data.images import read_rgb, to_rgb
 from involution_jax.data.text import read_text
 from involution_jax.host.console import progress
 from involution_jax.inference.generation import continue_text
@@ -92,14 +92,14 @@ class Result(TypedDict, total=False):
 
 # An image as `Predictor.predict` takes it: a file's path, a PIL image, or raw pixel values
 # (0-255) as a NumPy or JAX array, (H, W, 3) RGB, (H, W, 4) RGBA, (H, W, 1) or (H, W) grey.
-ImageInput = str | os.PathLike | Image.Image | np.ndarray | Any
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | jax.Array
 
 
 def _pixels(image, position: int) -> np.ndarray:
   """An in-memory image as (H, W, 3) uint8 RGB; a ValueError names a shape or values that
   are not an image's raw pixels."""
   if isinstance(image, Image.Image):
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(to_rgb(image))  # as a file of it is read (16-bit grey scaled)
   pixels = np.asarray(image)
   if pixels.ndim == 2:
     pixels = pixels[..., None]
@@ -115,6 +115,11 @@ def _pixels(image, position: int) -> np.ndarray:
       raise ValueError(
         f"input {position}: raw pixel values must be in [0, 255], got "
         f"[{pixels.min()}, {pixels.max()}] (the predictor normalises them itself)"
+      )
+    if np.issubdtype(pixels.dtype, np.floating) and 0 < pixels.max() <= 1:
+      raise ValueError(
+        f"input {position}: float pixel values all in [0, 1] look scaled; pass raw values "
+        "in [0, 255] (e.g. pixels * 255)"
       )
     pixels = np.round(pixels).astype(np.uint8)
   if pixels.shape[-1] == 1:

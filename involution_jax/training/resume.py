@@ -56,14 +56,9 @@ def write_metrics(workdir: str, metrics: dict) -> None:
   os.replace(f.name, path)
 
 
-def finished_run(workdir: str, step: int, total_steps: int, config) -> dict | None:
-  """What a run resumed at `step` of `total_steps` has left to do.
-
-  Returns the metrics the run wrote when it finished (None when it has steps to go, or
-  finished without writing them: then evaluate again). Every process gets process 0's
-  answer. Raises ValueError when the workdir is past `total_steps`: a shorter run than
-  the one it holds, which would rewrite its records with steps it did not take.
-  """
+def refuse_shorter(workdir: str, step: int, total_steps: int, config) -> None:
+  """A ValueError when the workdir holds `step`, past `total_steps`: a shorter run than
+  the one it holds, which would rewrite its records with steps it did not take."""
   if step > total_steps:
     length = (
       f"num_train_steps={config.num_train_steps}"
@@ -75,6 +70,16 @@ def finished_run(workdir: str, step: int, total_steps: int, config) -> dict | No
       f"trains ({length}); nothing was trained or rewritten. Evaluate that step with "
       f"involution-eval {workdir}, or train the shorter run in another workdir"
     )
+
+
+def finished_run(workdir: str, step: int, total_steps: int, config) -> dict | None:
+  """What a run resumed at `step` of `total_steps` has left to do.
+
+  Returns the metrics the run wrote when it finished (None when it has steps to go, or
+  finished without writing them: then evaluate again), process 0's on every process.
+  Raises ValueError past `total_steps` (`refuse_shorter`).
+  """
+  refuse_shorter(workdir, step, total_steps, config)
   metrics = None
   if step == total_steps and jax.process_index() == 0:
     try:
@@ -84,8 +89,17 @@ def finished_run(workdir: str, step: int, total_steps: int, config) -> dict | No
       metrics = None
     if not isinstance(metrics, dict) or metrics.get("steps") != total_steps:
       metrics = None
-  done = multihost_utils.broadcast_one_to_all(np.int32(metrics is not None))
-  return (metrics or {}) if int(done) else None
+  return _from_process_0(metrics)
+
+
+def _from_process_0(value: dict | None) -> dict | None:
+  """Process 0's `value` (JSON-serialisable) on every process."""
+  if jax.process_count() == 1:
+    return value
+  text = json.dumps(value).encode() if jax.process_index() == 0 else b""
+  size = int(multihost_utils.broadcast_one_to_all(np.int64(len(text))))
+  data = np.frombuffer(text.ljust(size, b" "), np.uint8)
+  return json.loads(bytes(multihost_utils.broadcast_one_to_all(data)).decode())
 
 
 def step_meaning(config, train_set) -> dict:
@@ -256,12 +270,12 @@ def _listed(paths: list[str], most: int = 8) -> str:
   return ", ".join(paths[:most]) + (f" (and {len(paths) - most} more)" if len(paths) > most else "")
 
 
-def initialise_from(state, config, task, target: NamedSharding, verbose: bool):
+def initialise_from(state, config, task, target: NamedSharding, verbose: bool, quiet: bool = False):
   """`state` (fresh) with pretrained weights (checkpoint, .pth or .pdparams) grafted in;
   dense models take them into their backbone. Unless `config.init_partial`, every
   backbone array (all but a classifier's head `fc`) must load."""
   weights = config.init_from
-  pretrained, _ = load_weights(weights)
+  pretrained, _ = load_weights(weights, quiet=quiet or not verbose)
   into = task.pretrained_into
   variables, done = checkpoints.graft(jax.device_get(state.variables()), pretrained, into)
   backbone_kept = [

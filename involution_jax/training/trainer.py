@@ -140,6 +140,7 @@ def _train_and_evaluate(
 ) -> dict:
   mesh = mesh or sharding.data_mesh()
   configs.validate(config, mesh.size)
+  configs.to_python(config)  # a field no config file can hold: said now, on every process
   start_time = time.time()
   main_process = jax.process_index() == 0
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
@@ -171,6 +172,9 @@ def _train_and_evaluate(
   try:
     info = task.model_info(config, train_set)
     step_meaning = resume.step_meaning(config, train_set)
+    kept, asked = mngr.all_steps(), config.get("resume_step")
+    newest = asked if asked in kept else max(kept, default=0)
+    resume.refuse_shorter(workdir, newest, total_steps, config)  # before anything is renamed
     restored = resume.restore_newest_intact(
       mngr,
       ckpt_dir,
@@ -188,22 +192,24 @@ def _train_and_evaluate(
     else:
       state = programs.init(jax.random.PRNGKey(config.seed))
       if config.get("init_from"):
-        state = resume.initialise_from(state, config, task, replicated, main_process)
+        state = resume.initialise_from(state, config, task, replicated, main_process, quiet)
     start_step = int(state.step)
+    changed = configs.differences(config, workdir) if main_process else []
     finished = resume.finished_run(workdir, start_step, total_steps, config)
     if finished is not None:
       if main_process:
         print(
           f"workdir {workdir} finished its {total_steps} steps before: nothing to train, "
           "metrics.json kept as it was (involution-eval evaluates it again)"
+          + (f"; not applied: {'; '.join(changed)}" if changed else "")
         )
       return finished
     if main_process:
       if restored is not None:
         print(f"resuming from {ckpt_dir} at step {start_step} of {total_steps}")
-      changed = configs.save_run_config(config, workdir)
       if changed:
         print(f"config changed since this workdir's last run: {'; '.join(changed)}")
+      configs.save_run_config(config, workdir)
 
     step_fn, eval_fn = programs.train_step, programs.eval_step
     rates = train_step.learning_rates(programs.schedule, total_steps)
@@ -336,6 +342,7 @@ def _train_and_evaluate(
           preprocess,
           config.eval_batch_size,
           batch_sharding,
+          quiet,
         )
         if writer:
           _write_scalars(writer, workdir, "eval", results, step)
@@ -344,7 +351,14 @@ def _train_and_evaluate(
     if stop.is_set():
       raise Terminated
     results = evaluate(
-      task, eval_fn, state.variables(), eval_set, preprocess, config.eval_batch_size, batch_sharding
+      task,
+      eval_fn,
+      state.variables(),
+      eval_set,
+      preprocess,
+      config.eval_batch_size,
+      batch_sharding,
+      quiet,
     )
     final = {f"train_{k}": v for k, v in last_summary.items()}
     final.update({f"test_{k}": v for k, v in results.items() if k not in ("unreadable", "count")})
@@ -367,8 +381,9 @@ def _train_and_evaluate(
     )
     if info.corpus is not None:  # text: which text, exactly (it differs between Pythons)
       final["corpus"] = info.corpus
-    if writer and not (recorded and curves.recorded(workdir, "eval", total_steps)):
-      _write_scalars(writer, workdir, "eval", results, total_steps)
+    if writer:
+      if not (recorded and curves.recorded(workdir, "eval", total_steps)):  # said once
+        _write_scalars(writer, workdir, "eval", results, total_steps)
       writer.close()
       run = os.path.basename(os.path.abspath(workdir))
       curves.draw({run: curves.read(workdir)}, os.path.join(workdir, curves.CURVES), title=run)
