@@ -58,7 +58,7 @@ def _launch(workdir, *extra, processes=2, devices=2, heartbeat=100):
   ]
 
 
-# Over 20 s: two training processes together, and one run here on as many devices.
+# Over 20 s: two training processes together (twice), and one run here on as many devices.
 def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
   procs = _launch(multi, *FLAGS)
@@ -80,6 +80,13 @@ def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   a, _ = checkpoints.load_for_inference(single)
   b, _ = checkpoints.load_for_inference(multi)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
+  # The same command again: finished, on both processes, and nothing rewritten.
+  before = {f: open(os.path.join(multi, f), "rb").read() for f in ("metrics.json", "config.py")}
+  again = _launch(multi, *FLAGS)
+  outputs = [p.wait(timeout=300) for p in again]
+  assert [p.popen.returncode for p in again] == [0, 0], outputs
+  assert "finished its 6 steps before" in outputs[0][0]
+  assert {f: open(os.path.join(multi, f), "rb").read() for f in before} == before
 
 
 # Over 20 s: two processes must start and train before one is killed.
