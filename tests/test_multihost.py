@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -81,12 +82,13 @@ def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   b, _ = checkpoints.load_for_inference(multi)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
   # The same command again: finished, on both processes, and nothing rewritten.
-  before = {f: open(os.path.join(multi, f), "rb").read() for f in ("metrics.json", "config.py")}
+  records = [pathlib.Path(multi, f) for f in ("metrics.json", "config.py")]
+  before = [f.read_bytes() for f in records]
   again = _launch(multi, *FLAGS)
   outputs = [p.wait(timeout=300) for p in again]
   assert [p.popen.returncode for p in again] == [0, 0], outputs
   assert "finished its 6 steps before" in outputs[0][0]
-  assert {f: open(os.path.join(multi, f), "rb").read() for f in before} == before
+  assert [f.read_bytes() for f in records] == before
 
 
 # Over 20 s: two processes must start and train before one is killed.
