@@ -197,12 +197,13 @@ def test_command_line_overrides(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "test_accuracy" in out and str(tmp_path / "checkpoints") in out
   assert "step 1/2" not in out and "training rednet" not in out  # --quiet: no progress
-  # Rerun with neither --config nor flags: the workdir's config, finished; --json: stdout
-  # is the metrics alone.
-  assert train.main(["--workdir", str(tmp_path), "--json"]) == 0
+  # Rerun without --config: the workdir's config, finished (an override is not applied,
+  # and said so); --json: stdout is the metrics alone.
+  assert train.main(["--workdir", str(tmp_path), "--json", "--config.learning_rate=0.5"]) == 0
   captured = capsys.readouterr()
   assert json.loads(captured.out) == json.loads((tmp_path / "metrics.json").read_text())
   assert "finished its 2 steps before" in captured.err
+  assert "not applied: learning_rate: 0.1 -> 0.5" in captured.err
   assert train.main(["--workdir", str(tmp_path / "bad"), "--config.no_such_field=1"]) == 1
   assert "no_such_field" in capsys.readouterr().err
 
