@@ -311,3 +311,18 @@ def coco_ap_of_checkpoint(workdir: str, config) -> dict:
     evaluator.summarize()
     results.update({f"{prefix}ap": evaluator.stats[0], f"{prefix}ap50": evaluator.stats[1]})
   return results
+
+
+def random_rednet_variables(depth: int, seed: int = 0) -> dict:
+  """A RedNet's Flax variables with random values in [0.5, 1.5] (positive variances),
+  NumPy arrays."""
+  import jax
+
+  from involution_jax.models.rednet import RedNet
+  from involution_jax.weights import mmcls
+
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+    lambda s: rng.uniform(0.5, 1.5, s.shape).astype(s.dtype),
+    mmcls.variable_shapes(RedNet(depth=depth)),
+  )

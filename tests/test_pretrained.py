@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import paddle_state
+from helpers import paddle_state, random_rednet_variables
 
 from involution_jax.cli import convert as convert_command
 from involution_jax.models.rednet import RedNet
@@ -23,11 +23,7 @@ FILE = zoo.REGISTRY["rednet26"].filename
 @pytest.fixture(scope="module")
 def weights():
   """(variables, .pdparams bytes) of a RedNet-26 with random values (positive variances)."""
-  rng = np.random.default_rng(0)
-  variables = jax.tree.map(
-    lambda s: rng.uniform(0.5, 1.5, s.shape).astype(s.dtype),
-    mmcls.variable_shapes(RedNet(depth=26)),
-  )
+  variables = random_rednet_variables(26)
   blob = pickle.dumps(paddle_state(mmcls.from_flax(variables)), protocol=4)
   return variables, blob
 

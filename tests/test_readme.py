@@ -7,12 +7,10 @@ import os
 import pickle
 import re
 
-import jax
 import numpy as np
 import pytest
-from helpers import ROOT, load_config, paddle_state, save_random_checkpoint
+from helpers import ROOT, load_config, paddle_state, random_rednet_variables, save_random_checkpoint
 
-from involution_jax.models.rednet import RedNet
 from involution_jax.weights import mmcls, zoo
 
 FENCE = re.compile(r"^( *)```(\w*)\s*$")
@@ -52,12 +50,7 @@ def test_the_reader_finds_every_python_block():
 @pytest.fixture(scope="module")
 def rednet50_weights():
   """A RedNet-50 with random values (positive variances), as mmcls arrays."""
-  rng = np.random.default_rng(0)
-  variables = jax.tree.map(
-    lambda s: rng.uniform(0.5, 1.5, s.shape).astype(s.dtype),
-    mmcls.variable_shapes(RedNet(depth=50)),
-  )
-  return mmcls.from_flax(variables)
+  return mmcls.from_flax(random_rednet_variables(50))
 
 
 def _prepare(section: str, folder, state, monkeypatch, request) -> None:

@@ -229,6 +229,10 @@ def _train_and_evaluate(
         metrics={"train_loss": loss, **step_meaning},
       )
 
+    def evaluate_state() -> dict:  # the current state's metrics on the evaluation split
+      args = (state.variables(), eval_set, preprocess, config.eval_batch_size, batch_sharding)
+      return evaluate(task, eval_fn, *args, quiet)
+
     last_loss = None  # of the newest step checked, recorded with each checkpoint
 
     def check_finite(step: int, metrics: dict) -> dict:
@@ -334,32 +338,14 @@ def _train_and_evaluate(
           pending = None
         save(step, last_loss)
       if config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step < total_steps:
-        results = evaluate(
-          task,
-          eval_fn,
-          state.variables(),
-          eval_set,
-          preprocess,
-          config.eval_batch_size,
-          batch_sharding,
-          quiet,
-        )
+        results = evaluate_state()
         if writer:
           _write_scalars(writer, workdir, "eval", results, step)
     bar.close()
     mngr.wait_until_finished()
     if stop.is_set():
       raise Terminated
-    results = evaluate(
-      task,
-      eval_fn,
-      state.variables(),
-      eval_set,
-      preprocess,
-      config.eval_batch_size,
-      batch_sharding,
-      quiet,
-    )
+    results = evaluate_state()
     final = {f"train_{k}": v for k, v in last_summary.items()}
     final.update({f"test_{k}": v for k, v in results.items() if k not in ("unreadable", "count")})
     final.update(
