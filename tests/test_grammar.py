@@ -132,3 +132,24 @@ def test_the_tensorboard_command_is_printed_only_where_tensorboard_is_installed(
       assert line == "TensorBoard: tensorboard --logdir /w/tensorboard"
     else:
       assert line.startswith("TensorBoard: /w/tensorboard (to view: pip install tensorboard")
+
+
+def test_a_closed_output_pipe_stops_a_command_quietly():
+  """`involution-... | head -c 10`: no error line, SIGPIPE's status. The command writes
+  more than a pipe holds, so the reader's going away always reaches it."""
+  script = (
+    "import sys\n"
+    "from involution_jax import cli\n"
+    "@cli.command('probe')\n"
+    "def main(argv=None):\n"
+    "  print('x' * 1_000_000)\n"
+    "  return 0\n"
+    "sys.exit(main())\n"
+  )
+  with subprocess.Popen(
+    [sys.executable, "-c", script], env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+  ) as process:
+    process.stdout.read(10)
+    process.stdout.close()  # the reader goes away before the output is written
+    err = process.stderr.read().decode()
+  assert process.returncode == 141 and err == "", (process.returncode, err)

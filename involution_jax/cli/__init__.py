@@ -295,7 +295,8 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 def command(prog: str) -> Callable[[Main], Main]:
   """Decorates a tool's `main`: user errors become `prog: error: ...` and exit status 1;
-  Ctrl-C exits with 130 and SIGTERM with 143, each after one line and the clean-up."""
+  Ctrl-C exits with 130 and SIGTERM with 143, each after one line and the clean-up; a
+  closed output pipe (`| head`) with 141, silently."""
 
   def decorate(main: Main) -> Main:
     @functools.wraps(main)
@@ -305,6 +306,9 @@ def command(prog: str) -> Callable[[Main], Main]:
         previous = signal.signal(signal.SIGTERM, raise_terminated)
       try:
         return main(argv)
+      except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
       except USER_ERRORS as e:
         if os.environ.get(TRACEBACK_ENV) or "--verbose" in (sys.argv[1:] if argv is None else argv):
           raise
