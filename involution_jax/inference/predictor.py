@@ -191,8 +191,8 @@ class Predictor:
     """
     if isinstance(inputs, str | os.PathLike | Image.Image):
       inputs = [inputs]
-    elif hasattr(inputs, "shape") and not isinstance(inputs, np.ndarray | Image.Image):
-      inputs = np.asarray(inputs)  # a JAX array
+    elif isinstance(inputs, jax.Array):
+      inputs = np.asarray(inputs)
     if isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3):
       inputs = [inputs]
     records = [_record(item, i) for i, item in enumerate(inputs)]
