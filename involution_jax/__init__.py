@@ -36,8 +36,19 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-# The sub-packages, reachable as attributes (`involution_jax.models.rednet`) once imported.
-_ROOMS = ("host", "ops", "models", "data", "configs", "weights", "tasks", "training", "inference")
+# The sub-packages, imported when first reached as attributes (`involution_jax.models`).
+_ROOMS = (
+  "host",
+  "ops",
+  "models",
+  "data",
+  "configs",
+  "weights",
+  "tasks",
+  "training",
+  "inference",
+  "nnx",
+)
 
 
 def __getattr__(name: str):

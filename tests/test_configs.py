@@ -146,3 +146,8 @@ def test_the_run_config_is_found_from_the_workdir_its_checkpoints_or_a_step(tmp_
   (tmp_path / configs.RUN_CONFIG).write_text("not a run's")
   assert configs.run_config_of(str(tmp_path / "converted")) is None
   assert configs.run_config_of(path) is None and configs.run_config_of("rednet50") is None
+  # A workdir named "checkpoints" is a workdir: its own config, not its parent's.
+  named = tmp_path / "runs" / "checkpoints"
+  (named / "checkpoints" / "2").mkdir(parents=True)
+  configs.save_run_config(configs.get_config("default", ["seed=9"]), str(named))
+  assert configs.run_config_of(str(named)) == str(named / configs.RUN_CONFIG)

@@ -137,19 +137,31 @@ def test_the_tensorboard_command_is_printed_only_where_tensorboard_is_installed(
 def test_a_closed_output_pipe_stops_a_command_quietly():
   """`involution-... | head -c 10`: no error line, SIGPIPE's status. The command writes
   more than a pipe holds, so the reader's going away always reaches it."""
-  script = (
-    "import sys\n"
-    "from involution_jax import cli\n"
-    "@cli.command('probe')\n"
-    "def main(argv=None):\n"
-    "  print('x' * 1_000_000)\n"
-    "  return 0\n"
-    "sys.exit(main())\n"
-  )
-  with subprocess.Popen(
-    [sys.executable, "-c", script], env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-  ) as process:
-    process.stdout.read(10)
-    process.stdout.close()  # the reader goes away before the output is written
-    err = process.stderr.read().decode()
-  assert process.returncode == 141 and err == "", (process.returncode, err)
+  env = python_env()
+  env.pop("PYTHONUNBUFFERED", None)  # a short output waits in the buffer until the end
+  for size, read in ((1_000_000, 10), (100, 0)):  # more than a pipe holds; a line
+    script = (
+      "import sys, time\n"
+      "from involution_jax import cli\n"
+      "@cli.command('probe')\n"
+      "def main(argv=None):\n"
+      "  time.sleep(0.5)\n"
+      f"  print('x' * {size})\n"
+      "  return 0\n"
+      "sys.exit(main())\n"
+    )
+    with subprocess.Popen(
+      [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+      process.stdout.read(read)
+      process.stdout.close()  # the reader goes away before the output is written
+      err = process.stderr.read().decode()
+    assert process.returncode == 141 and err == "", (size, process.returncode, err)
+  # Another broken pipe (not standard output's) is an error like any other.
+  from involution_jax import cli as commands
+
+  @commands.command("probe")
+  def probe(argv):
+    raise BrokenPipeError(32, "Broken pipe")
+
+  assert probe([]) == 1

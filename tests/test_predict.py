@@ -68,6 +68,12 @@ def test_images_in_memory_predict_as_their_files(checkpoint, image_folder):
   rgb = np.stack([np.repeat(g[..., None], 3, -1) for g in grey])  # (5, 13, 11, 3)
   assert predictor.predict(rgb, top_k=3) == expected
   assert predictor.predict(jax.numpy.asarray(rgb), top_k=3) == expected
+
+  class Tensor:  # another library's array (a torch tensor, say): one image, not its rows
+    def __array__(self, dtype=None, copy=None):
+      return rgb[1]
+
+  assert len(predictor.predict(Tensor(), top_k=3)) == 1
   one = predictor.predict(paths[:1], top_k=3)  # a batch of one: another program
   assert predictor.predict(rgb[0], top_k=3) == [{"top": one[0]["top"]}]
   assert predictor.predict(paths[0], top_k=3) == one

@@ -19,7 +19,7 @@ One grammar: the weights a command reads come first, as a positional argument
 `output_arguments`, `print_result`). A tool's module imports only light modules at the
 top (this one, the standard library, NumPy, `host`), and JAX, Flax and the rest of the
 package once its arguments are parsed, so `--help` and bad arguments answer at once
-(tests/test_cli.py checks that --help imports no JAX).
+(tests/test_grammar.py checks that --help imports no JAX).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -293,6 +294,16 @@ def say(args: argparse.Namespace, text: str) -> None:
     print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
+def _stdout_closed() -> bool:
+  """Whether standard output is a pipe whose reader has gone."""
+  try:
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))
+  except (OSError, ValueError, AttributeError):  # not a file, or no poll here
+    return False
+
+
 def command(prog: str) -> Callable[[Main], Main]:
   """Decorates a tool's `main`: user errors become `prog: error: ...` and exit status 1;
   Ctrl-C exits with 130 and SIGTERM with 143, each after one line and the clean-up; a
@@ -305,11 +316,16 @@ def command(prog: str) -> Callable[[Main], Main]:
       if in_main_thread:  # only the main thread may set signal handlers
         previous = signal.signal(signal.SIGTERM, raise_terminated)
       try:
-        return main(argv)
-      except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as cat does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        code = main(argv)
+        if argv is None:
+          sys.stdout.flush()  # a reader gone (`| head`) is found here, not at exit
+        return code
       except USER_ERRORS as e:
+        if isinstance(e, BrokenPipeError) and argv is None and _stdout_closed():
+          quiet = os.open(os.devnull, os.O_WRONLY)  # stop quietly, as cat does
+          os.dup2(quiet, sys.stdout.fileno())
+          os.close(quiet)
+          return 128 + signal.SIGPIPE
         if os.environ.get(TRACEBACK_ENV) or "--verbose" in (sys.argv[1:] if argv is None else argv):
           raise
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)

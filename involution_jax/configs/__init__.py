@@ -276,7 +276,7 @@ def _literal(value) -> str:
     return (
       f"({items}{',' if len(value) == 1 else ''})" if isinstance(value, tuple) else f"[{items}]"
     )
-  if isinstance(value, str | int | float | bool):
+  if type(value) in (str, int, float, bool):  # not a subclass: an enum's repr is no literal
     return repr(value)
   raise ValueError(f"{value!r} ({type(value).__name__}) cannot be written as Python")
 
@@ -293,6 +293,8 @@ def _source(config: ml_collections.ConfigDict, indent: str, top: bool = True) ->
       text = "{\n" + _source(value, indent + "  ", top=False) + indent + "}"
     elif value is None or (top and key in ONE_RUN_FIELDS):
       kind = config.get_type(key)
+      if kind not in (None, type(None), str, int, float, bool, tuple, list):
+        raise ValueError(f"config field {key!r}: an unset {kind.__name__} cannot be written")
       text = f"placeholder({kind.__name__})" if kind not in (None, type(None)) else "None"
     else:
       try:
@@ -352,13 +354,15 @@ def run_config_of(weights: str) -> str | None:
   converted checkpoint, an older workdir)."""
   if not os.path.isdir(weights):
     return None
-  workdir = os.path.normpath(weights)
-  if (
-    os.path.basename(workdir).isdigit()
-    and os.path.basename(os.path.dirname(workdir)) == _CHECKPOINTS
-  ):
-    workdir = os.path.dirname(workdir)
-  if os.path.basename(workdir) == _CHECKPOINTS:
-    workdir = os.path.dirname(workdir)
-  path = os.path.join(workdir, RUN_CONFIG)
-  return path if os.path.isfile(path) else None
+  folder = os.path.normpath(weights)
+  parent = os.path.dirname(folder)
+  candidates = [folder]  # the workdir itself first, even one named "checkpoints"
+  if os.path.basename(folder) == _CHECKPOINTS:
+    candidates.append(parent)
+  elif os.path.basename(folder).isdigit() and os.path.basename(parent) == _CHECKPOINTS:
+    candidates.append(os.path.dirname(parent))
+  for workdir in candidates:  # a run's: its config beside its checkpoints
+    path = os.path.join(workdir, RUN_CONFIG)
+    if os.path.isfile(path) and os.path.isdir(os.path.join(workdir, _CHECKPOINTS)):
+      return path
+  return None

@@ -191,8 +191,8 @@ class Predictor:
     """
     if isinstance(inputs, str | os.PathLike | Image.Image):
       inputs = [inputs]
-    elif isinstance(inputs, jax.Array):
-      inputs = np.asarray(inputs)
+    elif not isinstance(inputs, list | tuple) and hasattr(inputs, "__array__"):
+      inputs = np.asarray(inputs)  # a JAX (or other) array: one image, or a batch
     if isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3):
       inputs = [inputs]
     records = [_record(item, i) for i, item in enumerate(inputs)]

@@ -173,8 +173,9 @@ def _train_and_evaluate(
     info = task.model_info(config, train_set)
     step_meaning = resume.step_meaning(config, train_set)
     kept, asked = mngr.all_steps(), config.get("resume_step")
-    newest = asked if asked in kept else max(kept, default=0)
-    resume.refuse_shorter(workdir, newest, total_steps, config)  # before anything is renamed
+    if asked is None or asked in kept:  # (a resume_step not kept: restoring says so)
+      newest = asked if asked is not None else max(kept, default=0)
+      resume.refuse_shorter(workdir, newest, total_steps, config)  # before any renaming
     restored = resume.restore_newest_intact(
       mngr,
       ckpt_dir,

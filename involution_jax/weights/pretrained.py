@@ -4,7 +4,7 @@ The weights are PaddleClas's released ImageNet files (`zoo.REGISTRY` lists the
 names, sizes and published top-1), downloaded once into the cache folder
 (`$INVOLUTION_JAX_CACHE`, default `~/.cache/involution_jax`), checked on every
 later load, and converted strictly. The same names work wherever a weights
-path does: `involution-predict rednet50 photo.jpg`, `involution-eval --weights
+path does: `involution-predict rednet50 photo.jpg`, `involution-eval
 rednet50`, `config.init_from = "rednet50"`.
 """
 
